@@ -1,0 +1,209 @@
+import { posix } from "node:path";
+import { isSafeId } from "../ids.js";
+import { SandboxError, type Sandbox, type StageVm } from "../sandbox/types.js";
+import type { SandboxSpec } from "../spec/types.js";
+import type { EngineHooks, RunPolicy, StoredArtifact } from "./types.js";
+import type { Semaphore } from "./semaphore.js";
+
+/** Caps on what a stage may hand back to the host. */
+export const MAX_RESULT_BYTES = 4 * 1024 * 1024;
+export const MAX_ARTIFACT_BYTES = 64 * 1024 * 1024;
+export const MAX_ARTIFACTS = 64;
+
+export interface StageJob {
+  name: string;
+  program: string;
+  args: string[];
+  env: Record<string, string>;
+  stdin: Buffer;
+  /** The stage's own timeout; undefined means the policy's (null: none, for services). */
+  timeoutSecs?: number | null;
+  box_name?: string;
+  group_id?: string;
+}
+
+export interface StageOutcome {
+  exitCode: number;
+  stdout: Buffer;
+  stderr: Buffer;
+  /** Why the stage failed, when it did. */
+  error?: string;
+}
+
+export interface StageContext {
+  runId: string;
+  sandbox: Sandbox;
+  sandboxSpec: SandboxSpec;
+  policy: RunPolicy;
+  slots: Semaphore;
+  hooks: EngineHooks;
+  /** Aborted when the run is cancelled. */
+  signal: AbortSignal;
+}
+
+const CANCELLED = "run cancelled";
+/** A finished guest powers off by itself in well under this; past it, it is killed. */
+const POWEROFF_GRACE_MS = 1000;
+
+/**
+ * Runs one stage to its end: up to 1 + max_stage_retries attempts, each in a fresh
+ * sandbox stage (a fresh micro-VM), within the parallel cap and the stage timeout.
+ */
+export async function runStage(ctx: StageContext, job: StageJob): Promise<StageOutcome> {
+  const attempts = 1 + ctx.policy.max_stage_retries;
+  let last: StageOutcome = { exitCode: -1, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0), error: CANCELLED };
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    if (ctx.signal.aborted) return last;
+    try {
+      await ctx.slots.acquire(ctx.signal);
+    } catch {
+      return last;
+    }
+    try {
+      last = await runAttempt(ctx, job, attempt);
+    } finally {
+      ctx.slots.release();
+    }
+    if (last.exitCode === 0 || ctx.signal.aborted) return last;
+  }
+  return last;
+}
+
+async function runAttempt(ctx: StageContext, job: StageJob, attempt: number): Promise<StageOutcome> {
+  const { hooks } = ctx;
+  const ctxFields = { stage_name: job.name, box_name: job.box_name, group_id: job.group_id };
+  const started = Date.now();
+  hooks.stage(job.name, { status: "running", attempt, started_at: started, finished_at: null, exit_code: null });
+  hooks.event({ type: "stage.started", message: `stage ${job.name} started (attempt ${attempt})`, payload: { stage_attempt: attempt }, ...ctxFields });
+
+  // One controller per attempt: the run's cancel and the stage timeout both abort it.
+  const attemptAbort = new AbortController();
+  let timedOut = false;
+  const onRunAbort = () => attemptAbort.abort(CANCELLED);
+  ctx.signal.addEventListener("abort", onRunAbort, { once: true });
+  const timeoutSecs = job.timeoutSecs === undefined ? ctx.policy.stage_timeout_secs : job.timeoutSecs;
+  const timer =
+    timeoutSecs === null
+      ? undefined
+      : setTimeout(() => {
+          timedOut = true;
+          attemptAbort.abort("timeout");
+        }, timeoutSecs * 1000);
+
+  let vm: StageVm | undefined;
+  let outcome: StageOutcome;
+  try {
+    vm = await ctx.sandbox.open({
+      runId: ctx.runId,
+      stage: job.name,
+      attempt,
+      memoryMb: ctx.sandboxSpec.memory_mb,
+      vcpus: ctx.sandboxSpec.vcpus,
+      network: ctx.sandboxSpec.network,
+      kernel: ctx.sandboxSpec.kernel,
+      initramfs: ctx.sandboxSpec.initramfs,
+      signal: attemptAbort.signal,
+    });
+    outcome = await execInVm(ctx, job, vm, attemptAbort, () => timedOut, timeoutSecs);
+  } catch (e) {
+    outcome = { exitCode: -1, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0), error: describeFailure(e, timedOut, timeoutSecs, ctx.signal) };
+  } finally {
+    clearTimeout(timer);
+    ctx.signal.removeEventListener("abort", onRunAbort);
+  }
+  if (vm) await stopVm(ctx, job, vm);
+
+  const finished = Date.now();
+  const duration_ms = finished - started;
+  if (outcome.exitCode === 0 && !outcome.error) {
+    hooks.stage(job.name, { status: "succeeded", finished_at: finished, exit_code: 0 });
+    hooks.event({ type: "stage.completed", message: `stage ${job.name} succeeded`, payload: { duration_ms, exit_code: 0, stage_attempt: attempt }, ...ctxFields });
+  } else {
+    outcome.error ??= `stage ${job.name} exited with code ${outcome.exitCode}`;
+    hooks.stage(job.name, { status: "failed", finished_at: finished, exit_code: outcome.exitCode });
+    hooks.event({
+      type: "stage.failed",
+      level: "error",
+      message: `stage ${job.name} failed: ${outcome.error}`,
+      payload: { duration_ms, exit_code: outcome.exitCode, error: outcome.error, stage_attempt: attempt },
+      ...ctxFields,
+    });
+  }
+  return outcome;
+}
+
+async function execInVm(
+  ctx: StageContext,
+  job: StageJob,
+  vm: StageVm,
+  abort: AbortController,
+  timedOut: () => boolean,
+  timeoutSecs: number | null,
+): Promise<StageOutcome> {
+  if (vm.vm) {
+    ctx.hooks.vmDelta(1);
+    ctx.hooks.event({
+      type: "microvm.spawned",
+      message: `micro-VM for ${job.name} booted in ${vm.vm.bootMs} ms (${vm.vm.accelerator})`,
+      payload: { stage: job.name, accelerator: vm.vm.accelerator, pid: vm.vm.pid, boot_ms: vm.vm.bootMs },
+      stage_name: job.name,
+      box_name: job.box_name,
+    });
+  }
+  // Cancel and timeout stop the VM itself, not just the program: a wedged guest must not hold the stage.
+  const onAbort = () => void vm.stop(timedOut() ? 0 : ctx.policy.cancel_grace_period_secs * 1000);
+  abort.signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    const r = await vm.exec({ program: job.program, args: job.args, env: job.env, stdin: job.stdin, signal: abort.signal });
+    if (abort.signal.aborted) return { ...r, exitCode: r.exitCode === 0 ? -1 : r.exitCode, error: describeFailure(null, timedOut(), timeoutSecs, ctx.signal) };
+    await collectOutput(ctx, job.name, vm);
+    return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
+  } finally {
+    abort.signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Reads /workspace/result.json and the artifacts it lists; a problem here fails the stage. */
+async function collectOutput(ctx: StageContext, stage: string, vm: StageVm): Promise<void> {
+  const result = await vm.readFile("result.json", MAX_RESULT_BYTES);
+  if (!result) return;
+  const artifacts: StoredArtifact[] = [];
+  let listed: unknown;
+  try {
+    listed = (JSON.parse(result.toString("utf8")) as { artifacts?: unknown })?.artifacts;
+  } catch {
+    listed = undefined; // malformed result.json is stored as is; publication reports it
+  }
+  if (Array.isArray(listed)) {
+    for (const a of listed.slice(0, MAX_ARTIFACTS)) {
+      if (!a || typeof a !== "object") continue;
+      const { name, path, media_type } = a as { name?: unknown; path?: unknown; media_type?: unknown };
+      if (!isSafeId(name)) continue; // never joined into a host path
+      const rel = typeof path === "string" ? posix.normalize(path.replace(/^\/workspace\//, "")) : name;
+      if (posix.isAbsolute(rel) || rel.split("/").includes("..")) continue;
+      const bytes = await vm.readFile(rel, MAX_ARTIFACT_BYTES);
+      if (bytes) artifacts.push({ name, media_type: typeof media_type === "string" ? media_type : "application/octet-stream", bytes });
+    }
+  }
+  ctx.hooks.output(stage, result, artifacts);
+}
+
+async function stopVm(ctx: StageContext, job: StageJob, vm: StageVm): Promise<void> {
+  const exit = await vm.stop(ctx.signal.aborted ? ctx.policy.cancel_grace_period_secs * 1000 : POWEROFF_GRACE_MS);
+  if (!vm.vm) return;
+  ctx.hooks.vmDelta(-1);
+  ctx.hooks.event({
+    type: "microvm.exited",
+    message: `micro-VM for ${job.name} exited${exit.killed ? " (killed)" : ""}`,
+    payload: { stage: job.name, accelerator: vm.vm.accelerator, pid: vm.vm.pid, exit_code: exit.exitCode, signal: exit.signal, killed: exit.killed },
+    stage_name: job.name,
+    box_name: job.box_name,
+  });
+}
+
+function describeFailure(e: unknown, timedOut: boolean, timeoutSecs: number | null, runSignal: AbortSignal): string {
+  if (timedOut) return `stage timed out after ${timeoutSecs} s`;
+  if (runSignal.aborted) return CANCELLED;
+  if (e instanceof SandboxError) return e.message;
+  return e instanceof Error ? `sandbox error: ${e.message}` : String(e);
+}

@@ -1,0 +1,55 @@
+import type { ErrorObject } from "ajv";
+import type { NextFunction, Request, Response } from "express";
+import type { Logger } from "pino";
+import { ApiError } from "../errors.js";
+
+/**
+ * The one place where failures become ApiError replies: request validation errors
+ * (from openapi-backend's ajv), body-parser errors, domain errors and the unexpected.
+ */
+
+function where(e: ErrorObject): string {
+  // openapi-backend reports paths like /requestBody/policy/x, /path/run_id or /query/state
+  const path = e.instancePath.replace(/^\/requestBody/, "/body").replace(/^\//, "");
+  const missing = e.keyword === "required" ? (e.params as { missingProperty: string }).missingProperty : undefined;
+  const extra = e.keyword === "additionalProperties" ? (e.params as { additionalProperty: string }).additionalProperty : undefined;
+  return [path || "body", missing ?? extra].filter(Boolean).join("/");
+}
+
+function describe(e: ErrorObject): string {
+  if (e.keyword === "required") return `${where(e)}: is required`;
+  if (e.keyword === "additionalProperties") return `${where(e)}: unknown property`;
+  return `${where(e)}: ${e.message ?? "is invalid"}`;
+}
+
+export function validationError(errors: ErrorObject[] | null | undefined): ApiError {
+  const list = errors ?? [];
+  const first = list[0];
+  const message = list.length ? list.slice(0, 3).map(describe).join("; ") : "invalid request";
+  if (!first) return new ApiError("INVALID_SPEC", message);
+  const inBody = list.filter((e) => e.instancePath.startsWith("/requestBody") || e.instancePath === "");
+  if (!inBody.length) return new ApiError("INVALID_PARAMS", message);
+  // Anything under `policy` is INVALID_POLICY, unless the rest of the body is wrong too.
+  const policyOnly = inBody.every((e) => e.instancePath.startsWith("/requestBody/policy"));
+  const bodyMessage = inBody.slice(0, 3).map(describe).join("; ");
+  return new ApiError(policyOnly ? "INVALID_POLICY" : "INVALID_SPEC", bodyMessage);
+}
+
+export function sendError(res: Response, err: ApiError): void {
+  if (res.headersSent) return;
+  res.status(err.status).json(err.toBody());
+}
+
+/** express error middleware: body-parser failures and anything thrown by a handler. */
+export function errorMiddleware(log: Logger) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
+    if (err instanceof ApiError) return sendError(res, err);
+    const type = (err as { type?: string }).type;
+    if (type === "entity.too.large") return sendError(res, new ApiError("PAYLOAD_TOO_LARGE", `request body exceeds ${(err as { limit?: number }).limit} bytes`));
+    if (type === "encoding.unsupported" || type === "charset.unsupported")
+      return sendError(res, new ApiError("INVALID_SPEC", `unsupported body encoding: ${(err as Error).message}`));
+    if (type === "request.aborted") return;
+    log.error({ err, method: req.method, path: req.path }, "unhandled error");
+    sendError(res, new ApiError("INTERNAL_ERROR", "internal error"));
+  };
+}

@@ -1,0 +1,33 @@
+import { ApiError } from "../../errors.js";
+import type { RunService } from "../../runs/service.js";
+import type { RunStore } from "../../store/runs.js";
+import type { Handler } from "../handler.js";
+
+export function stageHandlers(runs: RunService, store: RunStore) {
+  const listRunStages: Handler<"listRunStages"> = ({ params }) => {
+    const run = runs.get(params.run_id);
+    return { json: { run_id: run.id, attempt_id: run.file.attempt_id, updated_at: run.file.updated_at, stages: run.stageViews() } };
+  };
+
+  const getStageOutputFile: Handler<"getStageOutputFile"> = ({ params }) => {
+    const run = runs.get(params.run_id);
+    const bytes = store.readResult(run.id, params.stage);
+    if (!bytes) throw new ApiError("STRUCTURED_OUTPUT_MISSING", `stage ${params.stage} of run ${run.id} has no result.json`);
+    try {
+      JSON.parse(bytes.toString("utf8"));
+    } catch {
+      throw new ApiError("STRUCTURED_OUTPUT_MALFORMED", `result.json of stage ${params.stage} of run ${run.id} is not valid JSON`);
+    }
+    return { raw: bytes, contentType: "application/json" };
+  };
+
+  const getStageArtifact: Handler<"getStageArtifact"> = ({ params }) => {
+    const run = runs.get(params.run_id);
+    const bytes = store.readArtifact(run.id, params.stage, params.name);
+    if (!bytes) throw new ApiError("ARTIFACT_NOT_FOUND", `artifact ${params.name} of stage ${params.stage} of run ${run.id} not found`);
+    const entry = run.file.artifact_publication?.manifest.find((m) => m.stage === params.stage && m.name === params.name);
+    return { raw: bytes, contentType: entry?.media_type ?? "application/octet-stream" };
+  };
+
+  return { listRunStages, getStageOutputFile, getStageArtifact };
+}

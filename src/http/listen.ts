@@ -1,0 +1,89 @@
+import fs from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import type { Express } from "express";
+
+export interface Listener {
+  /** http://host:port for TCP, unix:///path for a socket. */
+  url: string;
+  close(): Promise<void>;
+}
+
+export type ListenTarget = { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string };
+
+export function parseListen(spec: string): ListenTarget {
+  if (spec.startsWith("tcp://")) {
+    const u = new URL(spec.replace(/^tcp:/, "http:"));
+    const port = u.port === "" ? NaN : Number(u.port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--listen ${spec}: a port is required (tcp://HOST:PORT)`);
+    return { kind: "tcp", host: u.hostname.replace(/^\[|\]$/g, ""), port };
+  }
+  if (spec.startsWith("unix://")) return { kind: "unix", path: spec.slice("unix://".length) };
+  if (spec.startsWith("/")) return { kind: "unix", path: spec };
+  throw new Error(`--listen ${spec}: expected tcp://HOST:PORT or unix:///PATH`);
+}
+
+/** A socket path may be reused only if it is a socket nobody answers on. */
+async function clearStaleSocket(path: string): Promise<void> {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to remove it`);
+  const alive = await new Promise<boolean>((resolve) => {
+    const s = net.connect(path);
+    const done = (v: boolean) => {
+      s.destroy();
+      resolve(v);
+    };
+    s.once("connect", () => done(true));
+    s.once("error", () => done(false));
+    s.setTimeout(1000, () => done(false));
+  });
+  if (alive) throw new Error(`another daemon is listening on ${path}`);
+  fs.unlinkSync(path);
+}
+
+export async function listen(app: Express, target: ListenTarget): Promise<Listener> {
+  const server = http.createServer(app);
+  server.keepAliveTimeout = 5000;
+  server.headersTimeout = 15000;
+  server.requestTimeout = 60000;
+  const sockets = new Set<net.Socket>();
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  if (target.kind === "unix") {
+    await clearStaleSocket(target.path);
+    // The socket is created 0600 from the start: no window where others could connect.
+    const old = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => server.once("error", reject).listen(target.path, resolve));
+    } finally {
+      process.umask(old);
+    }
+  } else {
+    await new Promise<void>((resolve, reject) => server.once("error", reject).listen(target.port, target.host, resolve));
+  }
+  const addr = server.address();
+  const url =
+    target.kind === "unix"
+      ? `unix://${target.path}`
+      : `http://${target.host.includes(":") ? `[${target.host}]` : target.host}:${(addr as net.AddressInfo).port}`;
+  return {
+    url,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        // Requests in flight get a moment to finish; then connections are cut.
+        setTimeout(() => {
+          for (const s of sockets) s.destroy();
+        }, 2000).unref();
+        if (target.kind === "unix") fs.rmSync(target.path, { force: true });
+      }),
+  };
+}

@@ -1,0 +1,34 @@
+import { randomBytes } from "node:crypto";
+import { v7 as uuidv7 } from "uuid";
+
+/**
+ * Ids used as path segments or file names. The same rule is the `SafeId` schema in
+ * openapi.yaml; this copy guards code paths that do not go through HTTP validation
+ * (spec files, stage names, artifact names, files found on disk).
+ */
+export const SAFE_ID = /^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export function isSafeId(s: unknown): s is string {
+  return typeof s === "string" && SAFE_ID.test(s);
+}
+
+export interface IdSource {
+  runId(): string;
+  eventId(): string;
+}
+
+/**
+ * Run ids: a millisecond timestamp plus 64 random bits, so two creates in the same
+ * millisecond never collide (the Rust daemon's defect 7), and a process-local counter
+ * as a tie-breaker that makes a collision impossible within one daemon.
+ */
+export function defaultIds(now: () => number = Date.now): IdSource {
+  let counter = 0;
+  return {
+    runId() {
+      counter = (counter + 1) % 0x10000;
+      return `run-${now()}-${counter.toString(16).padStart(4, "0")}${randomBytes(6).toString("hex")}`;
+    },
+    eventId: () => uuidv7(),
+  };
+}

@@ -1,0 +1,167 @@
+import type { IdSource } from "../ids.js";
+import type { RunStore } from "../store/runs.js";
+import { EVENT_CONTEXT_KEYS, type EngineEvent, type StagePatch, type StagePlan } from "../engine/types.js";
+import { v2EventName } from "./naming.js";
+import { TERMINAL, type RunEvent, type RunFile, type RunState, type RunStatus, type StageRecord, type StageView } from "./model.js";
+
+export interface RunDeps {
+  store: RunStore;
+  ids: IdSource;
+  now: () => number;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * One run in memory: its persisted file, its events (with their serialised forms
+ * cached, so serving events costs no per-request stringify), and its live counters.
+ * Every mutation goes through here so the terminal guard and persistence are in one place.
+ */
+export class Run {
+  readonly events: RunEvent[];
+  private readonly legacyJson: string[] = [];
+  private readonly v2Json: string[] = [];
+  private readonly eventIndex = new Map<string, number>();
+  activeMicrovms = 0;
+  /** Aborted on cancel: stops the engine's work. */
+  readonly abort = new AbortController();
+
+  constructor(
+    readonly file: RunFile,
+    events: RunEvent[],
+    private readonly deps: RunDeps,
+  ) {
+    this.events = [];
+    for (const e of events) this.remember(e);
+  }
+
+  get id(): string {
+    return this.file.id;
+  }
+  get status(): RunStatus {
+    return this.file.status;
+  }
+  get terminal(): boolean {
+    return TERMINAL.has(this.file.status);
+  }
+  get stages(): StageRecord[] {
+    return (this.file.stages ??= []);
+  }
+
+  private remember(e: RunEvent): void {
+    this.eventIndex.set(e.event_id, this.events.length);
+    this.events.push(e);
+    this.legacyJson.push(JSON.stringify(e));
+    this.v2Json.push(JSON.stringify({ ...e, event_type: e.event_type_v2 }));
+  }
+
+  /** Appends an event with a full envelope; returns it. Callers apply the terminal guard. */
+  append(e: EngineEvent): RunEvent {
+    const ts = this.deps.now();
+    const ev: RunEvent = {
+      ts_ms: ts,
+      level: e.level ?? "info",
+      event_type: e.type,
+      message: e.message,
+      run_id: this.id,
+      event_id: this.deps.ids.eventId(),
+      seq: this.events.length === 0 ? 0 : this.events[this.events.length - 1].seq + 1,
+      attempt_id: this.file.attempt_id,
+      timestamp: iso(ts),
+      event_type_v2: v2EventName(e.type),
+      payload: e.payload ?? null,
+    };
+    for (const k of EVENT_CONTEXT_KEYS) if (e[k] !== undefined) ev[k] = e[k];
+    this.remember(ev);
+    this.deps.store.appendEvent(this.id, this.legacyJson[this.legacyJson.length - 1]);
+    this.file.updated_at = ev.timestamp;
+    return ev;
+  }
+
+  /** Moves the run to a terminal status with `e` as its terminal event; durable on return. */
+  finish(status: RunStatus, e: EngineEvent, fields: Partial<Pick<RunFile, "error" | "terminal_reason" | "exit_code" | "report">>): RunEvent {
+    const ev = this.append(e);
+    Object.assign(this.file, fields);
+    this.file.status = status;
+    this.file.finished_at = ev.timestamp;
+    this.file.terminal_event_id = ev.event_id;
+    return ev;
+  }
+
+  /** Writes run.json and fsyncs the event log: after this the state survives a crash. */
+  persist(): void {
+    this.deps.store.syncEvents(this.id);
+    this.deps.store.saveRun(this.file);
+    if (this.terminal && this.activeMicrovms === 0) this.deps.store.closeRun(this.id);
+  }
+
+  planStages(plan: StagePlan[]): void {
+    this.file.stages = plan.map((p) => ({ ...p, status: "queued", attempt: 0, started_at: null, finished_at: null, exit_code: null }));
+  }
+
+  patchStage(name: string, patch: StagePatch): void {
+    const s = this.stages.find((x) => x.name === name);
+    if (s) Object.assign(s, patch);
+  }
+
+  /**
+   * For a run stopped from outside (cancel, restart, shutdown): queued stages are
+   * skipped, running ones failed with exit code -1, each with its event.
+   */
+  abortStages(reason: string): void {
+    for (const s of this.stages) {
+      if (s.status === "queued") {
+        s.status = "skipped";
+        this.append({ type: "stage.skipped", message: `stage ${s.name} skipped: ${reason}`, payload: { reason }, stage_name: s.name });
+      } else if (s.status === "running") {
+        const now = this.deps.now();
+        const duration_ms = s.started_at === null ? 0 : now - s.started_at;
+        Object.assign(s, { status: "failed", finished_at: now, exit_code: -1 });
+        this.append({
+          type: "stage.failed",
+          level: "error",
+          message: `stage ${s.name} failed: ${reason}`,
+          payload: { duration_ms, exit_code: -1, error: reason, stage_attempt: s.attempt },
+          stage_name: s.name,
+        });
+      }
+    }
+  }
+
+  get activeStageCount(): number {
+    return this.stages.filter((s) => s.status === "running").length;
+  }
+
+  eventsJson(fromEventId: string | undefined, v2: boolean): string {
+    const start = fromEventId !== undefined && this.eventIndex.has(fromEventId) ? this.eventIndex.get(fromEventId)! + 1 : 0;
+    const src = v2 ? this.v2Json : this.legacyJson;
+    return "[" + (start === 0 ? src.join(",") : src.slice(start).join(",")) + "]";
+  }
+
+  toState(v2: boolean): RunState {
+    const { stages, stage_states, ...rest } = this.file;
+    return {
+      ...rest,
+      events: v2 ? this.events.map((e) => ({ ...e, event_type: e.event_type_v2 })) : this.events,
+      active_stage_count: this.activeStageCount,
+      active_microvm_count: this.activeMicrovms,
+      stage_states: stages?.length
+        ? Object.fromEntries(stages.map((s) => [s.name, { status: s.status, attempt: s.attempt, exit_code: s.exit_code }]))
+        : (stage_states ?? null),
+    };
+  }
+
+  stageViews(): StageView[] {
+    return this.stages.map((s) => ({
+      name: s.name,
+      status: s.status,
+      attempt: s.attempt,
+      started_at: s.started_at === null ? null : iso(s.started_at),
+      finished_at: s.finished_at === null ? null : iso(s.finished_at),
+      duration_ms: s.started_at !== null && s.finished_at !== null ? s.finished_at - s.started_at : null,
+      exit_code: s.exit_code,
+      depends_on: s.depends_on,
+      group: s.group,
+    }));
+  }
+}

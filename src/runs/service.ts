@@ -1,0 +1,296 @@
+import type { Logger } from "pino";
+import type { components } from "../../generated/api.js";
+import { runEngine } from "../engine/index.js";
+import { DEFAULT_POLICY, type EngineEvent, type EngineHooks, type EngineResult, type RunPolicy } from "../engine/types.js";
+import { ApiError, notFound } from "../errors.js";
+import type { IdSource } from "../ids.js";
+import { MockSandbox } from "../sandbox/mock.js";
+import type { Sandbox } from "../sandbox/types.js";
+import { loadSpec, SpecError } from "../spec/load.js";
+import type { RunSpec } from "../spec/types.js";
+import type { RunStore } from "../store/runs.js";
+import { TERMINAL, type RunState } from "./model.js";
+import { normaliseStatus } from "./naming.js";
+import { decidePublication, type StageOutputs } from "./publication.js";
+import { Run } from "./run.js";
+
+type CreateRunRequest = components["schemas"]["CreateRunRequest"];
+type CreateRunResponse = components["schemas"]["CreateRunResponse"];
+type CancelRunResponse = components["schemas"]["CancelRunResponse"];
+
+/** Where micro-VM stages run, when they can. */
+export interface VmProvider {
+  sandbox: Sandbox | null;
+  /** Why `sandbox` is null (shown in the run's error for `mode: local`). */
+  unavailableReason: string;
+}
+
+export interface RunServiceDeps {
+  store: RunStore;
+  ids: IdSource;
+  now: () => number;
+  log: Logger;
+  vm: VmProvider;
+}
+
+/** Per-run execution context that is not persisted. */
+interface Execution {
+  outputs: Map<string, StageOutputs>;
+  done: Promise<void>;
+}
+
+/**
+ * The run lifecycle (CONTRACT.md sections 5–10): idempotent create, spec loading,
+ * execution through the engine, terminal transitions, cancel, and publication.
+ */
+export class RunService {
+  private readonly runs = new Map<string, Run>();
+  private readonly executions = new Map<string, Execution>();
+
+  constructor(private readonly deps: RunServiceDeps) {}
+
+  /** Loads the runs found on disk; runs that were active when the daemon died fail. */
+  restore(): string[] {
+    const { runs, quarantined } = this.deps.store.loadAll();
+    for (const loaded of runs) {
+      loaded.file.status = normaliseStatus(loaded.file.status) as RunState["status"];
+      const run = new Run(loaded.file, loaded.events, this.deps);
+      this.runs.set(run.id, run);
+      if (loaded.legacy) {
+        // A Rust void-box file: keep it readable, and move it to our layout on its next write.
+        for (const e of loaded.events) this.deps.store.appendEvent(run.id, JSON.stringify(e));
+      }
+      if (!run.terminal) {
+        run.abortStages("daemon restarted");
+        run.finish("failed", { type: "run.failed", level: "error", message: "daemon restarted while the run was active" }, {
+          error: "daemon restarted while the run was active",
+          terminal_reason: "daemon_restarted",
+        });
+        run.persist();
+        this.deps.log.warn({ run_id: run.id }, "run failed: daemon restarted");
+      } else if (loaded.legacy) run.persist();
+      if (run.terminal) this.deps.store.closeRun(run.id);
+    }
+    for (const q of quarantined) this.deps.log.error({ file: q }, "corrupt state file quarantined");
+    return quarantined;
+  }
+
+  get(id: string): Run {
+    const run = this.runs.get(id);
+    if (!run) throw notFound(`run ${id}`);
+    return run;
+  }
+
+  list(filter: "active" | "terminal" | undefined): Run[] {
+    const all = [...this.runs.values()];
+    if (!filter) return all;
+    return all.filter((r) => r.terminal === (filter === "terminal"));
+  }
+
+  /** Synchronous up to the insert, so concurrent creates with one run_id start one run. */
+  create(req: CreateRunRequest): CreateRunResponse {
+    if (req.run_id !== undefined) {
+      const existing = this.runs.get(req.run_id);
+      if (existing) {
+        if (existing.terminal) throw new ApiError("ALREADY_TERMINAL", `run ${existing.id} is already terminal (${existing.status})`);
+        return { run_id: existing.id, attempt_id: existing.file.attempt_id, state: existing.status };
+      }
+    }
+    let id = req.run_id ?? this.deps.ids.runId();
+    while (this.runs.has(id)) id = this.deps.ids.runId();
+    const now = new Date(this.deps.now()).toISOString();
+    const policy: RunPolicy | null = req.policy ? { ...DEFAULT_POLICY, ...req.policy } : null;
+    const run = new Run(
+      {
+        id,
+        status: "running",
+        file: req.file,
+        report: null,
+        error: null,
+        attempt_id: 1,
+        started_at: now,
+        updated_at: now,
+        finished_at: null,
+        terminal_reason: null,
+        terminal_event_id: null,
+        exit_code: null,
+        policy,
+        sandbox_mode: null,
+        stages: [],
+        artifact_publication: null,
+      },
+      [],
+      this.deps,
+    );
+    this.runs.set(id, run);
+    run.append({ type: "run.started", message: `run created for ${req.file}` });
+    run.append({ type: "env.provisioned", message: `environment env-${id} provisioned`, environment_id: `env-${id}` });
+    run.persist();
+    this.deps.log.info({ run_id: id, file: req.file, status: "running" }, "run created");
+    const exec: Execution = { outputs: new Map(), done: Promise.resolve() };
+    this.executions.set(id, exec);
+    exec.done = this.execute(run, exec, policy ?? DEFAULT_POLICY).finally(() => this.executions.delete(id));
+    return { run_id: id, attempt_id: run.file.attempt_id, state: run.status };
+  }
+
+  private async execute(run: Run, exec: Execution, policy: RunPolicy): Promise<void> {
+    let spec: RunSpec;
+    try {
+      spec = await loadSpec(run.file.file);
+    } catch (e) {
+      const reason = e instanceof SpecError ? e.message : `cannot load spec: ${(e as Error).message}`;
+      if (run.terminal) return;
+      run.append({ type: "spec.parse_failed", level: "error", message: reason });
+      this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });
+      return;
+    }
+    if (run.terminal) return;
+    run.append({ type: "run.spec.loaded", message: `spec ${spec.name} (${spec.kind}) loaded`, payload: { name: spec.name, kind: spec.kind } });
+
+    const sandbox = this.pickSandbox(run, spec);
+    if (!sandbox) {
+      const reason = `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`;
+      this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });
+      return;
+    }
+    let result: EngineResult;
+    try {
+      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec) });
+    } catch (e) {
+      const reason = (e as Error).message;
+      this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });
+      return;
+    }
+    this.finishExecution(run, exec, result);
+  }
+
+  private pickSandbox(run: Run, spec: RunSpec): Sandbox | null {
+    const mode = spec.sandbox.mode;
+    const vm = this.deps.vm.sandbox;
+    const sandbox = mode === "mock" || (mode === "auto" && !vm) ? new MockSandbox() : vm;
+    run.file.sandbox_mode = sandbox?.kind === "qemu" ? "local" : sandbox ? "mock" : null;
+    if (sandbox) {
+      run.append({
+        type: "sandbox.selected",
+        message: `stages run in ${sandbox.kind === "qemu" ? "micro-VMs" : "the mock sandbox"} (mode ${mode})`,
+        payload: { requested: mode, selected: run.file.sandbox_mode },
+        mode: run.file.sandbox_mode ?? undefined,
+      });
+    }
+    return sandbox;
+  }
+
+  /** Engine callbacks; after a terminal transition (cancel) everything late is dropped. */
+  private hooks(run: Run, exec: Execution): EngineHooks {
+    const live = () => !run.terminal;
+    return {
+      event: (e) => {
+        if (live()) run.append(e);
+      },
+      planStages: (plan) => {
+        if (live()) run.planStages(plan);
+      },
+      stage: (name, patch) => {
+        if (!live()) return;
+        run.patchStage(name, patch);
+        if (patch.status) run.persist();
+      },
+      vmDelta: (d) => {
+        run.activeMicrovms += d; // live count: VMs of a cancelled run are counted until they are gone
+      },
+      output: (stage, result, artifacts) => {
+        if (!live()) return;
+        this.deps.store.writeResult(run.id, stage, result);
+        for (const a of artifacts) this.deps.store.writeArtifact(run.id, stage, a.name, a.bytes);
+        exec.outputs.set(stage, { result, artifacts: artifacts.map((a) => ({ name: a.name, media_type: a.media_type, size_bytes: a.bytes.length })) });
+      },
+    };
+  }
+
+  private finishExecution(run: Run, exec: Execution, result: EngineResult): void {
+    if (run.terminal) return;
+    // A workflow's output step is also published under the stage name `main`.
+    if (result.report.kind === "workflow" && result.publishStage && exec.outputs.has(result.publishStage) && result.publishStage !== "main") {
+      const out = exec.outputs.get(result.publishStage)!;
+      this.deps.store.writeResult(run.id, "main", out.result);
+      for (const a of out.artifacts) {
+        const bytes = this.deps.store.readArtifact(run.id, result.publishStage, a.name);
+        if (bytes) this.deps.store.writeArtifact(run.id, "main", a.name, bytes);
+      }
+      exec.outputs.set("main", out);
+    }
+    const { problem } = this.publication(run, exec, result);
+    const fields = { report: result.report, exit_code: result.exitCode };
+    if (result.report.success && !problem) {
+      this.complete(run, exec, { type: "run.finished", message: "run succeeded", payload: { exit_code: result.exitCode } }, "succeeded", fields);
+    } else {
+      const error = result.report.success ? problem! : (result.error ?? "execution reported unsuccessful result");
+      this.complete(
+        run,
+        exec,
+        { type: "run.failed", level: "error", message: result.report.success ? error : "execution reported unsuccessful result", payload: { error, exit_code: result.exitCode } },
+        "failed",
+        { ...fields, error },
+      );
+    }
+    const output = result.report.output;
+    if (output) {
+      for (const line of output.replace(/\n$/, "").split("\n")) run.append({ type: "log.chunk", message: line, stream: "stdout", payload: { data: line } });
+      run.append({ type: "log.closed", message: "output closed", stream: "stdout" });
+    }
+    run.persist();
+  }
+
+  private publication(run: Run, exec: Execution, result?: EngineResult) {
+    const outcome = decidePublication({
+      runId: run.id,
+      outputs: exec.outputs,
+      publishStage: result?.publishStage,
+      mustPublish: result?.mustPublish ?? false,
+      now: new Date(this.deps.now()).toISOString(),
+    });
+    run.file.artifact_publication = outcome.publication;
+    return outcome;
+  }
+
+  private complete(run: Run, exec: Execution, e: EngineEvent, status: "succeeded" | "failed", fields: Parameters<Run["finish"]>[2]): void {
+    if (run.terminal) return;
+    if (!run.file.artifact_publication) this.publication(run, exec);
+    run.finish(status, e, { terminal_reason: status === "failed" ? (fields.error ?? null) : null, ...fields });
+    run.persist();
+    this.deps.log.info({ run_id: run.id, status, exit_code: run.file.exit_code, error: run.file.error }, `run ${status}`);
+  }
+
+  /** Cancel (CONTRACT.md section 8): durable before it returns; stops the run's work. */
+  cancel(id: string, reason: string | undefined): CancelRunResponse {
+    const run = this.get(id);
+    if (!run.terminal) {
+      const exec = this.executions.get(id);
+      const why = reason ?? "run marked cancelled";
+      run.abortStages("run cancelled");
+      if (exec) this.publication(run, exec);
+      run.finish("cancelled", { type: "run.cancelled", level: "warn", message: `run cancelled: ${why}`, payload: { reason: why } }, { terminal_reason: why });
+      run.persist();
+      run.abort.abort(new Error("run cancelled"));
+      this.deps.log.info({ run_id: id, status: "cancelled", reason: why }, "run cancelled");
+    }
+    return { run_id: run.id, state: run.status, terminal_event_id: run.file.terminal_event_id };
+  }
+
+  /**
+   * Daemon shutdown: every active run fails (durably, terminal_reason
+   * "daemon_shutdown") and its work is stopped; waits for executions to wind down.
+   */
+  async shutdown(timeoutMs: number): Promise<void> {
+    for (const run of this.runs.values()) {
+      if (TERMINAL.has(run.status)) continue;
+      const why = "daemon shut down while the run was active";
+      run.abortStages(why);
+      run.finish("failed", { type: "run.failed", level: "error", message: why }, { error: why, terminal_reason: "daemon_shutdown" });
+      run.persist();
+      run.abort.abort(new Error(why));
+    }
+    const all = Promise.allSettled([...this.executions.values()].map((e) => e.done));
+    await Promise.race([all, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
+  }
+}

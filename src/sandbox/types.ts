@@ -1,0 +1,85 @@
+/**
+ * The Sandbox interface: the only thing the engine knows about where a stage runs.
+ *
+ * One `StageVm` is opened per stage attempt (a fresh micro-VM for the QEMU sandbox,
+ * a view of the run's virtual /workspace for the mock). The engine then runs exactly
+ * one command in it, reads back the files it needs (result.json, artifacts), and
+ * stops it. Every method is bounded: callers pass timeouts or abort signals, and
+ * `stop()` always resolves once nothing of the stage is left running.
+ */
+
+export type SandboxKind = "mock" | "qemu";
+
+export interface StageVmOptions {
+  runId: string;
+  stage: string;
+  /** 1-based attempt number of this stage. */
+  attempt: number;
+  memoryMb: number;
+  vcpus: number;
+  network: boolean;
+  /** Overrides for the guest image (spec `sandbox.kernel` / `sandbox.initramfs`). */
+  kernel?: string;
+  initramfs?: string;
+  /** Aborting it while the VM boots kills the boot; open() then rejects. */
+  signal: AbortSignal;
+}
+
+export interface ExecCommand {
+  program: string;
+  args: string[];
+  env: Record<string, string>;
+  stdin: Buffer;
+  /** Aborting asks the program to stop; the engine follows with `stop(graceMs)`. */
+  signal: AbortSignal;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
+/** What a stage's VM was, for `microvm.spawned` / `microvm.exited` events. */
+export interface VmInfo {
+  accelerator: "kvm" | "tcg";
+  pid: number;
+  bootMs: number;
+}
+
+export interface VmExit {
+  /** Process exit code, or null when killed by a signal. */
+  exitCode: number | null;
+  signal: string | null;
+  /** true when the VM had to be killed (did not power off by itself in time). */
+  killed: boolean;
+}
+
+export interface StageVm {
+  /** Present for real micro-VMs; absent for the mock (no VM is spawned). */
+  readonly vm?: VmInfo;
+  exec(cmd: ExecCommand): Promise<ExecResult>;
+  /**
+   * Read a file relative to /workspace (no `..`, no absolute paths). Resolves null
+   * when it does not exist; rejects when it is larger than `maxBytes`.
+   */
+  readFile(relPath: string, maxBytes: number): Promise<Buffer | null>;
+  /**
+   * Ask the guest to stop and kill it after `graceMs`. Idempotent; resolves when
+   * no process of this stage is left.
+   */
+  stop(graceMs: number): Promise<VmExit>;
+}
+
+export interface Sandbox {
+  readonly kind: SandboxKind;
+  open(opts: StageVmOptions): Promise<StageVm>;
+}
+
+/** Thrown by sandboxes for failures that should fail the stage with a clear message. */
+export class SandboxError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SandboxError";
+  }
+}
