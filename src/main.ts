@@ -1,0 +1,171 @@
+#!/usr/bin/env node
+import fs from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import pino from "pino";
+import { Client, ClientError, type RunEvent } from "./client/client.js";
+import { defaultSocketPath, defaultStateDir, resolveToken, type Env } from "./config.js";
+import { createDaemon } from "./server.js";
+
+const USAGE = `voidbox — run workflows, pipelines and agents in QEMU micro-VMs
+
+usage:
+  voidbox serve [--listen URL]... [--state-dir DIR] [--no-auth] [--token-file FILE]
+                [--accel auto|kvm|tcg] [--kernel FILE --initramfs FILE] [--log-level LEVEL]
+      URL: tcp://HOST:PORT or unix:///PATH (default: the Unix socket ${"$"}XDG_RUNTIME_DIR/voidbox.sock, …)
+  voidbox run FILE [--run-id ID] [--daemon URL] [--token-file FILE] [--json]
+      start a run and show its events live until it ends; exits with the run's exit code
+  voidbox status RUN_ID | events RUN_ID | cancel RUN_ID [--reason TEXT] | list [--state active|terminal] | health
+      [--daemon URL] [--token-file FILE]   (default daemon: ${"$"}VOIDBOX_DAEMON_URL, else the Unix socket)
+`;
+
+async function serve(argv: string[], env: Env): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      listen: { type: "string", multiple: true },
+      "state-dir": { type: "string" },
+      "no-auth": { type: "boolean", default: false },
+      "token-file": { type: "string" },
+      accel: { type: "string", default: "auto" },
+      kernel: { type: "string" },
+      initramfs: { type: "string" },
+      "log-level": { type: "string", default: env.VOIDBOX_LOG_LEVEL ?? "info" },
+    },
+  });
+  const log = pino({ level: values["log-level"], base: { name: "voidbox" } });
+  const accel = values.accel;
+  if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw new Error(`--accel must be auto, kvm or tcg (got ${accel})`);
+  if (!!values.kernel !== !!values.initramfs) throw new Error("--kernel and --initramfs go together");
+  const listens = values.listen?.length ? values.listen : [`unix://${defaultSocketPath(env)}`];
+  const tcp = listens.some((l) => l.startsWith("tcp://"));
+  let token: string | null = null;
+  if (tcp && values["no-auth"]) log.warn("--no-auth: TCP listeners accept requests without a bearer token; use only on loopback for development and conformance suites");
+  else if (tcp) token = resolveToken(values["token-file"], env, true);
+
+  const stateDir = path.resolve(values["state-dir"] ?? defaultStateDir(env));
+  const daemon = await createDaemon({
+    stateDir,
+    auth: token ? { token } : null,
+    log,
+    vm: { accel, kernel: values.kernel, initramfs: values.initramfs },
+  });
+  for (const l of listens) await daemon.listen(l);
+  log.info({ state_dir: stateDir }, "daemon ready");
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down");
+    const hard = setTimeout(() => {
+      log.error("shutdown took too long; exiting");
+      process.exit(1);
+    }, 30_000);
+    hard.unref();
+    daemon.close().then(
+      () => process.exit(0),
+      (e) => {
+        log.error({ err: e }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+function clientFrom(values: { daemon?: string; "token-file"?: string }, env: Env): Client {
+  const url = values.daemon ?? env.VOIDBOX_DAEMON_URL ?? `unix://${defaultSocketPath(env)}`;
+  const token = url.startsWith("unix://") ? null : resolveToken(values["token-file"], env, false);
+  return new Client(url.replace(/^tcp:/, "http:"), token);
+}
+
+function formatEvent(e: RunEvent): string {
+  const where = e.stage_name ? ` [${e.stage_name}]` : "";
+  const p = e.payload as Record<string, unknown> | null;
+  const extra =
+    e.event_type === "microvm.spawned" ? ` boot ${p?.boot_ms} ms, pid ${p?.pid}, ${p?.accelerator}` : e.event_type === "stage.completed" || e.event_type === "stage.failed" ? ` (${p?.duration_ms} ms, exit ${p?.exit_code})` : "";
+  return `${e.timestamp}  #${String(e.seq).padStart(3)}  ${e.event_type.padEnd(18)}${where} ${e.message}${extra}`;
+}
+
+async function runCommand(argv: string[], env: Env): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { daemon: { type: "string" }, "token-file": { type: "string" }, "run-id": { type: "string" }, json: { type: "boolean", default: false } },
+  });
+  if (positionals.length !== 1) throw new Error("usage: voidbox run FILE");
+  const file = path.resolve(positionals[0]);
+  if (!fs.existsSync(file)) throw new Error(`spec file not found: ${file}`);
+  const client = clientFrom(values, env);
+  const created = await client.createRun({ file, run_id: values["run-id"] });
+  process.stdout.write(values.json ? "" : `run ${created.run_id} started (${file})\n`);
+  for await (const e of client.follow(created.run_id)) process.stdout.write((values.json ? JSON.stringify(e) : formatEvent(e)) + "\n");
+  const run = await client.getRun(created.run_id);
+  if (!values.json) {
+    const boots = run.events.filter((e) => e.event_type === "microvm.spawned").map((e) => `${e.stage_name}: ${(e.payload as { boot_ms: number }).boot_ms} ms`);
+    process.stdout.write(`\nrun ${run.id}: ${run.status}${run.exit_code !== null ? ` (exit code ${run.exit_code})` : ""}${run.error ? ` — ${run.error}` : ""}\n`);
+    if (run.report?.output) process.stdout.write(`output:\n${run.report.output.replace(/^/gm, "  ")}\n`);
+    if (boots.length) process.stdout.write(`micro-VM boot times: ${boots.join(", ")}\n`);
+  }
+  return run.status === "succeeded" ? 0 : run.exit_code && run.exit_code > 0 ? run.exit_code : 1;
+}
+
+async function simpleCommand(cmd: string, argv: string[], env: Env): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { daemon: { type: "string" }, "token-file": { type: "string" }, reason: { type: "string" }, state: { type: "string" } },
+  });
+  const client = clientFrom(values, env);
+  const id = positionals[0];
+  const need = () => {
+    if (!id) throw new Error(`usage: voidbox ${cmd} RUN_ID`);
+    return id;
+  };
+  const out = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + "\n");
+  if (cmd === "health") out(await client.health());
+  else if (cmd === "status") out(await client.getRun(need()));
+  else if (cmd === "events") for (const e of await client.events(need())) process.stdout.write(formatEvent(e) + "\n");
+  else if (cmd === "cancel") out(await client.cancelRun(need(), values.reason));
+  else if (cmd === "list") out(await client.listRuns(values.state === "active" || values.state === "terminal" ? values.state : undefined));
+  return 0;
+}
+
+async function main(): Promise<number> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  const env: Env = process.env;
+  switch (cmd) {
+    case "serve":
+      await serve(rest, env);
+      return -1; // keeps running
+    case "run":
+      return runCommand(rest, env);
+    case "status":
+    case "events":
+    case "cancel":
+    case "list":
+    case "health":
+      return simpleCommand(cmd, rest, env);
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(USAGE);
+      return cmd === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`unknown command ${cmd}\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main().then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`voidbox: ${e instanceof ClientError || e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = 1;
+  },
+);
