@@ -1,0 +1,142 @@
+/**
+ * Cold boot → first command round trip of the QEMU sandbox.
+ *
+ *   npx tsx bench/boot.ts [--boots N] [--memory MB]
+ *
+ * Boots N tuned VMs (vmlinux via PVH + the tuned kernel command line) and N untuned
+ * VMs (the stock bzImage + just `console=ttyS0 tsc_early_khz=<host>`, see untunedKernelArgs), interleaved and strictly sequential,
+ * each timed from spawn to the result of `true`. Prints p50/p95 of both and the ratio.
+ * Every VM is stopped; a boot that does not become ready within the deadline counts
+ * as a failure (and is killed).
+ */
+import path from "node:path";
+import { existsSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import { fileURLToPath } from "node:url";
+import {
+  QemuSandbox,
+  findGuestImage,
+  killLeftoverVms,
+  probeAccelerator,
+  qemuAvailable,
+  stopAllVms,
+  tunedKernelArgs,
+  untunedKernelArgs,
+} from "../src/sandbox/qemu/index.js";
+
+function arg(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const v = i >= 0 ? Number(process.argv[i + 1]) : def;
+  return Number.isFinite(v) && v > 0 ? v : def;
+}
+
+function pct(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}
+
+async function main(): Promise<number> {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+  const boots = arg("boots", 10);
+  const memoryMb = arg("memory", 512);
+  const image = findGuestImage(root);
+  if (!qemuAvailable()) {
+    console.error("qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86)");
+    return 2;
+  }
+  if (!image) {
+    console.error("no guest image in build/guest (run: make guest)");
+    return 2;
+  }
+  const bzImage = path.join(root, "build/guest/vmlinuz");
+  const untunedKernel = existsSync(bzImage) ? bzImage : image.kernel;
+  const pidDir = mkdtempSync(path.join(os.tmpdir(), "vbx-bench-"));
+
+  const tProbe = Date.now();
+  const accelerator = await probeAccelerator({ kernel: image.kernel, initramfs: image.initramfs, deadlineMs: 4000 });
+  console.log(`accelerator probe: ${accelerator} (${Date.now() - tProbe} ms)`);
+
+  const variants = {
+    tuned: new QemuSandbox({
+      kernel: image.kernel,
+      initramfs: image.initramfs,
+      accelerator,
+      pidDir,
+      bootTimeoutMs: 20_000,
+      kernelArgs: tunedKernelArgs(),
+    }),
+    untuned: new QemuSandbox({
+      kernel: untunedKernel,
+      initramfs: image.initramfs,
+      accelerator,
+      pidDir,
+      bootTimeoutMs: 20_000,
+      kernelArgs: untunedKernelArgs(),
+    }),
+  };
+  console.log(`tuned:   ${path.basename(image.kernel)} + "${tunedKernelArgs().join(" ")}"`);
+  console.log(`untuned: ${path.basename(untunedKernel)} + "${untunedKernelArgs().join(" ")}"`);
+  console.log(`${boots} boots each, ${memoryMb} MiB, 1 vCPU, interleaved, sequential`);
+
+  const times: Record<keyof typeof variants, number[]> = { tuned: [], untuned: [] };
+  const failures: Record<keyof typeof variants, number> = { tuned: 0, untuned: 0 };
+  for (let i = 0; i < boots; i++) {
+    for (const name of ["tuned", "untuned"] as const) {
+      const t0 = performance.now();
+      try {
+        const vm = await variants[name].open({
+          runId: "bench",
+          stage: name,
+          attempt: i + 1,
+          memoryMb,
+          vcpus: 1,
+          network: false,
+          signal: AbortSignal.timeout(20_000),
+        });
+        try {
+          const r = await vm.exec({ program: "true", args: [], env: {}, stdin: Buffer.alloc(0), signal: AbortSignal.timeout(10_000) });
+          const ms = performance.now() - t0;
+          if (r.exitCode !== 0) throw new Error(`true exited ${r.exitCode}`);
+          times[name].push(ms);
+          console.log(`  ${name.padEnd(7)} #${i + 1}: ${ms.toFixed(0)} ms (boot ${vm.vm?.bootMs} ms)`);
+        } finally {
+          await vm.stop(2000);
+        }
+      } catch (e) {
+        failures[name]++;
+        console.log(`  ${name.padEnd(7)} #${i + 1}: FAILED ${(e as Error).message.slice(0, 200)}`);
+      }
+    }
+  }
+
+  const row = (name: "tuned" | "untuned") =>
+    `${name.padEnd(8)} p50 ${pct(times[name], 50).toFixed(0).padStart(5)} ms   p95 ${pct(times[name], 95).toFixed(0).padStart(5)} ms   (${times[name].length} ok, ${failures[name]} failed)`;
+  console.log("\ncold boot -> first command round trip (" + accelerator + ")");
+  console.log(row("tuned"));
+  console.log(row("untuned"));
+  const r50 = pct(times.untuned, 50) / pct(times.tuned, 50);
+  const r95 = pct(times.untuned, 95) / pct(times.tuned, 95);
+  console.log(`speed-up untuned/tuned: p50 x${r50.toFixed(2)}, p95 x${r95.toFixed(2)}`);
+  await killLeftoverVms(pidDir);
+  rmSync(pidDir, { recursive: true, force: true });
+  return 0;
+}
+
+const onSignal = () => {
+  void stopAllVms(0).finally(() => process.exit(130));
+};
+process.once("SIGINT", onSignal);
+process.once("SIGTERM", onSignal);
+
+main()
+  .then(async (code) => {
+    await stopAllVms(0);
+    process.exitCode = code;
+  })
+  .catch(async (e) => {
+    console.error(e);
+    await stopAllVms(0);
+    process.exitCode = 1;
+  });

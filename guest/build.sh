@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Build the voidbox guest image from Debian packages only.
+#
+#   bash guest/build.sh build/guest
+#
+# Output (in the given directory):
+#   vmlinuz               the newest Debian cloud kernel (/boot/vmlinuz-*-cloud-amd64)
+#   initramfs.cpio.lz4    busybox-static + guest/init + the virtio modules the channel needs
+#   kernel-version        the guest kernel version (text)
+#   stamp                 hash of the inputs; a rebuild is skipped when it matches
+set -euo pipefail
+
+OUT=${1:-build/guest}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+die() { echo "guest/build.sh: $*" >&2; exit 1; }
+need_pkgs() {
+  echo "guest/build.sh: missing: $1" >&2
+  echo "guest/build.sh: install with: apt-get install -y qemu-system-x86 busybox-static linux-image-cloud-amd64 cpio lz4" >&2
+  exit 1
+}
+
+# --- inputs --------------------------------------------------------------------
+KERNEL=$(ls -1 /boot/vmlinuz-*-cloud-amd64 2>/dev/null | sort -V | tail -n 1 || true)
+[ -n "$KERNEL" ] || need_pkgs "kernel /boot/vmlinuz-*-cloud-amd64 (package linux-image-cloud-amd64)"
+[ -r "$KERNEL" ] || die "cannot read $KERNEL (run as root or make it readable)"
+KVER=${KERNEL#/boot/vmlinuz-}
+MODDIR=/lib/modules/$KVER
+[ -d "$MODDIR" ] || need_pkgs "kernel modules $MODDIR (package linux-image-$KVER)"
+
+BUSYBOX=""
+for b in /bin/busybox /usr/bin/busybox; do
+  if [ -x "$b" ]; then BUSYBOX=$b; break; fi
+done
+[ -n "$BUSYBOX" ] || need_pkgs "busybox (package busybox-static)"
+# A dynamically linked busybox (package 'busybox') would not run in the initramfs.
+if command -v ldd >/dev/null 2>&1 && ldd "$BUSYBOX" 2>&1 | grep -q '=>'; then
+  need_pkgs "a static busybox ($BUSYBOX is dynamically linked; package busybox-static)"
+fi
+BBVER=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || "$BUSYBOX" 2>&1 | head -n 1)
+command -v cpio >/dev/null 2>&1 || need_pkgs "cpio"
+command -v lz4 >/dev/null 2>&1 || need_pkgs "lz4"
+grep -q '^CONFIG_RD_LZ4=y' "/boot/config-$KVER" 2>/dev/null || die "kernel $KVER lacks CONFIG_RD_LZ4"
+
+# Modules the guest may load, in load order (dependencies first). virtio_console carries
+# the host<->guest channel; the net ones are loaded only when the VM has a network.
+MODULES="virtio_ring virtio virtio_mmio virtio_console failover net_failover virtio_net"
+
+STAMP=$( {
+  echo "kernel=$KVER"
+  echo "busybox=$BBVER"
+  echo "modules=$MODULES"
+  for f in "$HERE"/*; do [ -f "$f" ] && { echo "file=$(basename "$f")"; cat "$f"; }; done
+} | sha256sum | cut -d' ' -f1)
+
+if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$STAMP" ] \
+   && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initramfs.cpio.lz4" ]; then
+  echo "guest image up to date ($OUT, kernel $KVER)"
+  exit 0
+fi
+
+# --- build ---------------------------------------------------------------------
+mkdir -p "$OUT"
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT
+R=$STAGE/root
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,workspace,root,lib/modules,etc}
+cp "$BUSYBOX" "$R/bin/busybox"
+for applet in $("$BUSYBOX" --list); do
+  [ "$applet" = busybox ] || ln -s busybox "$R/bin/$applet"
+done
+cp "$HERE/init" "$R/init"
+chmod 0755 "$R/init"
+# The kernel opens /dev/console before /init runs; devtmpfs is mounted by init itself.
+mknod -m 600 "$R/dev/console" c 5 1 2>/dev/null || echo "guest/build.sh: warning: cannot mknod /dev/console (not root?)" >&2
+mknod -m 666 "$R/dev/null" c 1 3 2>/dev/null || true
+
+for m in $MODULES; do
+  src=$(find "$MODDIR" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" -o -name "$m.ko.gz" | head -n 1)
+  [ -n "$src" ] || die "module $m not found under $MODDIR"
+  case "$src" in
+    *.ko.xz)  xz -dc "$src" > "$R/lib/modules/$m.ko" ;;
+    *.ko.zst) command -v zstd >/dev/null || need_pkgs "zstd (to decompress $src)"; zstd -dc "$src" > "$R/lib/modules/$m.ko" ;;
+    *.ko.gz)  gzip -dc "$src" > "$R/lib/modules/$m.ko" ;;
+    *)        cp "$src" "$R/lib/modules/$m.ko" ;;
+  esac
+done
+echo "$KVER" > "$R/etc/kernel-version"
+
+( cd "$R" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet ) \
+  | lz4 -l -9 -q -f - "$OUT/initramfs.cpio.lz4.tmp"
+mv -f "$OUT/initramfs.cpio.lz4.tmp" "$OUT/initramfs.cpio.lz4"
+cp -f "$KERNEL" "$OUT/vmlinuz"
+# Also extract the uncompressed ELF vmlinux: QEMU boots it directly through its PVH
+# entry point, which skips the in-guest bzImage decompression (~1 s under TCG).
+rm -f "$OUT/vmlinux"
+extract_vmlinux() { # magic-regex decompressor...
+  local magic=$1; shift
+  local off
+  for off in $(LC_ALL=C grep -obUaP "$magic" "$KERNEL" | cut -d: -f1 | head -n 5); do
+    tail -c "+$((off + 1))" "$KERNEL" | "$@" > "$STAGE/vmlinux" 2>/dev/null || true
+    if [ "$(head -c 4 "$STAGE/vmlinux" | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; then
+      return 0
+    fi
+  done
+  return 1
+}
+if extract_vmlinux '\x02\x21\x4c\x18' lz4 -dc \
+   || extract_vmlinux '\x28\xb5\x2f\xfd' zstd -dcq \
+   || extract_vmlinux '\xfd\x37\x7a\x58\x5a\x00' xz -dcq \
+   || extract_vmlinux '\x1f\x8b\x08' gzip -dcq; then
+  mv -f "$STAGE/vmlinux" "$OUT/vmlinux"
+else
+  echo "guest/build.sh: warning: could not extract vmlinux from $KERNEL; the guest boots the slower bzImage" >&2
+fi
+echo "$KVER" > "$OUT/kernel-version"
+echo "$STAMP" > "$OUT/stamp"
+echo "guest image built in $OUT (kernel $KVER, initramfs $(stat -c %s "$OUT/initramfs.cpio.lz4") bytes)"

@@ -1,0 +1,357 @@
+/**
+ * QemuSandbox: every stage attempt runs in a fresh QEMU micro-VM (`-M microvm`) booted
+ * from the guest image built by guest/build.sh. The host talks to the guest's init over
+ * a virtio-serial port (see protocol.ts).
+ */
+import { accessSync, constants as fsc, existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import {
+  SandboxError,
+  type ExecCommand,
+  type ExecResult,
+  type Sandbox,
+  type StageVm,
+  type StageVmOptions,
+  type VmExit,
+  type VmInfo,
+} from "../types.js";
+import { ProtocolError, buildExecScript, checkRelPath, type Frame } from "./protocol.js";
+import { QemuVm, tunedKernelArgs, type Accelerator, type Logger } from "./vm.js";
+
+export {
+  killLeftoverVms,
+  stopAllVms,
+  qemuAvailable,
+  liveVmCount,
+  tunedKernelArgs,
+  untunedKernelArgs,
+  hostTscKhz,
+  TUNED_KERNEL_ARGS,
+  UNTUNED_KERNEL_ARGS,
+} from "./vm.js";
+export type { Accelerator, Logger } from "./vm.js";
+
+export interface QemuSandboxOptions {
+  kernel: string;
+  initramfs: string;
+  accelerator: Accelerator;
+  /** Directory holding one pid file per live VM (for killLeftoverVms after a crash). */
+  pidDir: string;
+  /** Boot → ready-marker deadline; default 60 s (TCG boots take 2–4 s, more under load). */
+  bootTimeoutMs?: number;
+  log?: Logger;
+  /** Kernel command line words; default tunedKernelArgs(). */
+  kernelArgs?: string[];
+  qemuBinary?: string;
+}
+
+/** How long an aborted command may take to be confirmed dead by the guest. */
+const ABORT_CONFIRM_MS = 5000;
+/** Bound on a readFile round trip (16 MiB over virtio-serial takes well under this). */
+const READ_TIMEOUT_MS = 60_000;
+
+export class QemuSandbox implements Sandbox {
+  readonly kind = "qemu" as const;
+  constructor(private readonly opts: QemuSandboxOptions) {}
+
+  async open(o: StageVmOptions): Promise<StageVm> {
+    if (o.signal.aborted) throw new SandboxError("micro-VM boot aborted before start");
+    const kernel = o.kernel ?? this.opts.kernel;
+    const initramfs = o.initramfs ?? this.opts.initramfs;
+    for (const [what, p] of [["kernel", kernel], ["initramfs", initramfs]] as const) {
+      if (!existsSync(p)) throw new SandboxError(`guest ${what} not found: ${p} (run: make guest)`);
+    }
+    const bootTimeoutMs = this.opts.bootTimeoutMs ?? 60_000;
+    const t0 = Date.now();
+    let vm: QemuVm;
+    try {
+      vm = await QemuVm.spawn({
+        kernel,
+        initramfs,
+        accelerator: this.opts.accelerator,
+        memoryMb: o.memoryMb,
+        vcpus: o.vcpus,
+        network: o.network,
+        kernelArgs: this.opts.kernelArgs ?? tunedKernelArgs(),
+        runId: o.runId,
+        stage: o.stage,
+        attempt: o.attempt,
+        pidDir: this.opts.pidDir,
+        qemuBinary: this.opts.qemuBinary,
+        log: this.opts.log,
+      });
+    } catch (e) {
+      throw new SandboxError(`cannot start micro-VM: ${(e as Error).message}`);
+    }
+    const ready = await waitReady(vm, bootTimeoutMs, o.signal);
+    if (!ready.ok) {
+      await vm.stop(0);
+      const tail = vm.consoleText(1500);
+      this.opts.log?.warn({ runId: o.runId, stage: o.stage, reason: ready.reason }, "micro-VM boot failed");
+      throw new SandboxError(`micro-VM boot failed: ${ready.reason}${tail ? `; console: ${tail}` : ""}`);
+    }
+    const info: VmInfo = { accelerator: this.opts.accelerator, pid: vm.pid, bootMs: Date.now() - t0 };
+    this.opts.log?.info({ runId: o.runId, stage: o.stage, ...info, guestKernel: ready.kernelVersion }, "micro-VM ready");
+    return new QemuStageVm(vm, info, ready.kernelVersion);
+  }
+}
+
+type ReadyResult = { ok: true; kernelVersion: string } | { ok: false; reason: string };
+
+/** Wait for the guest's READY frame, bounded by timeout, QEMU exit and abort. */
+function waitReady(vm: QemuVm, timeoutMs: number, signal?: AbortSignal): Promise<ReadyResult> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (r: ReadyResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      vm.onFrame = () => {};
+      vm.onChannelError = () => {};
+      vm.onExit = () => {};
+      resolve(r);
+    };
+    const timer = setTimeout(() => finish({ ok: false, reason: `no ready marker within ${timeoutMs} ms` }), timeoutMs);
+    const onAbort = () => finish({ ok: false, reason: "boot aborted" });
+    signal?.addEventListener("abort", onAbort, { once: true });
+    vm.onFrame = (f) => {
+      if (f.type === "READY") finish({ ok: true, kernelVersion: f.payload.toString("utf8").trim() });
+      else if (f.type === "ERROR") finish({ ok: false, reason: `guest error: ${f.payload.toString("utf8")}` });
+      else finish({ ok: false, reason: `unexpected ${f.type} frame before ready` });
+    };
+    vm.onChannelError = (e) => finish({ ok: false, reason: `guest channel: ${e.message}` });
+    vm.onExit = (e) =>
+      finish({ ok: false, reason: `QEMU exited during boot (code ${e.exitCode}, signal ${e.signal})` });
+    if (vm.exited) vm.onExit(vm.exited);
+    if (signal?.aborted) onAbort();
+  });
+}
+
+interface Pending {
+  id: number;
+  kind: "exec" | "read";
+  resolve: (f: Frame[]) => void;
+  reject: (e: Error) => void;
+  frames: Frame[];
+}
+
+class QemuStageVm implements StageVm {
+  private nextId = 1;
+  private pending: Pending | null = null;
+  /** Serialises requests: the guest handles one at a time. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private broken: Error | null = null;
+  private stopping = false;
+
+  constructor(
+    private readonly qvm: QemuVm,
+    readonly vm: VmInfo,
+    readonly guestKernelVersion: string,
+  ) {
+    qvm.onFrame = (f) => this.onFrame(f);
+    qvm.onChannelError = (e) => this.fail(
+      e instanceof ProtocolError ? new SandboxError(`guest protocol error: ${e.message}`) : new SandboxError(`guest channel lost: ${e.message}`),
+    );
+    qvm.onExit = (e) =>
+      this.fail(new SandboxError(`micro-VM exited (code ${e.exitCode}, signal ${e.signal})${this.stopping ? " (stopped)" : ""}`));
+    if (qvm.exited) qvm.onExit(qvm.exited);
+  }
+
+  private fail(e: Error): void {
+    if (!this.broken) this.broken = e;
+    const p = this.pending;
+    this.pending = null;
+    p?.reject(e);
+  }
+
+  private onFrame(f: Frame): void {
+    const p = this.pending;
+    if (!p || f.id !== p.id) return; // late reply to an abandoned request
+    if (f.type === "ERROR") {
+      this.pending = null;
+      p.reject(new SandboxError(`guest error: ${f.payload.toString("utf8")}`));
+      return;
+    }
+    p.frames.push(f);
+    const done = p.kind === "exec" ? f.type === "EXIT" : ["FILE", "NOFILE", "TOOBIG"].includes(f.type);
+    if (done) {
+      this.pending = null;
+      p.resolve(p.frames);
+    }
+  }
+
+  private request(kind: Pending["kind"], send: (id: number) => void, timeoutMs: number | null, signal?: AbortSignal, onAbort?: (id: number) => void): Promise<Frame[]> {
+    const run = () =>
+      new Promise<Frame[]>((resolve, reject) => {
+        if (this.broken) return reject(this.broken);
+        const id = this.nextId++;
+        let timer: NodeJS.Timeout | undefined;
+        let abortTimer: NodeJS.Timeout | undefined;
+        const cleanup = () => {
+          if (timer) clearTimeout(timer);
+          if (abortTimer) clearTimeout(abortTimer);
+          signal?.removeEventListener("abort", abortListener);
+        };
+        const p: Pending = {
+          id,
+          kind,
+          frames: [],
+          resolve: (f) => {
+            cleanup();
+            resolve(f);
+          },
+          reject: (e) => {
+            cleanup();
+            reject(e);
+          },
+        };
+        const abandon = (e: Error) => {
+          if (this.pending === p) this.pending = null;
+          p.reject(e);
+        };
+        const abortListener = () => {
+          onAbort?.(id);
+          abortTimer = setTimeout(
+            () => abandon(new SandboxError(`command aborted; guest did not confirm within ${ABORT_CONFIRM_MS} ms`)),
+            ABORT_CONFIRM_MS,
+          );
+        };
+        this.pending = p;
+        if (timeoutMs !== null) {
+          timer = setTimeout(() => abandon(new SandboxError(`guest did not answer ${kind} within ${timeoutMs} ms`)), timeoutMs);
+        }
+        try {
+          send(id);
+        } catch (e) {
+          abandon(e instanceof ProtocolError ? new SandboxError(e.message) : (e as Error));
+          return;
+        }
+        if (signal) {
+          if (signal.aborted) abortListener();
+          else signal.addEventListener("abort", abortListener, { once: true });
+        }
+      });
+    const result = this.queue.then(run, run);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  async exec(cmd: ExecCommand): Promise<ExecResult> {
+    let script: string;
+    try {
+      script = buildExecScript(cmd.program, cmd.args, cmd.env);
+    } catch (e) {
+      throw new SandboxError(`cannot run ${cmd.program}: ${(e as Error).message}`);
+    }
+    const frames = await this.request(
+      "exec",
+      (id) => {
+        this.qvm.send("STDIN", id, 0, cmd.stdin);
+        this.qvm.send("EXEC", id, 0, Buffer.from(script, "utf8"));
+      },
+      null,
+      cmd.signal,
+      (id) => {
+        try {
+          this.qvm.send("KILL", id, 0);
+        } catch {
+          // channel gone; stop() will kill the VM
+        }
+      },
+    );
+    const out = frames.filter((f) => f.type === "OUT").map((f) => f.payload);
+    const err = frames.filter((f) => f.type === "ERR").map((f) => f.payload);
+    const exit = frames.find((f) => f.type === "EXIT")!;
+    return { exitCode: exit.arg, stdout: Buffer.concat(out), stderr: Buffer.concat(err) };
+  }
+
+  async readFile(relPath: string, maxBytes: number): Promise<Buffer | null> {
+    const bad = checkRelPath(relPath);
+    if (bad) throw new SandboxError(`invalid workspace path: ${bad}`);
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) throw new SandboxError(`invalid maxBytes ${maxBytes}`);
+    const frames = await this.request("read", (id) => this.qvm.send("READ", id, maxBytes, Buffer.from(relPath, "utf8")), READ_TIMEOUT_MS);
+    const last = frames[frames.length - 1];
+    if (last.type === "NOFILE") return null;
+    if (last.type === "TOOBIG") throw new SandboxError(`${relPath} is ${last.arg} bytes, over the ${maxBytes}-byte limit`);
+    if (last.payload.length > maxBytes) throw new SandboxError(`${relPath} is ${last.payload.length} bytes, over the ${maxBytes}-byte limit`);
+    return last.payload;
+  }
+
+  async stop(graceMs: number): Promise<VmExit> {
+    this.stopping = true;
+    const e = await this.qvm.stop(graceMs);
+    return { exitCode: e.exitCode, signal: e.signal, killed: e.killed };
+  }
+}
+
+// --- image discovery and accelerator probe ---------------------------------------------
+
+export interface GuestImage {
+  kernel: string;
+  initramfs: string;
+  kernelVersion: string;
+}
+
+/**
+ * The guest image built by `guest/build.sh` in `<projectRoot>/build/guest`, or null.
+ * Prefers the uncompressed `vmlinux` (PVH boot, faster under TCG) over `vmlinuz`.
+ */
+export function findGuestImage(projectRoot: string): GuestImage | null {
+  const dir = path.join(projectRoot, "build", "guest");
+  const kernel = ["vmlinux", "vmlinuz"].map((n) => path.join(dir, n)).find((p) => existsSync(p));
+  const initramfs = ["initramfs.cpio.lz4", "initramfs.cpio.gz"].map((n) => path.join(dir, n)).find((p) => existsSync(p));
+  if (!kernel || !initramfs) return null;
+  let kernelVersion = "";
+  try {
+    kernelVersion = readFileSync(path.join(dir, "kernel-version"), "utf8").trim();
+  } catch {
+    return null;
+  }
+  return { kernel, initramfs, kernelVersion };
+}
+
+/**
+ * "kvm" only when the real guest boots to its ready marker under `-accel kvm` before
+ * the deadline; "tcg" when /dev/kvm is unusable or the KVM boot fails or times out.
+ * The probe VM is always killed.
+ */
+export async function probeAccelerator(o: {
+  kernel: string;
+  initramfs: string;
+  deadlineMs?: number;
+  qemuBinary?: string;
+  log?: Logger;
+}): Promise<Accelerator> {
+  try {
+    accessSync("/dev/kvm", fsc.R_OK | fsc.W_OK);
+  } catch {
+    o.log?.info({}, "accelerator probe: /dev/kvm not usable, using tcg");
+    return "tcg";
+  }
+  const deadlineMs = o.deadlineMs ?? 4000;
+  const t0 = Date.now();
+  let vm: QemuVm | null = null;
+  try {
+    vm = await QemuVm.spawn({
+      kernel: o.kernel,
+      initramfs: o.initramfs,
+      accelerator: "kvm",
+      memoryMb: 256,
+      vcpus: 1,
+      network: false,
+      runId: "probe",
+      stage: "kvm",
+      qemuBinary: o.qemuBinary,
+    });
+    const r = await waitReady(vm, deadlineMs);
+    const acc: Accelerator = r.ok ? "kvm" : "tcg";
+    o.log?.info({ accelerator: acc, ms: Date.now() - t0, reason: r.ok ? undefined : r.reason }, "accelerator probe");
+    return acc;
+  } catch (e) {
+    o.log?.info({ err: String(e) }, "accelerator probe failed, using tcg");
+    return "tcg";
+  } finally {
+    await vm?.stop(0);
+  }
+}

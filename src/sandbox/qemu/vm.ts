@@ -1,0 +1,558 @@
+/**
+ * One QEMU micro-VM process: command line, the host end of the virtio-serial channel,
+ * pid files, a process-global registry of live VMs and leftover cleanup.
+ *
+ * Nothing here knows about stages' semantics; QemuSandbox (index.ts) drives the
+ * protocol. Every wait is bounded by the caller's timeouts.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { FrameDecoder, ProtocolError, encodeFrame, type Frame } from "./protocol.js";
+
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export type Accelerator = "kvm" | "tcg";
+
+/** Kernel arguments measured to shorten a TCG boot of the Debian cloud kernel. */
+export const TUNED_KERNEL_ARGS = [
+  "console=ttyS0",
+  "quiet",
+  "loglevel=0",
+  "nokaslr",
+  "i8042.noaux",
+  "i8042.nokbd",
+  "8250.nr_uarts=1",
+  // Initcalls that cost 10-100 ms each under TCG and do nothing for us (crypto
+  // self-tests, kprobe tracing, the module-signing key: our modules then load
+  // unverified, which the Debian kernel allows without MODULE_SIG_FORCE).
+  "initcall_blacklist=cmos_init,i8042_init,crypto_kdf108_init,init_kprobe_trace,load_system_certificate_list,init_encrypted",
+  "cryptomgr.notests",
+  "mitigations=off",
+  "rodata=off",
+  "init_on_alloc=0",
+  "audit=0",
+  "apparmor=0",
+  "security=none",
+  "nowatchdog",
+  "random.trust_cpu=on",
+  // The IO-APIC timer check and the clocksource watchdog only cost time in a TCG guest.
+  "no_timer_check",
+  "tsc=reliable",
+  "panic=-1",
+];
+
+let tscKhzCache: number | null | undefined;
+/**
+ * The host TSC frequency in kHz when the host TSC is constant, else null. Under TCG
+ * the guest's rdtsc is the host's, and the guest's PIT-based TSC calibration fails
+ * now and then ("tsc: Unable to calibrate against PIT"), after which the Debian
+ * kernel hangs in boot; `tsc_early_khz=` skips that calibration.
+ */
+export function hostTscKhz(): number | null {
+  if (tscKhzCache !== undefined) return tscKhzCache;
+  tscKhzCache = null;
+  try {
+    const info = readFileSync("/proc/cpuinfo", "latin1");
+    const flags = /^flags\s*:(.*)$/m.exec(info)?.[1] ?? "";
+    const mhz = Number(/^cpu MHz\s*:\s*([0-9.]+)/m.exec(info)?.[1]);
+    if (/\bconstant_tsc\b/.test(flags) && Number.isFinite(mhz) && mhz > 100) tscKhzCache = Math.round(mhz * 1000);
+  } catch {
+    // not Linux, or no /proc: the guest calibrates by itself
+  }
+  return tscKhzCache;
+}
+
+/** The tuned command line for this host (adds tsc_early_khz when the host TSC is known). */
+export function tunedKernelArgs(): string[] {
+  const khz = hostTscKhz();
+  return khz ? [...TUNED_KERNEL_ARGS, `tsc_early_khz=${khz}`] : [...TUNED_KERNEL_ARGS];
+}
+
+/** The stock minimal command line (what the protocol strictly needs), for comparison. */
+export const UNTUNED_KERNEL_ARGS = ["console=ttyS0"];
+
+/**
+ * UNTUNED_KERNEL_ARGS plus `tsc_early_khz=` when known: without it a TCG guest hangs
+ * in TSC calibration often enough (most boots on a loaded host) that no baseline
+ * could be measured.
+ */
+export function untunedKernelArgs(): string[] {
+  const khz = hostTscKhz();
+  return khz ? [...UNTUNED_KERNEL_ARGS, `tsc_early_khz=${khz}`] : [...UNTUNED_KERNEL_ARGS];
+}
+
+export interface VmSpawnOptions {
+  kernel: string;
+  initramfs: string;
+  accelerator: Accelerator;
+  memoryMb: number;
+  vcpus: number;
+  network: boolean;
+  /** Kernel command line words; defaults to tunedKernelArgs(). */
+  kernelArgs?: string[];
+  /** Written into the pid file; also part of the marker. */
+  runId?: string;
+  stage?: string;
+  attempt?: number;
+  /** Directory for the pid file; none is written when absent. */
+  pidDir?: string;
+  qemuBinary?: string;
+  log?: Logger;
+}
+
+export interface VmProcessExit {
+  exitCode: number | null;
+  signal: string | null;
+}
+
+const CONSOLE_KEEP = 16 * 1024;
+
+function sanitize(s: string): string {
+  return s.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 64);
+}
+
+export function makeMarker(runId = "probe", stage = "vm", attempt = 0): string {
+  return `voidbox-${sanitize(runId)}-${sanitize(stage)}-${attempt}-${randomBytes(4).toString("hex")}`;
+}
+
+export function buildQemuArgs(o: {
+  kernel: string;
+  initramfs: string;
+  accelerator: Accelerator;
+  memoryMb: number;
+  vcpus: number;
+  network: boolean;
+  kernelArgs: string[];
+  marker: string;
+  socketPath: string;
+}): string[] {
+  const append = [...o.kernelArgs, ...(o.network ? ["voidbox.net=1"] : [])].join(" ");
+  const args = [
+    "-name", o.marker,
+    "-M", "microvm,rtc=on",
+    // thread=single: measured faster to boot than multi-threaded TCG on 2 host cores.
+    "-accel", o.accelerator === "kvm" ? "kvm" : "tcg,thread=single",
+    "-nodefaults", "-no-user-config", "-nographic",
+    "-monitor", "none",
+    "-serial", "stdio",
+    "-no-reboot",
+    "-m", String(o.memoryMb),
+    "-smp", String(o.vcpus),
+    "-kernel", o.kernel,
+    "-initrd", o.initramfs,
+    "-append", append,
+    "-device", "virtio-serial-device",
+    "-chardev", `socket,id=vbxch,path=${o.socketPath}`,
+    "-device", "virtserialport,chardev=vbxch,name=voidbox.0",
+  ];
+  if (o.network) {
+    args.push("-netdev", "user,id=vbxnet", "-device", "virtio-net-device,netdev=vbxnet");
+  }
+  return args;
+}
+
+// --- process-global registry ---------------------------------------------------------
+
+const live = new Set<QemuVm>();
+let exitHookInstalled = false;
+
+function register(vm: QemuVm): void {
+  live.add(vm);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    // Safety net: nothing asynchronous can run in 'exit', so SIGKILL synchronously.
+    process.on("exit", () => {
+      for (const v of live) v.killSync();
+    });
+  }
+}
+
+/** VMs spawned by this process that have not exited yet. */
+export function liveVmCount(): number {
+  return live.size;
+}
+
+/** Stop every live VM (daemon shutdown): power off, SIGKILL after graceMs. */
+export async function stopAllVms(graceMs: number): Promise<number> {
+  const vms = [...live];
+  await Promise.all(vms.map((v) => v.stop(graceMs).catch(() => undefined)));
+  return vms.length;
+}
+
+// --- pid files -----------------------------------------------------------------------
+
+interface PidFile {
+  pid: number;
+  runId: string;
+  stage: string;
+  startedAt: string;
+  marker: string;
+}
+
+function readCmdline(pid: number): string[] | null {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").filter((s) => s.length > 0);
+  } catch {
+    return null;
+  }
+}
+
+function isZombieOrGone(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state === "Z" || state === "X";
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Kill QEMU processes recorded in `pidDir` (e.g. left by a crashed daemon): for each
+ * pid file, SIGKILL the process only if /proc/<pid>/cmdline is a qemu-system process
+ * carrying the file's marker; remove the pid file. Returns the number killed.
+ * Waits (bounded, 3 s) for the killed processes to disappear.
+ */
+export async function killLeftoverVms(pidDir: string, log?: Logger): Promise<number> {
+  let names: string[];
+  try {
+    names = readdirSync(pidDir).filter((n) => n.endsWith(".json"));
+  } catch {
+    return 0;
+  }
+  const killed: number[] = [];
+  for (const name of names) {
+    const file = path.join(pidDir, name);
+    let info: PidFile | null = null;
+    try {
+      info = JSON.parse(readFileSync(file, "utf8")) as PidFile;
+    } catch {
+      info = null;
+    }
+    if (info && Number.isInteger(info.pid) && info.pid > 1 && typeof info.marker === "string") {
+      const argv = readCmdline(info.pid);
+      const isOurs =
+        argv !== null &&
+        argv.length > 0 &&
+        path.basename(argv[0]).startsWith("qemu-system") &&
+        argv.includes(info.marker);
+      if (isOurs) {
+        try {
+          process.kill(info.pid, "SIGKILL");
+          killed.push(info.pid);
+          log?.warn({ pid: info.pid, runId: info.runId, stage: info.stage, marker: info.marker }, "killed leftover micro-VM");
+        } catch {
+          // already gone
+        }
+      }
+    }
+    try {
+      rmSync(file, { force: true });
+    } catch {
+      // ignore
+    }
+  }
+  const deadline = Date.now() + 3000;
+  while (killed.some((p) => !isZombieOrGone(p)) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  // Our own children: wait until they are reaped (and out of the registry).
+  const ours = [...live].filter((v) => killed.includes(v.pid));
+  await Promise.all(ours.map((v) => v.waitExit(Math.max(0, deadline - Date.now()))));
+  return killed.length;
+}
+
+// --- the VM process --------------------------------------------------------------------
+
+/**
+ * A spawned QEMU process plus the host end of its channel. Frames from the guest go to
+ * `onFrame`; a protocol error or channel loss goes to `onChannelError` (once).
+ */
+export class QemuVm {
+  readonly marker: string;
+  readonly startedAt = Date.now();
+  private child!: ChildProcess;
+  private server!: net.Server;
+  private socket: net.Socket | null = null;
+  private sockDir!: string;
+  private pidFile: string | null = null;
+  private consoleTail: Buffer[] = [];
+  private consoleBytes = 0;
+  private decoder = new FrameDecoder();
+  private exitInfo: VmProcessExit | null = null;
+  private exitWaiters: Array<(e: VmProcessExit) => void> = [];
+  private stopPromise: Promise<VmProcessExit & { killed: boolean }> | null = null;
+  private writeQueue: Buffer[] = [];
+  private channelFailed: Error | null = null;
+
+  onFrame: (f: Frame) => void = () => {};
+  onChannelError: (e: Error) => void = () => {};
+  onExit: (e: VmProcessExit) => void = () => {};
+
+  private constructor(private readonly opts: VmSpawnOptions) {
+    this.marker = makeMarker(opts.runId, opts.stage, opts.attempt);
+  }
+
+  static async spawn(opts: VmSpawnOptions): Promise<QemuVm> {
+    const vm = new QemuVm(opts);
+    await vm.start();
+    return vm;
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  get exited(): VmProcessExit | null {
+    return this.exitInfo;
+  }
+
+  /** Last kernel-console / QEMU output, for error messages. */
+  consoleText(maxChars = 2000): string {
+    const s = Buffer.concat(this.consoleTail).toString("utf8");
+    return s.slice(-maxChars).trim();
+  }
+
+  private async start(): Promise<void> {
+    const o = this.opts;
+    // Short path: Unix socket paths are limited to 107 bytes.
+    this.sockDir = await mkdtemp(path.join(os.tmpdir(), "vbxq-"));
+    const socketPath = path.join(this.sockDir, "ch.sock");
+    this.server = net.createServer({ pauseOnConnect: false });
+    this.server.maxConnections = 1;
+    this.server.on("connection", (s) => this.attach(s));
+    this.server.on("error", (e) => this.failChannel(new Error(`channel listener: ${e.message}`)));
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(socketPath, () => {
+        this.server.off("error", reject);
+        resolve();
+      });
+    });
+
+    const args = buildQemuArgs({
+      kernel: o.kernel,
+      initramfs: o.initramfs,
+      accelerator: o.accelerator,
+      memoryMb: o.memoryMb,
+      vcpus: o.vcpus,
+      network: o.network,
+      kernelArgs: o.kernelArgs ?? tunedKernelArgs(),
+      marker: this.marker,
+      socketPath,
+    });
+    const child = spawn(o.qemuBinary ?? "qemu-system-x86_64", args, { stdio: ["ignore", "pipe", "pipe"] });
+    this.child = child;
+    register(this);
+    const keep = (b: Buffer) => {
+      this.consoleTail.push(b);
+      this.consoleBytes += b.length;
+      while (this.consoleBytes > CONSOLE_KEEP && this.consoleTail.length > 1) {
+        this.consoleBytes -= this.consoleTail.shift()!.length;
+      }
+    };
+    child.stdout!.on("data", keep);
+    child.stderr!.on("data", keep);
+    child.on("error", (e) => {
+      keep(Buffer.from(`\nspawn error: ${e.message}\n`));
+      // 'exit' may not follow a spawn failure.
+      if (!child.pid) this.handleExit({ exitCode: null, signal: null });
+    });
+    child.on("exit", (code, signal) => this.handleExit({ exitCode: code, signal: signal ?? null }));
+
+    if (o.pidDir && child.pid) {
+      try {
+        mkdirSync(o.pidDir, { recursive: true });
+        this.pidFile = path.join(o.pidDir, `${this.marker}.json`);
+        const info: PidFile = {
+          pid: child.pid,
+          runId: o.runId ?? "",
+          stage: o.stage ?? "",
+          startedAt: new Date(this.startedAt).toISOString(),
+          marker: this.marker,
+        };
+        writeFileSync(this.pidFile, JSON.stringify(info) + "\n");
+      } catch (e) {
+        o.log?.warn({ err: String(e), pidDir: o.pidDir }, "cannot write micro-VM pid file");
+        this.pidFile = null;
+      }
+    }
+  }
+
+  private attach(s: net.Socket): void {
+    if (this.socket) {
+      s.destroy();
+      return;
+    }
+    this.socket = s;
+    // Nobody else may connect to the guest's channel.
+    this.server.close();
+    rm(this.sockDir, { recursive: true, force: true }).catch(() => undefined);
+    s.on("data", (chunk: Buffer) => {
+      if (this.channelFailed) return;
+      let frames: Frame[];
+      try {
+        frames = this.decoder.push(chunk);
+      } catch (e) {
+        this.failChannel(e instanceof Error ? e : new Error(String(e)));
+        return;
+      }
+      for (const f of frames) this.onFrame(f);
+    });
+    s.on("error", () => undefined);
+    s.on("close", () => {
+      if (!this.channelFailed) {
+        try {
+          this.decoder.end();
+        } catch (e) {
+          this.failChannel(e as Error);
+          return;
+        }
+        this.failChannel(new Error("guest channel closed"));
+      }
+    });
+    for (const b of this.writeQueue) s.write(b);
+    this.writeQueue = [];
+  }
+
+  private failChannel(e: Error): void {
+    if (this.channelFailed) return;
+    this.channelFailed = e;
+    this.onChannelError(e);
+  }
+
+  get channelError(): Error | null {
+    return this.channelFailed;
+  }
+
+  /** Queue a frame to the guest. Throws ProtocolError for an unencodable frame. */
+  send(type: string, id: number, arg: number, payload?: Buffer): void {
+    const frame = encodeFrame(type, id, arg, payload);
+    if (this.exitInfo || this.channelFailed) return;
+    if (this.socket) this.socket.write(frame);
+    else this.writeQueue.push(frame);
+  }
+
+  private handleExit(e: VmProcessExit): void {
+    if (this.exitInfo) return;
+    this.exitInfo = e;
+    live.delete(this);
+    this.cleanupFiles();
+    this.socket?.destroy();
+    try {
+      this.server.close();
+    } catch {
+      // ignore
+    }
+    for (const w of this.exitWaiters) w(e);
+    this.exitWaiters = [];
+    this.onExit(e);
+  }
+
+  private cleanupFiles(): void {
+    if (this.pidFile) {
+      try {
+        rmSync(this.pidFile, { force: true });
+      } catch {
+        // ignore
+      }
+      this.pidFile = null;
+    }
+    try {
+      rmSync(this.sockDir, { recursive: true, force: true });
+    } catch {
+      // ignore
+    }
+  }
+
+  /** Resolves with the exit once QEMU is reaped, or null after timeoutMs. */
+  waitExit(timeoutMs: number): Promise<VmProcessExit | null> {
+    if (this.exitInfo) return Promise.resolve(this.exitInfo);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.exitWaiters = this.exitWaiters.filter((w) => w !== done);
+        resolve(null);
+      }, Math.max(0, timeoutMs));
+      const done = (e: VmProcessExit) => {
+        clearTimeout(t);
+        resolve(e);
+      };
+      this.exitWaiters.push(done);
+    });
+  }
+
+  kill(): void {
+    if (this.exitInfo) return;
+    try {
+      this.child.kill("SIGKILL");
+    } catch {
+      // ignore
+    }
+  }
+
+  /** Synchronous last resort for process 'exit'. */
+  killSync(): void {
+    if (this.exitInfo || !this.child.pid) return;
+    try {
+      process.kill(this.child.pid, "SIGKILL");
+    } catch {
+      // ignore
+    }
+    if (this.pidFile) {
+      try {
+        rmSync(this.pidFile, { force: true });
+      } catch {
+        // ignore
+      }
+    }
+    try {
+      rmSync(this.sockDir, { recursive: true, force: true });
+    } catch {
+      // ignore
+    }
+  }
+
+  /**
+   * Ask the guest to power off; SIGKILL after graceMs. Resolves once QEMU is reaped
+   * (bounded: gives up waiting 5 s after the SIGKILL). Idempotent.
+   */
+  stop(graceMs: number): Promise<VmProcessExit & { killed: boolean }> {
+    if (this.stopPromise) return this.stopPromise;
+    this.stopPromise = (async () => {
+      if (this.exitInfo) return { ...this.exitInfo, killed: false };
+      try {
+        this.send("POWEROFF", 0, 0);
+      } catch {
+        // ignore
+      }
+      let e = await this.waitExit(Math.max(0, graceMs));
+      if (e) return { ...e, killed: false };
+      this.kill();
+      e = await this.waitExit(5000);
+      if (!e) {
+        this.opts.log?.error({ pid: this.pid, marker: this.marker }, "micro-VM did not exit after SIGKILL");
+        this.cleanupFiles();
+        return { exitCode: null, signal: "SIGKILL", killed: true };
+      }
+      return { ...e, killed: true };
+    })();
+    return this.stopPromise;
+  }
+}
+
+/** True when a `qemu-system-x86_64` binary is on PATH. */
+export function qemuAvailable(binary = "qemu-system-x86_64"): boolean {
+  const dirs = (process.env.PATH ?? "").split(path.delimiter).filter(Boolean);
+  return dirs.some((d) => existsSync(path.join(d, binary)));
+}
+
+export { ProtocolError };

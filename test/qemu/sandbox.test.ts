@@ -1,0 +1,179 @@
+/**
+ * Boots real micro-VMs (TCG here: ~2 s each). Skipped, with the reason printed, when
+ * QEMU or the guest image (`make guest`) is missing.
+ */
+import { describe, it, expect, beforeAll, afterAll, afterEach } from "vitest";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { ExecResult, StageVm } from "../../src/sandbox/types.js";
+import {
+  QemuSandbox,
+  findGuestImage,
+  killLeftoverVms,
+  liveVmCount,
+  probeAccelerator,
+  qemuAvailable,
+} from "../../src/sandbox/qemu/index.js";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const image = findGuestImage(root);
+const skipReason = !qemuAvailable()
+  ? "qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86)"
+  : !image
+    ? `no guest image in ${path.join(root, "build/guest")} (run: make guest)`
+    : null;
+if (skipReason) console.warn(`[test/qemu/sandbox] skipped: ${skipReason}`);
+
+const T = 60_000;
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe.skipIf(skipReason !== null)("QemuSandbox (real micro-VM)", () => {
+  let pidDir = "";
+  let sandbox: QemuSandbox;
+  const opened: StageVm[] = [];
+
+  beforeAll(async () => {
+    pidDir = mkdtempSync(path.join(os.tmpdir(), "vbx-test-pids-"));
+    const accelerator = await probeAccelerator({ kernel: image!.kernel, initramfs: image!.initramfs, deadlineMs: 4000 });
+    sandbox = new QemuSandbox({ kernel: image!.kernel, initramfs: image!.initramfs, accelerator, pidDir, bootTimeoutMs: 60_000 });
+  }, T);
+
+  afterEach(async () => {
+    await Promise.all(opened.splice(0).map((vm) => vm.stop(1000)));
+    await killLeftoverVms(pidDir);
+  }, T);
+
+  async function open(stage: string): Promise<StageVm> {
+    const vm = await sandbox.open({
+      runId: "test-run",
+      stage,
+      attempt: 1,
+      memoryMb: 256,
+      vcpus: 1,
+      network: false,
+      signal: new AbortController().signal,
+    });
+    opened.push(vm);
+    return vm;
+  }
+
+  function run(vm: StageVm, program: string, args: string[], stdin = "", signal?: AbortSignal): Promise<ExecResult> {
+    return vm.exec({ program, args, env: {}, stdin: Buffer.from(stdin), signal: signal ?? new AbortController().signal });
+  }
+
+  it("runs commands in the guest: kernel, stdin, exit codes, stderr, files", async () => {
+    const vm = await open("basics");
+    expect(vm.vm?.pid).toBeGreaterThan(0);
+    expect(vm.vm?.bootMs).toBeGreaterThan(0);
+
+    const uname = await run(vm, "uname", ["-r"]);
+    expect(uname.exitCode).toBe(0);
+    const guestRelease = uname.stdout.toString().trim();
+    expect(guestRelease).toBe(image!.kernelVersion);
+    if (guestRelease !== os.release()) expect(guestRelease).not.toBe(os.release());
+
+    const tr = await run(vm, "tr", ["a-z", "A-Z"], "hello from stdin\n");
+    expect(tr.stdout.toString()).toBe("HELLO FROM STDIN\n");
+    const cat = await run(vm, "cat", [], "bytes\u0000\u00ff");
+    expect(cat.stdout.equals(Buffer.from("bytes\u0000\u00ff"))).toBe(true);
+
+    const failing = await run(vm, "sh", ["-c", "exit 3"]);
+    expect(failing.exitCode).toBe(3);
+
+    const both = await run(vm, "sh", ["-c", "echo to-out; echo to-err >&2"]);
+    expect(both.stdout.toString()).toBe("to-out\n");
+    expect(both.stderr.toString()).toBe("to-err\n");
+
+    const missing = await run(vm, "no-such-program", []);
+    expect(missing.exitCode).toBe(127);
+    expect(missing.stderr.toString()).toMatch(/no-such-program/);
+
+    const write = await run(vm, "sh", ["-c", "echo {} > result.json"]);
+    expect(write.exitCode).toBe(0);
+    expect((await vm.readFile("result.json", 1024))?.toString()).toBe("{}\n");
+    expect(await vm.readFile("missing", 1024)).toBeNull();
+    await expect(vm.readFile("result.json", 1)).rejects.toThrow(/over the 1-byte limit/);
+    await expect(vm.readFile("/etc/passwd", 1024)).rejects.toThrow(/absolute/);
+    await expect(vm.readFile("../etc/passwd", 1024)).rejects.toThrow(/\.\./);
+
+    const exit = await vm.stop(5000);
+    expect(exit.killed).toBe(false);
+    expect(exit.exitCode).toBe(0);
+    expect(pidAlive(vm.vm!.pid)).toBe(false);
+    expect(await vm.stop(5000)).toEqual(exit); // idempotent
+  }, T);
+
+  it("aborting a running command and stopping leaves no QEMU process", async () => {
+    const vm = await open("abort");
+    const pid = vm.vm!.pid;
+    const ac = new AbortController();
+    const started = Date.now();
+    const pending = run(vm, "sleep", ["30"], "", ac.signal);
+    setTimeout(() => ac.abort(), 300);
+    const r = await pending.catch((e: Error) => e);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    if (!(r instanceof Error)) expect(r.exitCode).toBe(137);
+    await vm.stop(1000);
+    expect(pidAlive(pid)).toBe(false);
+    expect(readdirSync(pidDir)).toEqual([]);
+  }, T);
+
+  it("killLeftoverVms kills a VM whose handle was dropped", async () => {
+    const vm = await sandbox.open({
+      runId: "dropped",
+      stage: "leak",
+      attempt: 1,
+      memoryMb: 256,
+      vcpus: 1,
+      network: false,
+      signal: new AbortController().signal,
+    });
+    const pid = vm.vm!.pid;
+    expect(readdirSync(pidDir).length).toBe(1);
+    expect(await killLeftoverVms(pidDir)).toBe(1);
+    expect(pidAlive(pid)).toBe(false);
+    expect(readdirSync(pidDir)).toEqual([]);
+    expect(await killLeftoverVms(pidDir)).toBe(0);
+  }, T);
+
+  it("open() honours an abort during boot and kills QEMU", async () => {
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 200);
+    const before = liveVmCount();
+    await expect(
+      sandbox.open({ runId: "r", stage: "boot-abort", attempt: 1, memoryMb: 256, vcpus: 1, network: false, signal: ac.signal }),
+    ).rejects.toThrow(/boot aborted/);
+    expect(liveVmCount()).toBe(before);
+    expect(readdirSync(pidDir)).toEqual([]);
+  }, T);
+
+  it("a missing kernel fails open() with a clear SandboxError", async () => {
+    await expect(
+      sandbox.open({
+        runId: "r",
+        stage: "nokernel",
+        attempt: 1,
+        memoryMb: 256,
+        vcpus: 1,
+        network: false,
+        kernel: path.join(root, "build/guest/does-not-exist"),
+        signal: new AbortController().signal,
+      }),
+    ).rejects.toThrow(/guest kernel not found/);
+  }, T);
+
+  afterAll(() => {
+    expect(liveVmCount()).toBe(0);
+    rmSync(pidDir, { recursive: true, force: true });
+  });
+});
