@@ -1,0 +1,178 @@
+// A small HTTP client for the contract tests. Every reply is checked against openapi.yaml
+// (declared status + body schema, and Content-Length on JSON replies) before the test sees it.
+import { connect } from "node:net";
+import { matchOperation, validateResponse, validateSchema } from "./openapi.js";
+import type { Target, TargetKind } from "./targets.js";
+
+export const TEST_TOKEN = "test-token";
+
+export interface ApiResponse<T = any> {
+  status: number;
+  headers: Headers;
+  contentType: string;
+  text: string;
+  /** Parsed JSON body, or undefined when the reply is not JSON. */
+  body: T;
+  operationId?: string;
+}
+
+export interface RequestOptions {
+  /** JSON value to send (serialised, content-type application/json). */
+  json?: unknown;
+  /** Raw body to send as is (content-type application/json unless `contentType` says otherwise). */
+  raw?: string | Uint8Array;
+  contentType?: string | null;
+  query?: Record<string, string>;
+  headers?: Record<string, string>;
+  /** Bearer token; `null` sends no Authorization header. Default: TEST_TOKEN. */
+  token?: string | null;
+  /**
+   * "strict" (default): the reply must conform to openapi.yaml.
+   * "skip-on-prism": the request is deliberately malformed and Prism answers it with its own
+   * (non-contract) body — see the relaxation list in the contract suite.
+   * "none": do not check (only for replies a test inspects itself).
+   */
+  conformance?: "strict" | "skip-on-prism" | "none";
+}
+
+export class ConformanceError extends Error {}
+
+/** Problems of a reply versus openapi.yaml; `[]` when it conforms. */
+export function conformanceProblems(method: string, pathname: string, res: ApiResponse): string[] {
+  const problems: string[] = [];
+  const isJson = /^application\/json\b/i.test(res.contentType);
+  if (isJson && !res.headers.get("content-length")) problems.push("JSON reply without Content-Length");
+  if (/chunked/i.test(res.headers.get("transfer-encoding") ?? "")) problems.push("chunked reply");
+  if (isJson && res.body === undefined && res.text.length > 0) problems.push("content-type is JSON but the body does not parse");
+  const op = matchOperation(method, pathname);
+  if (op) {
+    problems.push(...validateResponse(op.operationId, res.status, isJson ? res.body : undefined));
+  } else {
+    // Not a route of the spec: the contract says 404 NOT_FOUND ApiError.
+    if (res.status !== 404) problems.push(`unknown route answered ${res.status}, expected 404`);
+    problems.push(...validateSchema("ApiError", res.body).map((e) => `ApiError: ${e}`));
+  }
+  return [...new Set(problems)];
+}
+
+export class ApiClient {
+  constructor(
+    readonly baseUrl: string,
+    readonly kind: TargetKind,
+  ) {}
+
+  static for(target: Target): ApiClient {
+    return new ApiClient(target.url, target.kind);
+  }
+
+  async request<T = any>(method: string, pathname: string, opts: RequestOptions = {}): Promise<ApiResponse<T>> {
+    const url = new URL(this.baseUrl + pathname);
+    for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
+    const headers: Record<string, string> = { accept: "application/json", ...(opts.headers ?? {}) };
+    const token = opts.token === undefined ? TEST_TOKEN : opts.token;
+    if (token !== null) headers.authorization = `Bearer ${token}`;
+    let body: string | Uint8Array | undefined;
+    if (opts.json !== undefined) body = JSON.stringify(opts.json);
+    else if (opts.raw !== undefined) body = opts.raw;
+    const contentType = opts.contentType === undefined ? (body !== undefined ? "application/json" : null) : opts.contentType;
+    if (contentType) headers["content-type"] = contentType;
+
+    const reply = await fetch(url, { method, headers, body });
+    const text = await reply.text();
+    const ct = reply.headers.get("content-type") ?? "";
+    let parsed: unknown;
+    if (text.length > 0 && /json/i.test(ct)) {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+    }
+    const res: ApiResponse<T> = {
+      status: reply.status,
+      headers: reply.headers,
+      contentType: ct,
+      text,
+      body: parsed as T,
+      operationId: matchOperation(method, url.pathname)?.operationId,
+    };
+    this.check(method, url.pathname, res, opts.conformance ?? "strict");
+    return res;
+  }
+
+  private check(method: string, pathname: string, res: ApiResponse, mode: RequestOptions["conformance"]): void {
+    if (mode === "none") return;
+    if (this.kind === "prism") {
+      if (mode === "skip-on-prism") return;
+      // Prism's own errors (no route matched, request violations without a declared 4xx)
+      // are RFC 7807 problem+json, not the contract's ApiError: relaxation R1.
+      if (/problem\+json/i.test(res.contentType)) return;
+    }
+    const problems = conformanceProblems(method, pathname, res);
+    if (problems.length > 0) {
+      throw new ConformanceError(
+        `reply does not conform to openapi.yaml: ${method} ${pathname} → ${res.status}\n  - ` +
+          problems.join("\n  - ") +
+          `\n  body: ${res.text.slice(0, 2000)}`,
+      );
+    }
+  }
+
+  get<T = any>(pathname: string, opts?: RequestOptions) {
+    return this.request<T>("GET", pathname, opts);
+  }
+  post<T = any>(pathname: string, opts?: RequestOptions) {
+    return this.request<T>("POST", pathname, opts);
+  }
+}
+
+export interface RawReply {
+  statusLine: string;
+  status: number;
+  headers: Record<string, string>;
+  body: Buffer;
+  raw: Buffer;
+}
+
+/**
+ * Speak HTTP/1.1 over a plain socket the way the orchestrator's raw clients do: send the
+ * request, read until the server closes the connection (EOF), split at the first blank line.
+ */
+export function rawHttp(baseUrl: string, request: string, timeoutMs = 10_000): Promise<RawReply> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = connect({ host: hostname, port: Number(port) });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no EOF within ${timeoutMs} ms (server did not honour Connection: close?)`));
+    }, timeoutMs);
+    socket.on("connect", () => socket.write(request));
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    socket.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    socket.on("end", () => {
+      clearTimeout(timer);
+      const raw = Buffer.concat(chunks);
+      const sep = raw.indexOf("\r\n\r\n");
+      if (sep < 0) return reject(new Error(`no header/body separator in reply: ${raw.toString("latin1")}`));
+      const head = raw.subarray(0, sep).toString("latin1").split("\r\n");
+      const statusLine = head[0] ?? "";
+      const headers: Record<string, string> = {};
+      for (const line of head.slice(1)) {
+        const i = line.indexOf(":");
+        if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+      }
+      resolve({
+        statusLine,
+        status: Number(statusLine.split(" ")[1]),
+        headers,
+        body: raw.subarray(sep + 4),
+        raw,
+      });
+      socket.end();
+    });
+  });
+}

@@ -1,0 +1,221 @@
+// Run-spec fixtures (always `sandbox: {mode: mock}`) and waits on run state.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { components } from "../../generated/api.js";
+import type { ApiClient } from "./http.js";
+
+export type RunState = components["schemas"]["RunState"];
+export type RunEvent = components["schemas"]["RunEvent"];
+export type RunStatus = components["schemas"]["RunStatus"];
+
+export const TERMINAL: readonly RunStatus[] = ["succeeded", "failed", "cancelled"];
+export const isTerminal = (s: string) => (TERMINAL as readonly string[]).includes(s);
+
+/** Legacy → v2 names (CONTRACT.md section 6). */
+export const V2_NAMES: Record<string, string> = {
+  "run.started": "RunStarted",
+  "run.finished": "RunCompleted",
+  "run.failed": "RunFailed",
+  "run.cancelled": "RunCancelled",
+  "run.spec.loaded": "SpecLoaded",
+  "spec.parse_failed": "SpecParseFailed",
+  "env.provisioned": "EnvironmentProvisioned",
+  "box.started": "BoxStarted",
+  "skill.mounted": "SkillMounted",
+  "workflow.planned": "WorkflowPlanned",
+  "log.chunk": "LogChunk",
+  "log.closed": "LogClosed",
+  "stage.queued": "StageQueued",
+  "stage.started": "StageStarted",
+  "stage.completed": "StageSucceeded",
+  "stage.failed": "StageFailed",
+  "stage.skipped": "StageSkipped",
+  "microvm.spawned": "MicroVmSpawned",
+  "microvm.exited": "MicroVmExited",
+};
+
+/** The v2 name of a legacy event type (table, else the generic split/capitalise rule). */
+export function v2Name(legacy: string): string {
+  return (
+    V2_NAMES[legacy] ??
+    legacy
+      .split(/[._]/)
+      .filter(Boolean)
+      .map((p) => p[0]!.toUpperCase() + p.slice(1))
+      .join("")
+  );
+}
+
+export const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i;
+export const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+
+export interface Fixtures {
+  dir: string;
+  /** echo hello | tr a-z A-Z → succeeds with output "HELLO". */
+  hello: string;
+  /** step `nap` (sleep 300) then `after` (depends on nap) → stays running until cancelled. */
+  sleep: string;
+  /** a mock pipeline of two boxes (one skill) — for the plan events box.started / skill.mounted. */
+  pipeline: string;
+  /** a spec file that exists but is not a valid run spec (api_version v9). */
+  invalid: string;
+  /** one step `false` → the run fails with exit code 1. */
+  fail: string;
+  /** one step `sleep 5` (for stage_timeout_secs: 1). */
+  slow: string;
+  /** three independent `sleep 1` steps joined by an `echo` (for the parallelism cap). */
+  fanout: string;
+  /** a path that does not exist. */
+  missing: string;
+  cleanup(): void;
+}
+
+const specs = {
+  "hello.yaml": `api_version: v1
+kind: workflow
+name: demo
+sandbox: {mode: mock}
+workflow:
+  steps:
+    - name: fetch
+      run: {program: echo, args: ["hello"]}
+    - name: shout
+      depends_on: [fetch]
+      run: {program: tr, args: ["a-z", "A-Z"], stdin_from: fetch}
+  output_step: shout
+`,
+  "sleep.yaml": `api_version: v1
+kind: workflow
+name: long
+sandbox: {mode: mock}
+workflow:
+  steps:
+    - name: nap
+      run: {program: sleep, args: ["300"]}
+    - name: after
+      depends_on: [nap]
+      run: {program: echo, args: ["never"]}
+  output_step: after
+`,
+  "pipeline.yaml": `api_version: v1
+kind: pipeline
+name: pipe
+sandbox: {mode: mock}
+pipeline:
+  boxes:
+    - name: writer
+      prompt: write a haiku
+      skills: ["agent:claude-code"]
+    - name: reviewer
+      prompt: review it
+      skills: []
+  stages:
+    - {type: box, name: writer}
+    - {type: box, name: reviewer}
+`,
+  "invalid.yaml": `api_version: v9
+kind: workflow
+name: not-a-valid-spec
+`,
+  "fail.yaml": `api_version: v1
+kind: workflow
+name: failing
+sandbox: {mode: mock}
+workflow:
+  steps:
+    - name: boom
+      run: {program: "false", args: []}
+  output_step: boom
+`,
+  "slow.yaml": `api_version: v1
+kind: workflow
+name: slow
+sandbox: {mode: mock}
+workflow:
+  steps:
+    - name: crawl
+      run: {program: sleep, args: ["5"]}
+  output_step: crawl
+`,
+  "fanout.yaml": `api_version: v1
+kind: workflow
+name: fanout
+sandbox: {mode: mock}
+workflow:
+  steps:
+    - name: a
+      run: {program: sleep, args: ["1"]}
+    - name: b
+      run: {program: sleep, args: ["1"]}
+    - name: c
+      run: {program: sleep, args: ["1"]}
+    - name: join
+      depends_on: [a, b, c]
+      run: {program: echo, args: ["done"]}
+  output_step: join
+`,
+};
+
+export function writeFixtures(): Fixtures {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "vbx-specs-"));
+  for (const [name, text] of Object.entries(specs)) writeFileSync(path.join(dir, name), text);
+  return {
+    dir,
+    hello: path.join(dir, "hello.yaml"),
+    sleep: path.join(dir, "sleep.yaml"),
+    invalid: path.join(dir, "invalid.yaml"),
+    pipeline: path.join(dir, "pipeline.yaml"),
+    fail: path.join(dir, "fail.yaml"),
+    slow: path.join(dir, "slow.yaml"),
+    fanout: path.join(dir, "fanout.yaml"),
+    missing: path.join(dir, "does-not-exist.yaml"),
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+let counter = 0;
+/** A caller-chosen run id that is unique within this process and safe per SafeId. */
+export function uniqueRunId(prefix = "t"): string {
+  counter += 1;
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${counter}`;
+}
+
+/**
+ * Poll GET /v1/runs/{id} every `intervalMs` until `predicate` holds (waiting for an event,
+ * with an overall deadline — never a bare sleep).
+ */
+export async function waitForRun(
+  api: ApiClient,
+  runId: string,
+  predicate: (run: RunState) => boolean,
+  { timeoutMs = 20_000, intervalMs = 50, what = "condition" } = {},
+): Promise<RunState> {
+  const deadline = Date.now() + timeoutMs;
+  let last: RunState | undefined;
+  for (;;) {
+    const res = await api.get<RunState>(`/v1/runs/${encodeURIComponent(runId)}`);
+    if (res.status === 200) {
+      last = res.body;
+      if (predicate(last)) return last;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `run ${runId}: ${what} not reached within ${timeoutMs} ms; last status ${res.status}, ` +
+          `state ${last?.status}, events ${JSON.stringify(last?.events.map((e) => e.event_type))}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export const waitForTerminal = (api: ApiClient, runId: string, timeoutMs = 20_000) =>
+  waitForRun(api, runId, (r) => isTerminal(r.status), { timeoutMs, what: "terminal state" });
+
+export const waitForEvent = (api: ApiClient, runId: string, eventType: string, timeoutMs = 20_000) =>
+  waitForRun(api, runId, (r) => r.events.some((e) => e.event_type === eventType), {
+    timeoutMs,
+    what: `event ${eventType}`,
+  });
+
+export const types = (events: RunEvent[]) => events.map((e) => e.event_type);

@@ -1,0 +1,231 @@
+// The three things the contract suite can talk to:
+//   (a) inprocess — createDaemon() from src/server.ts in this test process;
+//   (b) process   — `node <package.json bin.voidbox> serve` (dist/src/main.js; needs `npm run build`);
+//   (c) prism     — `prism mock openapi.yaml`, i.e. the spec itself answering with examples.
+// Each gets its own temp state dir; nothing reads or writes process.env.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+
+export type TargetKind = "inprocess" | "process" | "prism";
+
+export interface Target {
+  name: string;
+  kind: TargetKind;
+  /** Base URL without trailing slash, e.g. http://127.0.0.1:41234 */
+  url: string;
+  /** State dir of a real daemon (undefined for prism). */
+  stateDir?: string;
+  close(): Promise<void>;
+}
+
+export interface TargetFactory {
+  name: string;
+  kind: TargetKind;
+  start(): Promise<Target>;
+}
+
+export function makeStateDir(): string {
+  return mkdtempSync(path.join(os.tmpdir(), "vbx-"));
+}
+
+/** The shape of src/server.ts we rely on (kept local so this file does not depend on src types). */
+interface DaemonLike {
+  listen(address: string): Promise<{ url: string }>;
+  close(): Promise<void>;
+}
+type CreateDaemon = (opts: { stateDir: string; auth: null }) => Promise<DaemonLike>;
+
+export async function startInProcess(): Promise<Target> {
+  const mod = (await import("../../src/server.js")) as unknown as { createDaemon: CreateDaemon };
+  const stateDir = makeStateDir();
+  const daemon = await mod.createDaemon({ stateDir, auth: null });
+  const { url } = await daemon.listen("tcp://127.0.0.1:0");
+  return {
+    name: "in-process server",
+    kind: "inprocess",
+    url: url.replace(/\/$/, ""),
+    stateDir,
+    async close() {
+      await daemon.close();
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Keep the last lines of a child's output for error messages (and keep the pipes drained). */
+function captureOutput(child: ChildProcess, onLine?: (line: string) => void): () => string {
+  const lines: string[] = [];
+  const feed = (stream: NodeJS.ReadableStream | null, tag: string) => {
+    if (!stream) return;
+    let buf = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk: string) => {
+      buf += chunk;
+      let i: number;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        lines.push(`[${tag}] ${line}`);
+        if (lines.length > 200) lines.shift();
+        onLine?.(line);
+      }
+    });
+  };
+  feed(child.stdout, "stdout");
+  feed(child.stderr, "stderr");
+  return () => lines.join("\n");
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves when the child is gone. */
+export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}
+
+/**
+ * Spawn a child and wait until `ready(line)` returns a URL, or fail after `timeoutMs`
+ * (or when the child exits first) with its captured output.
+ */
+function spawnUntilReady(
+  what: string,
+  command: string,
+  args: string[],
+  ready: (line: string) => string | undefined,
+  timeoutMs: number,
+): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(command, args, { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const output = captureOutput(child, (line) => {
+      if (settled) return;
+      const url = ready(line);
+      if (url) {
+        settled = true;
+        clearTimeout(timer);
+        resolve({ child, url });
+      }
+    });
+    const fail = (why: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      void stopChild(child, 1000).then(() => reject(new Error(`${what}: ${why}\n--- output ---\n${output()}`)));
+    };
+    const timer = setTimeout(() => fail(`not ready within ${timeoutMs} ms`), timeoutMs);
+    child.once("error", (err) => fail(`spawn failed: ${err.message}`));
+    child.once("exit", (code, signal) => fail(`exited early (code ${code}, signal ${signal})`));
+  });
+}
+
+/** The CLI entry the package declares (`bin.voidbox` in package.json, e.g. dist/src/main.js). */
+export function cliEntry(): string {
+  const pkg = JSON.parse(readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")) as {
+    bin?: string | Record<string, string>;
+  };
+  const rel = typeof pkg.bin === "string" ? pkg.bin : (pkg.bin?.voidbox ?? "bin/voidbox.js");
+  return path.join(REPO_ROOT, rel);
+}
+
+export async function startProcess(bin = cliEntry()): Promise<Target> {
+  if (!existsSync(bin)) throw new Error(`${bin} does not exist: run \`npm run build\` first`);
+  if (!existsSync(path.join(REPO_ROOT, "dist"))) throw new Error("dist/ does not exist: run `npm run build` first");
+  const stateDir = makeStateDir();
+  const { child, url } = await spawnUntilReady(
+    "voidbox serve",
+    process.execPath,
+    [bin, "serve", "--listen", "tcp://127.0.0.1:0", "--state-dir", stateDir, "--no-auth"],
+    (line) => {
+      // pino JSON line: {"level":30,...,"msg":"listening","url":"http://127.0.0.1:PORT"}
+      if (!line.startsWith("{")) return undefined;
+      try {
+        const rec = JSON.parse(line) as { msg?: unknown; url?: unknown };
+        return rec.msg === "listening" && typeof rec.url === "string" && rec.url.startsWith("http")
+          ? rec.url
+          : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    15_000,
+  );
+  return {
+    name: "separate process",
+    kind: "process",
+    url: url.replace(/\/$/, ""),
+    stateDir,
+    async close() {
+      await stopChild(child);
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startPrism(): Promise<Target> {
+  const prism = path.join(REPO_ROOT, "node_modules", ".bin", "prism");
+  let lastError: unknown;
+  // The free port can be taken between probing and Prism binding it: retry a few times.
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    try {
+      const { child, url } = await spawnUntilReady(
+        "prism mock",
+        prism,
+        ["mock", "openapi.yaml", "-p", String(port), "-h", "127.0.0.1"],
+        (line) => (line.includes("Prism is listening") ? `http://127.0.0.1:${port}` : undefined),
+        30_000,
+      );
+      return {
+        name: "Prism mock",
+        kind: "prism",
+        url,
+        async close() {
+          await stopChild(child);
+        },
+      };
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  throw lastError;
+}
+
+export const ALL_TARGETS: TargetFactory[] = [
+  { name: "in-process server", kind: "inprocess", start: startInProcess },
+  { name: "separate process", kind: "process", start: () => startProcess() },
+  { name: "Prism mock", kind: "prism", start: startPrism },
+];
+
+/**
+ * Optional read-only filter: VOIDBOX_TEST_TARGETS=inprocess,prism runs a subset
+ * (e.g. while the server does not build yet). Default: all three.
+ */
+export function selectedTargets(): TargetFactory[] {
+  const filter = process.env.VOIDBOX_TEST_TARGETS?.split(",").map((s) => s.trim()).filter(Boolean);
+  return filter && filter.length > 0 ? ALL_TARGETS.filter((t) => filter.includes(t.kind)) : ALL_TARGETS;
+}
