@@ -125,6 +125,8 @@ class MockStage implements StageVm {
     let out = "";
     let err = "";
     let code = 0;
+    // The script's stdin is one stream: the first command that reads it consumes it.
+    let input = stdin;
     for (let li = 0; li < lines.length; li++) {
       const line = lines[li].trim();
       if (!line || line.startsWith("#")) continue;
@@ -146,7 +148,8 @@ class MockStage implements StageVm {
           if (!words.length) continue;
           if (words[0] === "exit") return { code: Number(words[1] ?? code) & 0xff, out, err };
           const { argv, redirect } = extractRedirect(words);
-          const r = await this.run(argv[0], argv.slice(1), ci === 0 && li === 0 ? stdin : Buffer.alloc(0), signal);
+          const r = await this.run(argv[0], argv.slice(1), input, signal);
+          if (readsStdin(argv[0], argv.slice(1))) input = Buffer.alloc(0);
           code = r.code;
           err += r.err;
           if (redirect) this.writeFile(redirect.file, Buffer.isBuffer(r.out) ? r.out : enc(r.out), redirect.append);
@@ -177,6 +180,22 @@ class MockStage implements StageVm {
     const key = resolvePath(p);
     const prev = append ? this.files.get(key) : undefined;
     this.files.set(key, prev ? Buffer.concat([prev, data]) : data);
+  }
+}
+
+/** Whether a simulated program consumes its stdin. */
+function readsStdin(program: string, args: string[]): boolean {
+  switch (posix.basename(program)) {
+    case "cat":
+      return !args.length || args.includes("-");
+    case "sha256sum":
+      return !args.length;
+    case "tr":
+    case "sh":
+    case "bash":
+      return true;
+    default:
+      return false;
   }
 }
 
