@@ -1,5 +1,5 @@
 import express, { type Request, type Response } from "express";
-import { OpenAPIBackend, type Context, type Document } from "openapi-backend";
+import { OpenAPIBackend, type Document } from "openapi-backend";
 import addFormats from "ajv-formats";
 import type { Logger } from "pino";
 import { ApiError } from "../errors.js";
@@ -39,10 +39,44 @@ function parseBody(buf: unknown): unknown {
   }
 }
 
+/** Writes a reply in one go with an explicit Content-Length (never chunked). */
 function send(res: Response, reply: Reply): void {
-  res.status(reply.status ?? 200);
-  if ("json" in reply) res.json(reply.json);
-  else res.type(reply.contentType).send(reply.raw);
+  const body = "json" in reply ? JSON.stringify(reply.json) : reply.raw;
+  res.writeHead(reply.status ?? 200, {
+    "content-type": "json" in reply ? "application/json; charset=utf-8" : reply.contentType,
+    "content-length": Buffer.byteLength(body),
+  });
+  res.end(body);
+}
+
+/**
+ * openapi-backend rebuilds its flat operation list (lodash chains) and a RegExp per
+ * path template on every match, several times per request; that dominated a
+ * request's CPU profile. The definition never changes after init, so the list is
+ * built once and each template compiled once (same specificity order as the router).
+ */
+function memoiseRouting(api: OpenAPIBackend): void {
+  const router = api.router;
+  const operations = router.getOperations();
+  router.getOperations = () => operations;
+  const exact = new Map<string, (typeof operations)[number]>();
+  const templated: Array<{ re: RegExp; op: (typeof operations)[number] }> = [];
+  for (const op of operations) {
+    if (!op.path.includes("{")) exact.set(`${op.method} ${op.path}`, op);
+    else {
+      const pattern = op.path.replace(/[.*+?^$()|[\]\\]/g, "\\$&").replace(/\{[^}]+\}/g, "[^/]+");
+      templated.push({ re: new RegExp(`^${pattern}$`), op });
+    }
+  }
+  templated.sort((a, b) => b.op.path.replace(/\{.*?\}/g, "").length - a.op.path.replace(/\{.*?\}/g, "").length);
+  const original = router.matchOperation.bind(router);
+  router.matchOperation = ((req: { method: string; path: string }, strict?: boolean) => {
+    const method = req.method.toLowerCase();
+    const path = req.path.replace(/\/+$/, "") || "/";
+    const hit = exact.get(`${method} ${path}`) ?? templated.find((t) => t.op.method === method && t.re.test(path))?.op;
+    // Misses (404/405) keep the library's own logic and error messages.
+    return hit ?? original(req as never, strict as never);
+  }) as typeof router.matchOperation;
 }
 
 export async function createApp(opts: AppOptions): Promise<express.Express> {
@@ -56,25 +90,9 @@ export async function createApp(opts: AppOptions): Promise<express.Express> {
       addFormats.default(ajv);
       return ajv;
     },
-    handlers: {
-      ...Object.fromEntries(
-        Object.entries(opts.handlers).map(([op, handler]) => [
-          op,
-          (c: Context) => handler({ params: c.request.params, query: c.request.query, body: c.request.requestBody } as never),
-        ]),
-      ),
-      validationFail: (c: Context) => {
-        throw validationError(c.validation.errors);
-      },
-      notFound: () => {
-        throw new ApiError("NOT_FOUND", "route not found");
-      },
-      methodNotAllowed: () => {
-        throw new ApiError("NOT_FOUND", "route not found");
-      },
-    },
   });
   await api.init();
+  memoiseRouting(api);
 
   // Declared query parameters per operation: unknown ones are dropped, never an error.
   const declaredQuery = new Map<string, Set<string>>();
@@ -84,6 +102,7 @@ export async function createApp(opts: AppOptions): Promise<express.Express> {
   const app = express();
   app.disable("x-powered-by");
   app.set("etag", false);
+  app.set("query parser", "simple");
   app.use((req, res, next) => {
     const started = process.hrtime.bigint();
     res.on("finish", () =>
@@ -93,18 +112,27 @@ export async function createApp(opts: AppOptions): Promise<express.Express> {
   });
   if (opts.token !== null) app.use(bearerAuth(opts.token));
   app.use(express.raw({ type: () => true, limit: BODY_LIMIT_BYTES }));
-  app.use(async (req: Request, res: Response, next: express.NextFunction) => {
+  /**
+   * Routing and validation are openapi-backend's (its router and its ajv request
+   * validator); dispatch is by operationId into `opts.handlers`. We call the pieces
+   * rather than api.handleRequest(), which parses each request four times.
+   */
+  app.use((req: Request, res: Response) => {
     try {
+      decodeURIComponent(req.path); // path parameters are decoded by the router: reject what cannot be
+    } catch {
+      throw new ApiError("INVALID_PARAMS", "path: not valid percent-encoding");
+    }
     const request = { method: req.method, path: req.path, query: req.query as Record<string, string | string[]>, headers: req.headers as Record<string, string | string[]>, body: parseBody(req.body) };
-    const op = api.matchOperation(request);
-    if (op) {
-      const keep = declaredQuery.get(op.operationId!)!;
-      request.query = Object.fromEntries(Object.entries(request.query).filter(([k]) => keep.has(k)));
-    }
-    send(res, (await api.handleRequest(request)) as Reply);
-    } catch (e) {
-      next(e);
-    }
+    const op = api.router.matchOperation(request);
+    if (!op?.operationId) throw new ApiError("NOT_FOUND", "route not found");
+    const keep = declaredQuery.get(op.operationId)!;
+    request.query = Object.fromEntries(Object.entries(request.query).filter(([k]) => keep.has(k)));
+    const validation = api.validator.validateRequest(request, op);
+    if (validation.errors?.length) throw validationError(validation.errors);
+    const parsed = api.router.parseRequest(request, op);
+    const handler = opts.handlers[op.operationId as keyof HandlerMap] as (input: unknown) => Reply;
+    send(res, handler({ params: parsed.params, query: parsed.query, body: parsed.requestBody }));
   });
   app.use(errorMiddleware(opts.log));
   return app;

@@ -8,12 +8,15 @@ import { ApiError } from "../errors.js";
  * (from openapi-backend's ajv), body-parser errors, domain errors and the unexpected.
  */
 
+/** Field names come from the client: keep messages bounded. */
+const clip = (s: string) => (s.length > 80 ? `${s.slice(0, 77)}...` : s);
+
 function where(e: ErrorObject): string {
   // openapi-backend reports paths like /requestBody/policy/x, /path/run_id or /query/state
   const path = e.instancePath.replace(/^\/requestBody/, "/body").replace(/^\//, "");
   const missing = e.keyword === "required" ? (e.params as { missingProperty: string }).missingProperty : undefined;
   const extra = e.keyword === "additionalProperties" ? (e.params as { additionalProperty: string }).additionalProperty : undefined;
-  return [path || "body", missing ?? extra].filter(Boolean).join("/");
+  return clip([path || "body", missing ?? extra].filter(Boolean).join("/"));
 }
 
 function describe(e: ErrorObject): string {
@@ -49,6 +52,10 @@ export function errorMiddleware(log: Logger) {
     if (type === "encoding.unsupported" || type === "charset.unsupported")
       return sendError(res, new ApiError("INVALID_SPEC", `unsupported body encoding: ${(err as Error).message}`));
     if (type === "request.aborted") return;
+    // Other body-parser failures (bad gzip/deflate streams, …) are client errors too.
+    const status = (err as { status?: number }).status;
+    if (typeof status === "number" && status >= 400 && status < 500)
+      return sendError(res, new ApiError(status === 413 ? "PAYLOAD_TOO_LARGE" : "INVALID_SPEC", `unreadable request body: ${(err as Error).message}`));
     log.error({ err, method: req.method, path: req.path }, "unhandled error");
     sendError(res, new ApiError("INTERNAL_ERROR", "internal error"));
   };

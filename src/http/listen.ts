@@ -51,6 +51,15 @@ export async function listen(app: Express, target: ListenTarget): Promise<Listen
   server.keepAliveTimeout = 5000;
   server.headersTimeout = 15000;
   server.requestTimeout = 60000;
+  // Requests node's HTTP parser rejects (bad request line, header overflow, …) still get an ApiError.
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
+    if (!socket.writable) return socket.destroy();
+    const tooBig = err.code === "HPE_HEADER_OVERFLOW";
+    const body = JSON.stringify({ code: "INVALID_PARAMS", message: tooBig ? "request headers too large" : `malformed HTTP request (${err.code ?? "parse error"})`, retryable: false });
+    socket.end(
+      `HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  });
   const sockets = new Set<net.Socket>();
   server.on("connection", (s) => {
     sockets.add(s);

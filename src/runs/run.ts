@@ -132,10 +132,16 @@ export class Run {
     return this.stages.filter((s) => s.status === "running").length;
   }
 
-  eventsJson(fromEventId: string | undefined, v2: boolean): string {
+  /** The whole list, encoded, is kept until the next append: followers poll it repeatedly. */
+  private encoded: { legacy?: Buffer; v2?: Buffer; count: number } = { count: -1 };
+
+  eventsJson(fromEventId: string | undefined, v2: boolean): Buffer {
     const start = fromEventId !== undefined && this.eventIndex.has(fromEventId) ? this.eventIndex.get(fromEventId)! + 1 : 0;
     const src = v2 ? this.v2Json : this.legacyJson;
-    return "[" + (start === 0 ? src.join(",") : src.slice(start).join(",")) + "]";
+    if (start > 0) return Buffer.from("[" + src.slice(start).join(",") + "]");
+    if (this.encoded.count !== src.length) this.encoded = { count: src.length };
+    const key = v2 ? "v2" : "legacy";
+    return (this.encoded[key] ??= Buffer.from("[" + src.join(",") + "]"));
   }
 
   toState(v2: boolean): RunState {

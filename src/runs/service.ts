@@ -9,8 +9,8 @@ import type { Sandbox } from "../sandbox/types.js";
 import { loadSpec, SpecError } from "../spec/load.js";
 import type { RunSpec } from "../spec/types.js";
 import type { RunStore } from "../store/runs.js";
-import { TERMINAL, type RunState } from "./model.js";
-import { normaliseStatus } from "./naming.js";
+import { TERMINAL, type RunEvent, type RunState } from "./model.js";
+import { normaliseStatus, v2EventName } from "./naming.js";
 import { decidePublication, type StageOutputs } from "./publication.js";
 import { Run } from "./run.js";
 
@@ -33,6 +33,22 @@ export interface RunServiceDeps {
   vm: VmProvider;
 }
 
+/** Rust-daemon events may predate seq/event_type_v2/etc.: fill what is derivable. */
+function normaliseLegacyEvent(e: RunEvent, i: number): RunEvent {
+  const ts = typeof e.ts_ms === "number" ? e.ts_ms : Date.parse(e.timestamp ?? "") || 0;
+  return {
+    ...e,
+    ts_ms: ts,
+    level: e.level ?? "info",
+    message: e.message ?? "",
+    seq: typeof e.seq === "number" ? e.seq : i,
+    attempt_id: e.attempt_id ?? 1,
+    timestamp: e.timestamp ?? new Date(ts).toISOString(),
+    event_type_v2: e.event_type_v2 ?? v2EventName(e.event_type),
+    payload: e.payload ?? null,
+  };
+}
+
 /** Per-run execution context that is not persisted. */
 interface Execution {
   outputs: Map<string, StageOutputs>;
@@ -51,14 +67,17 @@ export class RunService {
 
   /** Loads the runs found on disk; runs that were active when the daemon died fail. */
   restore(): string[] {
-    const { runs, quarantined } = this.deps.store.loadAll();
+    const { runs, quarantined, interrupted } = this.deps.store.loadAll();
+    for (const id of interrupted) this.deps.log.warn({ run_id: id }, "removed a run directory left by a create interrupted before its first write");
     for (const loaded of runs) {
       loaded.file.status = normaliseStatus(loaded.file.status) as RunState["status"];
-      const run = new Run(loaded.file, loaded.events, this.deps);
+      const run = new Run(loaded.file, loaded.legacy ? loaded.events.map(normaliseLegacyEvent) : loaded.events, this.deps);
       this.runs.set(run.id, run);
       if (loaded.legacy) {
-        // A Rust void-box file: keep it readable, and move it to our layout on its next write.
-        for (const e of loaded.events) this.deps.store.appendEvent(run.id, JSON.stringify(e));
+        // A Rust void-box file: migrate it to our layout once, then retire the original.
+        for (const e of run.events) this.deps.store.appendEvent(run.id, JSON.stringify(e));
+        run.persist();
+        this.deps.store.retireLegacy(run.id);
       }
       if (!run.terminal) {
         run.abortStages("daemon restarted");
@@ -68,7 +87,7 @@ export class RunService {
         });
         run.persist();
         this.deps.log.warn({ run_id: run.id }, "run failed: daemon restarted");
-      } else if (loaded.legacy) run.persist();
+      }
       if (run.terminal) this.deps.store.closeRun(run.id);
     }
     for (const q of quarantined) this.deps.log.error({ file: q }, "corrupt state file quarantined");
@@ -123,6 +142,8 @@ export class RunService {
       this.deps,
     );
     this.runs.set(id, run);
+    // run.json first: a crash before it exists leaves only an unacknowledged, removable directory.
+    run.persist();
     run.append({ type: "run.started", message: `run created for ${req.file}` });
     run.append({ type: "env.provisioned", message: `environment env-${id} provisioned`, environment_id: `env-${id}` });
     run.persist();

@@ -42,6 +42,9 @@ function checkWorkflow(wf: WorkflowSpec): void {
     if (s.mode === "service" && s.timeout_secs !== undefined)
       throw new SpecError(`workflow/steps/${i}: timeout_secs cannot be combined with mode: service`);
   }
+  // The output step's result is also published as stage `main`; another step may not take that name.
+  if (byName.has("main") && outputStepOf(wf) !== "main")
+    throw new SpecError(`workflow/steps: the name main is reserved for the output step's published result`);
   if (wf.output_step !== undefined && !byName.has(wf.output_step))
     throw new SpecError(`workflow/output_step: unknown step ${wf.output_step}`);
   // Cycle check: Kahn's algorithm; whatever is left over sits on a cycle.

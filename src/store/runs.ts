@@ -16,6 +16,8 @@ export interface LoadResult {
   runs: LoadedRun[];
   /** Paths (relative to the state dir) moved to quarantine/ because they were corrupt. */
   quarantined: string[];
+  /** Run directories of creates that crashed before their first write (removed). */
+  interrupted: string[];
 }
 
 /**
@@ -106,15 +108,27 @@ export class RunStore {
   loadAll(): LoadResult {
     const runs: LoadedRun[] = [];
     const quarantined: string[] = [];
+    const interrupted: string[] = [];
     for (const entry of fs.readdirSync(this.runsDir, { withFileTypes: true })) {
       const full = path.join(this.runsDir, entry.name);
       try {
         if (entry.isDirectory() && isSafeId(entry.name)) {
           removeTempFiles(full);
+          if (!fs.existsSync(path.join(full, "run.json"))) {
+            // A create interrupted before its first write: never acknowledged, nothing to keep.
+            fs.rmSync(full, { recursive: true, force: true });
+            interrupted.push(entry.name);
+            continue;
+          }
           const file = JSON.parse(fs.readFileSync(path.join(full, "run.json"), "utf8")) as RunFile;
           if (file.id !== entry.name) throw new Error(`run.json names run ${file.id}`);
           runs.push({ file, events: readJsonLines<RunEvent>(path.join(full, "events.jsonl")), legacy: false });
         } else if (entry.isFile() && entry.name.endsWith(".json") && isSafeId(entry.name.slice(0, -5))) {
+          // Already migrated to our layout (a crash between migration and retiring the file).
+          if (fs.existsSync(path.join(this.runsDir, entry.name.slice(0, -5), "run.json"))) {
+            this.retireLegacy(entry.name.slice(0, -5));
+            continue;
+          }
           const state = JSON.parse(fs.readFileSync(full, "utf8")) as RunFile & { events?: RunEvent[] };
           if (typeof state.id !== "string" || !isSafeId(state.id)) throw new Error("not a run state");
           const { events = [], ...rest } = state;
@@ -126,7 +140,12 @@ export class RunStore {
         quarantined.push(this.quarantine(full, e));
       }
     }
-    return { runs, quarantined };
+    return { runs, quarantined, interrupted };
+  }
+
+  /** After a Rust-format `runs/<id>.json` has been written in our layout, keep it only as a backup. */
+  retireLegacy(id: string): void {
+    fs.renameSync(path.join(this.runsDir, `${id}.json`), path.join(this.runsDir, `${id}.json.migrated`));
   }
 
   private quarantine(full: string, why: unknown): string {
