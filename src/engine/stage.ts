@@ -119,7 +119,7 @@ async function runAttempt(ctx: StageContext, job: StageJob, attempt: number): Pr
     hooks.stage(job.name, { status: "succeeded", finished_at: finished, exit_code: 0 });
     hooks.event({ type: "stage.completed", message: `stage ${job.name} succeeded`, payload: { duration_ms, exit_code: 0, stage_attempt: attempt }, ...ctxFields });
   } else {
-    outcome.error ??= `stage ${job.name} exited with code ${outcome.exitCode}`;
+    outcome.error ??= exitError(job, outcome);
     hooks.stage(job.name, { status: "failed", finished_at: finished, exit_code: outcome.exitCode });
     hooks.event({
       type: "stage.failed",
@@ -199,6 +199,13 @@ async function stopVm(ctx: StageContext, job: StageJob, vm: StageVm): Promise<vo
     stage_name: job.name,
     box_name: job.box_name,
   });
+}
+
+/** "exited with code N", plus the last line the program wrote to stderr (the usual reason). */
+function exitError(job: StageJob, o: StageOutcome): string {
+  const last = o.stderr.toString("utf8").trimEnd().split("\n").pop()?.trim();
+  const why = o.exitCode === 127 ? `program ${job.program} is not available in the sandbox (exit code 127)` : `stage ${job.name} exited with code ${o.exitCode}`;
+  return last ? `${why}: ${last.length > 300 ? `${last.slice(0, 297)}...` : last}` : why;
 }
 
 function describeFailure(e: unknown, timedOut: boolean, timeoutSecs: number | null, runSignal: AbortSignal): string {

@@ -1,0 +1,242 @@
+/**
+ * End-to-end through the HTTP API with `sandbox.mode: local`: every stage in its own
+ * QEMU micro-VM (TCG in CI). Few, bounded tests — each VM boot costs ~2 s under TCG.
+ * Waits are on run state and events with deadlines, never sleeps for luck.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createDaemon, type Daemon } from "../../src/server.js";
+import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
+import { validateResponse } from "../helpers/openapi.js";
+import type { RunEvent, RunState } from "../helpers/runs.js";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+const image = findGuestImage(ROOT);
+const ready = qemuAvailable() && image !== null;
+if (!ready) console.warn("SKIP micro-VM e2e: QEMU or the guest image is missing (make guest)");
+
+let daemon: Daemon;
+let url: string;
+let dir: string;
+
+async function call<T>(operationId: string, method: string, p: string, body?: unknown): Promise<{ status: number; json: T }> {
+  const res = await fetch(url + p, { method, body: body === undefined ? undefined : JSON.stringify(body), headers: { "content-type": "application/json" } });
+  const text = await res.text();
+  const json = (res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text) as T;
+  expect(validateResponse(operationId, res.status, json), `${method} ${p}`).toEqual([]);
+  return { status: res.status, json };
+}
+
+function spec(name: string, body: string): string {
+  const file = path.join(dir, `${name}.yaml`);
+  fs.writeFileSync(file, `api_version: v1\nkind: workflow\nname: ${name}\nsandbox: {mode: local, memory_mb: 256}\n${body}`);
+  return file;
+}
+
+async function start(file: string, policy?: Record<string, number>): Promise<string> {
+  const r = await call<{ run_id: string }>("createRun", "POST", "/v1/runs", { file, ...(policy ? { policy } : {}) });
+  expect(r.status).toBe(200);
+  return r.json.run_id;
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const getRun = async (id: string) => (await call<RunState>("getRun", "GET", `/v1/runs/${id}`)).json;
+const terminal = (id: string) => until(`run ${id} to end`, async () => ((await getRun(id)).finished_at ? getRun(id) : undefined));
+const of = (run: RunState, type: string) => run.events.filter((e) => e.event_type === type);
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "vbx-e2e-"));
+    daemon = await createDaemon({ stateDir: path.join(dir, "state") });
+    url = (await daemon.listen("tcp://127.0.0.1:0")).url;
+  }, 60_000);
+
+  afterAll(async () => {
+    await daemon?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  it("runs each step in its own guest and pipes stdout to the next step's stdin", async () => {
+    const health = (await call<{ accelerator: string; guest_kernel: string }>("getHealth", "GET", "/v1/health")).json;
+    expect(["kvm", "tcg"]).toContain(health.accelerator);
+    expect(health.guest_kernel).toBe(image!.kernelVersion);
+
+    const id = await start(
+      spec(
+        "two-steps",
+        `workflow:
+  steps:
+    - name: kernel
+      run: {program: uname, args: ["-r"]}
+    - name: shout
+      depends_on: [kernel]
+      run: {program: tr, args: ["a-z", "A-Z"], stdin_from: kernel}
+  output_step: shout
+`,
+      ),
+    );
+    const run = await terminal(id);
+    expect(run.status, run.error ?? "").toBe("succeeded");
+    expect(run.sandbox_mode).toBe("local");
+    expect(run.exit_code).toBe(0);
+    // The output is the guest's kernel release, upper-cased by the second guest.
+    expect(run.report?.output.trim()).toBe(image!.kernelVersion.toUpperCase());
+    if (os.release() !== image!.kernelVersion) expect(run.report?.output.trim()).not.toBe(os.release().toUpperCase());
+    const spawned = of(run, "microvm.spawned");
+    const exited = of(run, "microvm.exited");
+    expect(spawned.map((e) => e.stage_name)).toEqual(["kernel", "shout"]);
+    expect(exited).toHaveLength(2);
+    const pids = new Set<number>();
+    for (const e of spawned) {
+      const p = e.payload as { accelerator: string; pid: number; boot_ms: number };
+      expect(p.accelerator).toBe(health.accelerator);
+      expect(p.boot_ms).toBeGreaterThan(0);
+      pids.add(p.pid);
+      expect(alive(p.pid)).toBe(false);
+    }
+    expect(pids.size).toBe(2); // a fresh VM per stage
+    expect(run.active_microvm_count).toBe(0);
+  }, 120_000);
+
+  it("reports a failing step's exit code on stage.failed and the run", async () => {
+    const id = await start(
+      spec(
+        "fails",
+        `workflow:
+  steps:
+    - name: boom
+      run: {program: sh, args: ["-c", "echo about to fail >&2; exit 3"]}
+`,
+      ),
+      { max_stage_retries: 0 },
+    );
+    const run = await terminal(id);
+    expect(run.status).toBe("failed");
+    expect(run.exit_code).toBe(3);
+    const failed = of(run, "stage.failed");
+    expect(failed).toHaveLength(1);
+    expect((failed[0].payload as { exit_code: number }).exit_code).toBe(3);
+    expect((failed[0].payload as { error: string }).error).toContain("about to fail");
+  }, 120_000);
+
+  it("kills the VM of a step that exceeds its timeout and fails the run", async () => {
+    const id = await start(
+      spec(
+        "slow",
+        `workflow:
+  steps:
+    - name: slow
+      timeout_secs: 3
+      run: {program: sleep, args: ["120"]}
+`,
+      ),
+      { max_stage_retries: 0 },
+    );
+    const run = await terminal(id);
+    expect(run.status).toBe("failed");
+    const failed = of(run, "stage.failed");
+    expect((failed[0].payload as { error: string }).error).toMatch(/timed out/);
+    const pid = (of(run, "microvm.spawned")[0].payload as { pid: number }).pid;
+    expect(alive(pid)).toBe(false);
+    expect(run.active_microvm_count).toBe(0);
+  }, 120_000);
+
+  it("cancel stops a running VM within the grace period", async () => {
+    const grace = 2;
+    const id = await start(
+      spec(
+        "cancel-me",
+        `workflow:
+  steps:
+    - name: nap
+      run: {program: sleep, args: ["300"]}
+`,
+      ),
+      { cancel_grace_period_secs: grace },
+    );
+    const spawned = await until("microvm.spawned", async () => {
+      const events = (await call<RunEvent[]>("listRunEvents", "GET", `/v1/runs/${id}/events`)).json;
+      return events.find((e) => e.event_type === "microvm.spawned");
+    });
+    const pid = (spawned.payload as { pid: number }).pid;
+    expect(alive(pid)).toBe(true);
+    const cancelled = await call<{ state: string; terminal_event_id: string }>("cancelRun", "POST", `/v1/runs/${id}/cancel`, { reason: "e2e" });
+    expect(cancelled.json.state).toBe("cancelled");
+    const cancelledAt = Date.now();
+    await until("the VM to be gone", async () => (alive(pid) ? undefined : true), grace * 1000 + 10_000);
+    // Gone within the grace period (plus reaping slack), not merely eventually.
+    expect(Date.now() - cancelledAt).toBeLessThan(grace * 1000 + 5_000);
+    const run = await until("active_microvm_count 0", async () => {
+      const r = await getRun(id);
+      return r.active_microvm_count === 0 ? r : undefined;
+    });
+    expect(run.status).toBe("cancelled");
+    expect(run.terminal_event_id).toBe(cancelled.json.terminal_event_id);
+    expect(of(run, "stage.failed")[0].payload).toMatchObject({ exit_code: -1 });
+  }, 120_000);
+
+  it("never has more VMs alive than max_parallel_microvms_per_run, and publishes result.json from the guest", async () => {
+    const id = await start(
+      spec(
+        "capped",
+        `workflow:
+  steps:
+    - name: a
+      run: {program: echo, args: ["a"]}
+    - name: b
+      run: {program: echo, args: ["b"]}
+    - name: report
+      depends_on: [a, b]
+      run:
+        program: sh
+        args:
+          - -c
+          - |
+            cat > report.txt
+            printf '{"status":"ok","summary":"from the guest","artifacts":[{"name":"report.txt","media_type":"text/plain"}]}' > result.json
+  output_step: report
+`,
+      ),
+      { max_parallel_microvms_per_run: 1 },
+    );
+    const run = await terminal(id);
+    expect(run.status, run.error ?? "").toBe("succeeded");
+    let live = 0;
+    let peak = 0;
+    for (const e of run.events) {
+      if (e.event_type === "microvm.spawned") peak = Math.max(peak, ++live);
+      if (e.event_type === "microvm.exited") live--;
+    }
+    expect(peak).toBe(1);
+    expect(of(run, "microvm.spawned")).toHaveLength(3);
+
+    expect(run.artifact_publication?.status).toBe("published");
+    const out = await fetch(`${url}/v1/runs/${id}/stages/main/output-file`);
+    expect(out.status).toBe(200);
+    expect(await out.json()).toMatchObject({ status: "ok", summary: "from the guest" });
+    const art = await fetch(`${url}/v1/runs/${id}/stages/report/artifacts/report.txt`);
+    expect(art.status).toBe(200);
+    expect(art.headers.get("content-type")).toContain("text/plain");
+    expect((await art.text()).split("\n").filter(Boolean).sort()).toEqual(["a", "b"]);
+  }, 180_000);
+});
