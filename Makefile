@@ -66,8 +66,10 @@ run: deps build guest
 	node dist/src/main.js run --daemon unix://$$sock $(EXAMPLE)
 
 test: deps lint build guest
-	npx --no-install vitest run
-	@left=$$(pgrep -a -f 'qemu-system.*voidbox' || true); \
+	@mkdir -p build
+	npx --no-install vitest run --reporter=default --reporter=json --outputFile.json=build/vitest.json
+	@node -e 'const r=require("./build/vitest.json"); console.log(`$${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'
+	@left=$$(pgrep -a -f '[q]emu-system.*voidbox' || true); \
 	if [ -n "$$left" ]; then echo "QEMU processes outlived the suite:"; echo "$$left"; exit 1; fi
 
 bench: deps build guest

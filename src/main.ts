@@ -90,7 +90,7 @@ function formatEvent(e: RunEvent): string {
   const where = e.stage_name ? ` [${e.stage_name}]` : "";
   const p = e.payload as Record<string, unknown> | null;
   const extra =
-    e.event_type === "microvm.spawned" ? ` boot ${p?.boot_ms} ms, pid ${p?.pid}, ${p?.accelerator}` : e.event_type === "stage.completed" || e.event_type === "stage.failed" ? ` (${p?.duration_ms} ms, exit ${p?.exit_code})` : "";
+    e.event_type === "microvm.spawned" ? ` [pid ${p?.pid}]` : e.event_type === "stage.completed" || e.event_type === "stage.failed" ? ` (${p?.duration_ms} ms, exit ${p?.exit_code})` : "";
   return `${e.timestamp}  #${String(e.seq).padStart(3)}  ${e.event_type.padEnd(18)}${where} ${e.message}${extra}`;
 }
 
@@ -111,7 +111,7 @@ async function runCommand(argv: string[], env: Env): Promise<number> {
   if (!values.json) {
     const boots = run.events.filter((e) => e.event_type === "microvm.spawned").map((e) => `${e.stage_name}: ${(e.payload as { boot_ms: number }).boot_ms} ms`);
     process.stdout.write(`\nrun ${run.id}: ${run.status}${run.exit_code !== null ? ` (exit code ${run.exit_code})` : ""}${run.error ? ` — ${run.error}` : ""}\n`);
-    if (run.report?.output) process.stdout.write(`output:\n${run.report.output.replace(/^/gm, "  ")}\n`);
+    if (run.report?.output) process.stdout.write(`output:\n${run.report.output.trimEnd().replace(/^/gm, "  ")}\n`);
     if (boots.length) process.stdout.write(`micro-VM boot times: ${boots.join(", ")}\n`);
   }
   return run.status === "succeeded" ? 0 : run.exit_code && run.exit_code > 0 ? run.exit_code : 1;

@@ -14,6 +14,7 @@ export interface EngineInput {
   /** Aborted on cancel. */
   signal: AbortSignal;
   hooks: EngineHooks;
+  now: () => number;
 }
 
 /** Executes a run spec as stages in the sandbox, enforcing the policy. */
@@ -26,6 +27,7 @@ export function runEngine(input: EngineInput): Promise<EngineResult> {
     slots: new Semaphore(input.policy.max_parallel_microvms_per_run),
     hooks: input.hooks,
     signal: input.signal,
+    now: input.now,
   };
   switch (input.spec.kind) {
     case "workflow":

@@ -39,6 +39,7 @@ export interface StageContext {
   hooks: EngineHooks;
   /** Aborted when the run is cancelled. */
   signal: AbortSignal;
+  now: () => number;
 }
 
 const CANCELLED = "run cancelled";
@@ -72,7 +73,7 @@ export async function runStage(ctx: StageContext, job: StageJob): Promise<StageO
 async function runAttempt(ctx: StageContext, job: StageJob, attempt: number): Promise<StageOutcome> {
   const { hooks } = ctx;
   const ctxFields = { stage_name: job.name, box_name: job.box_name, group_id: job.group_id };
-  const started = Date.now();
+  const started = ctx.now();
   hooks.stage(job.name, { status: "running", attempt, started_at: started, finished_at: null, exit_code: null });
   hooks.event({ type: "stage.started", message: `stage ${job.name} started (attempt ${attempt})`, payload: { stage_attempt: attempt }, ...ctxFields });
 
@@ -113,7 +114,7 @@ async function runAttempt(ctx: StageContext, job: StageJob, attempt: number): Pr
   }
   if (vm) await stopVm(ctx, job, vm);
 
-  const finished = Date.now();
+  const finished = ctx.now();
   const duration_ms = finished - started;
   if (outcome.exitCode === 0 && !outcome.error) {
     hooks.stage(job.name, { status: "succeeded", finished_at: finished, exit_code: 0 });

@@ -92,7 +92,7 @@ export class Run {
   persist(): void {
     this.deps.store.syncEvents(this.id);
     this.deps.store.saveRun(this.file);
-    if (this.terminal && this.activeMicrovms === 0) this.deps.store.closeRun(this.id);
+    if (this.terminal) this.deps.store.closeRun(this.id); // reopened lazily should anything follow
   }
 
   planStages(plan: StagePlan[]): void {

@@ -176,7 +176,7 @@ export class RunService {
     }
     let result: EngineResult;
     try {
-      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec) });
+      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now });
     } catch (e) {
       const reason = (e as Error).message;
       this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });

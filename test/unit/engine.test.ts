@@ -57,7 +57,7 @@ function recorder(): Recorder {
 
 function run(spec: RunSpec, policy: Partial<RunPolicy> = {}, signal = new AbortController().signal) {
   const rec = recorder();
-  const promise = runEngine({ runId: "r1", spec, policy: { ...DEFAULT_POLICY, ...policy }, sandbox: new MockSandbox(), signal, hooks: rec.hooks });
+  const promise = runEngine({ runId: "r1", spec, policy: { ...DEFAULT_POLICY, ...policy }, sandbox: new MockSandbox(), signal, hooks: rec.hooks, now: Date.now });
   return { rec, promise };
 }
 
