@@ -123,9 +123,10 @@ export async function createApp(opts: AppOptions): Promise<express.Express> {
     } catch {
       throw new ApiError("INVALID_PARAMS", "path: not valid percent-encoding");
     }
-    const request = { method: req.method, path: req.path, query: req.query as Record<string, string | string[]>, headers: req.headers as Record<string, string | string[]>, body: parseBody(req.body) };
+    const request = { method: req.method, path: req.path, query: req.query as Record<string, string | string[]>, headers: req.headers as Record<string, string | string[]>, body: undefined as unknown };
     const op = api.router.matchOperation(request);
-    if (!op?.operationId) throw new ApiError("NOT_FOUND", "route not found");
+    if (!op?.operationId) throw new ApiError("NOT_FOUND", "route not found"); // before the body: an unknown route is 404 whatever it carries
+    request.body = parseBody(req.body);
     const keep = declaredQuery.get(op.operationId)!;
     request.query = Object.fromEntries(Object.entries(request.query).filter(([k]) => keep.has(k)));
     const validation = api.validator.validateRequest(request, op);
