@@ -195,6 +195,16 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
     expect(of(run, "stage.failed")[0].payload).toMatchObject({ exit_code: -1 });
   }, 120_000);
 
+  it("an agent box runs its agent program in the guest; an image without it fails the stage clearly", async () => {
+    const file = path.join(dir, "agent.yaml");
+    fs.writeFileSync(file, `api_version: v1\nkind: agent\nname: agent\nsandbox: {mode: local, memory_mb: 256}\nagent: {prompt: "summarise"}\n`);
+    const id = await start(file, { max_stage_retries: 0 });
+    const run = await terminal(id);
+    expect(run.status).toBe("failed");
+    expect(of(run, "microvm.spawned")).toHaveLength(1);
+    expect(run.error).toMatch(/claude-code is not available in the sandbox/);
+  }, 120_000);
+
   it("never has more VMs alive than max_parallel_microvms_per_run, and publishes result.json from the guest", async () => {
     const id = await start(
       spec(

@@ -1,0 +1,70 @@
+/**
+ * kill -9 of the daemon while a micro-VM stage runs: the next daemon on the same state
+ * dir fails the run (daemon_restarted) and leaves no QEMU process of the dead daemon
+ * behind (pid files under the state dir, checked to be our QEMU, then killed).
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
+import { childEnv, killHard, REPO_ROOT, request, startDaemon, tempDir, waitFor, type DaemonProc, type RunStateLike } from "../reliability/harness.js";
+
+const ready = qemuAvailable() && findGuestImage(REPO_ROOT) !== null;
+const daemons: DaemonProc[] = [];
+const dirs: string[] = [];
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+afterAll(async () => {
+  for (const d of daemons) await killHard(d);
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+describe.skipIf(!ready)("daemon crash with a micro-VM running", () => {
+  it("the restarted daemon kills the dead daemon's VM and fails the run", async () => {
+    const dir = tempDir("vbx-e2e-restart-");
+    dirs.push(dir);
+    const state = path.join(dir, "state");
+    const spec = path.join(dir, "nap.yaml");
+    fs.writeFileSync(
+      spec,
+      "api_version: v1\nkind: workflow\nname: nap\nsandbox: {mode: local, memory_mb: 256}\nworkflow:\n  steps:\n    - name: nap\n      run: {program: sleep, args: [\"300\"]}\n",
+    );
+    const args = ["--listen", "tcp://127.0.0.1:0", "--state-dir", state, "--no-auth"];
+    const first = await startDaemon({ args, env: childEnv(dir) });
+    daemons.push(first);
+    const created = await request(first.urls[0], "/v1/runs", { body: { file: spec, run_id: "crashy" } });
+    expect(created.status).toBe(200);
+
+    let vmPid = 0;
+    await waitFor(
+      async () => {
+        const events = (await request(first.urls[0], "/v1/runs/crashy/events")).json as Array<{ event_type: string; payload: { pid?: number } | null }>;
+        vmPid = events.find((e) => e.event_type === "microvm.spawned")?.payload?.pid ?? 0;
+        return vmPid > 0;
+      },
+      90_000,
+      "microvm.spawned",
+    );
+    expect(fs.readdirSync(path.join(state, "vms")).length).toBe(1);
+    await killHard(first);
+
+    const second = await startDaemon({ args, env: childEnv(dir) });
+    daemons.push(second);
+    await waitFor(() => !pidAlive(vmPid), 15_000, `QEMU pid ${vmPid} of the dead daemon is still alive`);
+    expect(fs.readdirSync(path.join(state, "vms"))).toEqual([]);
+    const run = (await request(second.urls[0], "/v1/runs/crashy")).json as RunStateLike & { terminal_reason: string };
+    expect(run.status).toBe("failed");
+    expect(run.terminal_reason).toBe("daemon_restarted");
+    const again = await request(second.urls[0], "/v1/runs", { body: { file: spec, run_id: "crashy" } });
+    expect(again.status).toBe(409);
+    await killHard(second);
+  }, 180_000);
+});
