@@ -3,20 +3,24 @@
  *
  *   npx tsx bench/boot.ts [--boots N] [--memory MB]
  *
- * Boots N tuned VMs (vmlinux via PVH + the tuned kernel command line) and N untuned
- * VMs (the stock bzImage + just `console=ttyS0 tsc_early_khz=<host>`, see untunedKernelArgs), interleaved and strictly sequential,
- * each timed from spawn to the result of `true`. Prints p50/p95 of both and the ratio.
+ * Boots N tuned VMs (the image's best kernel — the minimal custom kernel when built —
+ * as vmlinux via PVH + the tuned kernel command line) and N untuned VMs (the Debian
+ * cloud kernel's stock bzImage + just `console=ttyS0 tsc_early_khz=<host>`, see
+ * untunedKernelArgs). When the custom kernel exists, also N "cloud" VMs: the Debian
+ * cloud kernel tuned exactly like "tuned" (vmlinux via PVH + tuned args), to compare
+ * the custom kernel with the cloud kernel. Interleaved and strictly sequential, each
+ * timed from spawn to the result of `true`. Prints p50/p95 of each and the ratios.
  * Every VM is stopped; a boot that does not become ready within the deadline counts
  * as a failure (and is killed).
  */
 import path from "node:path";
-import { existsSync } from "node:fs";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import {
   QemuSandbox,
   findGuestImage,
+  findGuestKernels,
   killLeftoverVms,
   probeAccelerator,
   qemuAvailable,
@@ -50,43 +54,39 @@ async function main(): Promise<number> {
     console.error("no guest image in build/guest (run: make guest)");
     return 2;
   }
-  const bzImage = path.join(root, "build/guest/vmlinuz");
-  const untunedKernel = existsSync(bzImage) ? bzImage : image.kernel;
+  const kernels = findGuestKernels(root);
+  const untunedKernel = kernels.cloudBzImage?.kernel ?? image.kernel;
   const pidDir = mkdtempSync(path.join(os.tmpdir(), "vbx-bench-"));
 
   const tProbe = Date.now();
   const accelerator = await probeAccelerator({ kernel: image.kernel, initramfs: image.initramfs, deadlineMs: 4000 });
   console.log(`accelerator probe: ${accelerator} (${Date.now() - tProbe} ms)`);
 
-  const variants = {
-    tuned: new QemuSandbox({
-      kernel: image.kernel,
-      initramfs: image.initramfs,
-      accelerator,
-      pidDir,
-      bootTimeoutMs: 20_000,
-      kernelArgs: tunedKernelArgs(),
-    }),
-    untuned: new QemuSandbox({
-      kernel: untunedKernel,
-      initramfs: image.initramfs,
-      accelerator,
-      pidDir,
-      bootTimeoutMs: 20_000,
-      kernelArgs: untunedKernelArgs(),
-    }),
-  };
-  console.log(`tuned:   ${path.basename(image.kernel)} + "${tunedKernelArgs().join(" ")}"`);
-  console.log(`untuned: ${path.basename(untunedKernel)} + "${untunedKernelArgs().join(" ")}"`);
+  const sandbox = (kernel: string, kernelArgs: string[]) =>
+    new QemuSandbox({ kernel, initramfs: image.initramfs, accelerator, pidDir, bootTimeoutMs: 20_000, kernelArgs });
+  type Name = "tuned" | "untuned" | "cloud";
+  const variants = new Map<Name, QemuSandbox>([
+    ["tuned", sandbox(image.kernel, tunedKernelArgs())],
+    ["untuned", sandbox(untunedKernel, untunedKernelArgs())],
+  ]);
+  const rel = (p: string) => path.relative(path.join(root, "build/guest"), p);
+  console.log(`tuned:   ${rel(image.kernel)} (${image.kernelVersion}) + "${tunedKernelArgs().join(" ")}"`);
+  console.log(`untuned: ${rel(untunedKernel)} (${kernels.cloudBzImage?.kernelVersion ?? image.kernelVersion}) + "${untunedKernelArgs().join(" ")}"`);
+  const cloud = kernels.cloud;
+  if (kernels.custom && cloud && cloud.kernel !== image.kernel && cloud.kernelVersion !== image.kernelVersion) {
+    variants.set("cloud", sandbox(cloud.kernel, tunedKernelArgs()));
+    console.log(`cloud:   ${rel(cloud.kernel)} (${cloud.kernelVersion}) + the tuned command line`);
+  }
   console.log(`${boots} boots each, ${memoryMb} MiB, 1 vCPU, interleaved, sequential`);
 
-  const times: Record<keyof typeof variants, number[]> = { tuned: [], untuned: [] };
-  const failures: Record<keyof typeof variants, number> = { tuned: 0, untuned: 0 };
+  const names = [...variants.keys()];
+  const times = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<Name, number[]>;
+  const failures = Object.fromEntries(names.map((n) => [n, 0])) as Record<Name, number>;
   for (let i = 0; i < boots; i++) {
-    for (const name of ["tuned", "untuned"] as const) {
+    for (const name of names) {
       const t0 = performance.now();
       try {
-        const vm = await variants[name].open({
+        const vm = await variants.get(name)!.open({
           runId: "bench",
           stage: name,
           attempt: i + 1,
@@ -111,14 +111,14 @@ async function main(): Promise<number> {
     }
   }
 
-  const row = (name: "tuned" | "untuned") =>
+  const row = (name: Name) =>
     `${name.padEnd(8)} p50 ${pct(times[name], 50).toFixed(0).padStart(5)} ms   p95 ${pct(times[name], 95).toFixed(0).padStart(5)} ms   (${times[name].length} ok, ${failures[name]} failed)`;
   console.log("\ncold boot -> first command round trip (" + accelerator + ")");
-  console.log(row("tuned"));
-  console.log(row("untuned"));
-  const r50 = pct(times.untuned, 50) / pct(times.tuned, 50);
-  const r95 = pct(times.untuned, 95) / pct(times.tuned, 95);
-  console.log(`speed-up untuned/tuned: p50 x${r50.toFixed(2)}, p95 x${r95.toFixed(2)}`);
+  for (const name of names) console.log(row(name));
+  const ratio = (slow: Name, fast: Name) =>
+    `p50 x${(pct(times[slow], 50) / pct(times[fast], 50)).toFixed(2)}, p95 x${(pct(times[slow], 95) / pct(times[fast], 95)).toFixed(2)}`;
+  console.log(`speed-up untuned/tuned: ${ratio("untuned", "tuned")}`);
+  if (variants.has("cloud")) console.log(`speed-up custom/cloud kernel (both tuned): ${ratio("cloud", "tuned")}`);
   await killLeftoverVms(pidDir);
   rmSync(pidDir, { recursive: true, force: true });
   return 0;

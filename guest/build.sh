@@ -4,10 +4,18 @@
 #   bash guest/build.sh build/guest
 #
 # Output (in the given directory):
-#   vmlinuz               the newest Debian cloud kernel (/boot/vmlinuz-*-cloud-amd64)
-#   initramfs.cpio.lz4    busybox-static + guest/init + the virtio modules the channel needs
-#   kernel-version        the guest kernel version (text)
-#   stamp                 hash of the inputs; a rebuild is skipped when it matches
+#   vmlinux, kernel-version   the kernel the guest boots: the minimal custom kernel when it
+#                             built (custom/), else the Debian cloud kernel (cloud/)
+#   vmlinuz                   the cloud kernel's bzImage (only when the cloud kernel is used)
+#   custom/                   minimal kernel from linux-source-6.1 (guest/build-kernel.sh,
+#                             guest/kernel.config; cached by its own stamp)
+#   cloud/                    the newest Debian cloud kernel (/boot/vmlinuz-*-cloud-amd64):
+#                             vmlinuz, vmlinux (extracted), kernel-version — the fallback
+#   initramfs.cpio.lz4        busybox-static + guest/init + the cloud kernel's virtio modules
+#                             (under lib/modules/<version>/; unused by the custom kernel)
+#   stamp                     hash of the inputs; a rebuild is skipped when it matches
+#
+# VOIDBOX_GUEST_KERNEL=cloud skips the custom kernel (cloud kernel only).
 set -euo pipefail
 
 OUT=${1:-build/guest}
@@ -46,25 +54,37 @@ grep -q '^CONFIG_RD_LZ4=y' "/boot/config-$KVER" 2>/dev/null || die "kernel $KVER
 # the host<->guest channel; the net ones are loaded only when the VM has a network.
 MODULES="virtio_ring virtio virtio_mmio virtio_console failover net_failover virtio_net"
 
+# The custom kernel has its own stamp (its build takes minutes): a no-op when cached.
+CUSTOM_OK=0
+if [ "${VOIDBOX_GUEST_KERNEL:-auto}" != cloud ]; then
+  if bash "$HERE/build-kernel.sh" "$OUT/custom"; then
+    CUSTOM_OK=1
+  else
+    echo "guest/build.sh: warning: the custom guest kernel did not build; falling back to the Debian cloud kernel $KVER" >&2
+  fi
+fi
+if [ $CUSTOM_OK = 0 ]; then rm -rf "$OUT/custom"; fi
+
 STAMP=$( {
   echo "kernel=$KVER"
+  echo "custom=$CUSTOM_OK $(cat "$OUT/custom/stamp" 2>/dev/null || true)"
   echo "busybox=$BBVER"
   echo "modules=$MODULES"
   for f in "$HERE"/*; do [ -f "$f" ] && { echo "file=$(basename "$f")"; cat "$f"; }; done
 } | sha256sum | cut -d' ' -f1)
 
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$STAMP" ] \
-   && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initramfs.cpio.lz4" ]; then
-  echo "guest image up to date ($OUT, kernel $KVER)"
+   && [ -f "$OUT/vmlinux" ] && [ -f "$OUT/initramfs.cpio.lz4" ]; then
+  echo "guest image up to date ($OUT, kernel $(cat "$OUT/kernel-version"))"
   exit 0
 fi
 
 # --- build ---------------------------------------------------------------------
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$OUT/cloud"
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
 R=$STAGE/root
-mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,workspace,root,lib/modules,etc}
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,workspace,root,lib/modules/$KVER,etc}
 cp "$BUSYBOX" "$R/bin/busybox"
 for applet in $("$BUSYBOX" --list); do
   [ "$applet" = busybox ] || ln -s busybox "$R/bin/$applet"
@@ -79,21 +99,20 @@ for m in $MODULES; do
   src=$(find "$MODDIR" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" -o -name "$m.ko.gz" | head -n 1)
   [ -n "$src" ] || die "module $m not found under $MODDIR"
   case "$src" in
-    *.ko.xz)  xz -dc "$src" > "$R/lib/modules/$m.ko" ;;
-    *.ko.zst) command -v zstd >/dev/null || need_pkgs "zstd (to decompress $src)"; zstd -dc "$src" > "$R/lib/modules/$m.ko" ;;
-    *.ko.gz)  gzip -dc "$src" > "$R/lib/modules/$m.ko" ;;
-    *)        cp "$src" "$R/lib/modules/$m.ko" ;;
+    *.ko.xz)  xz -dc "$src" > "$R/lib/modules/$KVER/$m.ko" ;;
+    *.ko.zst) command -v zstd >/dev/null || need_pkgs "zstd (to decompress $src)"; zstd -dc "$src" > "$R/lib/modules/$KVER/$m.ko" ;;
+    *.ko.gz)  gzip -dc "$src" > "$R/lib/modules/$KVER/$m.ko" ;;
+    *)        cp "$src" "$R/lib/modules/$KVER/$m.ko" ;;
   esac
 done
-echo "$KVER" > "$R/etc/kernel-version"
 
 ( cd "$R" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet ) \
   | lz4 -l -9 -q -f - "$OUT/initramfs.cpio.lz4.tmp"
 mv -f "$OUT/initramfs.cpio.lz4.tmp" "$OUT/initramfs.cpio.lz4"
-cp -f "$KERNEL" "$OUT/vmlinuz"
+cp -f "$KERNEL" "$OUT/cloud/vmlinuz"
 # Also extract the uncompressed ELF vmlinux: QEMU boots it directly through its PVH
 # entry point, which skips the in-guest bzImage decompression (~1 s under TCG).
-rm -f "$OUT/vmlinux"
+rm -f "$OUT/cloud/vmlinux"
 extract_vmlinux() { # magic-regex decompressor...
   local magic=$1; shift
   local off
@@ -109,10 +128,24 @@ if extract_vmlinux '\x02\x21\x4c\x18' lz4 -dc \
    || extract_vmlinux '\x28\xb5\x2f\xfd' zstd -dcq \
    || extract_vmlinux '\xfd\x37\x7a\x58\x5a\x00' xz -dcq \
    || extract_vmlinux '\x1f\x8b\x08' gzip -dcq; then
-  mv -f "$STAGE/vmlinux" "$OUT/vmlinux"
+  mv -f "$STAGE/vmlinux" "$OUT/cloud/vmlinux"
 else
   echo "guest/build.sh: warning: could not extract vmlinux from $KERNEL; the guest boots the slower bzImage" >&2
 fi
-echo "$KVER" > "$OUT/kernel-version"
+echo "$KVER" > "$OUT/cloud/kernel-version"
+
+# The kernel the guest boots: the custom one when it built, else the cloud one.
+rm -f "$OUT/vmlinux" "$OUT/vmlinuz"
+if [ $CUSTOM_OK = 1 ]; then
+  BEST=$OUT/custom
+  ln "$BEST/vmlinux" "$OUT/vmlinux" 2>/dev/null || cp -f "$BEST/vmlinux" "$OUT/vmlinux"
+  how="custom kernel $(cat "$BEST/kernel-version"); cloud kernel $KVER kept as fallback in $OUT/cloud"
+else
+  BEST=$OUT/cloud
+  [ -f "$BEST/vmlinux" ] && { ln "$BEST/vmlinux" "$OUT/vmlinux" 2>/dev/null || cp -f "$BEST/vmlinux" "$OUT/vmlinux"; }
+  ln "$BEST/vmlinuz" "$OUT/vmlinuz" 2>/dev/null || cp -f "$BEST/vmlinuz" "$OUT/vmlinuz"
+  how="Debian cloud kernel $KVER (no custom kernel)"
+fi
+cp -f "$BEST/kernel-version" "$OUT/kernel-version"
 echo "$STAMP" > "$OUT/stamp"
-echo "guest image built in $OUT (kernel $KVER, initramfs $(stat -c %s "$OUT/initramfs.cpio.lz4") bytes)"
+echo "guest image built in $OUT: $how, initramfs $(stat -c %s "$OUT/initramfs.cpio.lz4") bytes"

@@ -9,7 +9,7 @@ import type { Sandbox } from "../sandbox/types.js";
 import { loadSpec, SpecError } from "../spec/load.js";
 import type { RunSpec } from "../spec/types.js";
 import type { RunStore } from "../store/runs.js";
-import { TERMINAL, type RunEvent, type RunState } from "./model.js";
+import type { RunEvent, RunState } from "./model.js";
 import { normaliseStatus, v2EventName } from "./naming.js";
 import { decidePublication, type StageOutputs } from "./publication.js";
 import { Run } from "./run.js";
@@ -80,15 +80,10 @@ export class RunService {
         this.deps.store.retireLegacy(run.id);
       }
       if (!run.terminal) {
-        run.abortStages("daemon restarted");
-        run.finish("failed", { type: "run.failed", level: "error", message: "daemon restarted while the run was active" }, {
-          error: "daemon restarted while the run was active",
-          terminal_reason: "daemon_restarted",
-        });
-        run.persist();
+        this.endFromOutside(run, "failed", "daemon restarted while the run was active", "daemon_restarted");
         this.deps.log.warn({ run_id: run.id }, "run failed: daemon restarted");
       }
-      if (run.terminal) this.deps.store.closeRun(run.id);
+      this.deps.store.closeRun(run.id);
     }
     for (const q of quarantined) this.deps.log.error({ file: q }, "corrupt state file quarantined");
     return quarantined;
@@ -162,27 +157,24 @@ export class RunService {
       const reason = e instanceof SpecError ? e.message : `cannot load spec: ${(e as Error).message}`;
       if (run.terminal) return;
       run.append({ type: "spec.parse_failed", level: "error", message: reason });
-      this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });
-      return;
+      return this.fail(run, exec, reason);
     }
     if (run.terminal) return;
     run.append({ type: "run.spec.loaded", message: `spec ${spec.name} (${spec.kind}) loaded`, payload: { name: spec.name, kind: spec.kind } });
 
     const sandbox = this.pickSandbox(run, spec);
-    if (!sandbox) {
-      const reason = `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`;
-      this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });
-      return;
-    }
+    if (!sandbox) return this.fail(run, exec, `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`);
     let result: EngineResult;
     try {
       result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now });
     } catch (e) {
-      const reason = (e as Error).message;
-      this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });
-      return;
+      return this.fail(run, exec, (e as Error).message);
     }
     this.finishExecution(run, exec, result);
+  }
+
+  private fail(run: Run, exec: Execution, reason: string): void {
+    this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });
   }
 
   private pickSandbox(run: Run, spec: RunSpec): Sandbox | null {
@@ -282,17 +274,30 @@ export class RunService {
     this.deps.log.info({ run_id: run.id, status, exit_code: run.file.exit_code, error: run.file.error }, `run ${status}`);
   }
 
+  /**
+   * Ends an active run from outside its execution (cancel, shutdown, restart):
+   * queued stages skipped, running ones failed, the terminal event, durable on
+   * return; then the engine's work is stopped (its late results are dropped).
+   */
+  private endFromOutside(run: Run, status: "failed" | "cancelled", why: string, terminalReason: string): void {
+    run.abortStages(why);
+    const exec = this.executions.get(run.id);
+    if (exec) this.publication(run, exec);
+    const event: EngineEvent =
+      status === "cancelled"
+        ? { type: "run.cancelled", level: "warn", message: `run cancelled: ${terminalReason}`, payload: { reason: terminalReason } }
+        : { type: "run.failed", level: "error", message: why };
+    run.finish(status, event, { terminal_reason: terminalReason, error: status === "failed" ? why : run.file.error });
+    run.persist();
+    run.abort.abort(new Error(why));
+  }
+
   /** Cancel (CONTRACT.md section 8): durable before it returns; stops the run's work. */
   cancel(id: string, reason: string | undefined): CancelRunResponse {
     const run = this.get(id);
     if (!run.terminal) {
-      const exec = this.executions.get(id);
       const why = reason ?? "run marked cancelled";
-      run.abortStages("run cancelled");
-      if (exec) this.publication(run, exec);
-      run.finish("cancelled", { type: "run.cancelled", level: "warn", message: `run cancelled: ${why}`, payload: { reason: why } }, { terminal_reason: why });
-      run.persist();
-      run.abort.abort(new Error("run cancelled"));
+      this.endFromOutside(run, "cancelled", "run cancelled", why);
       this.deps.log.info({ run_id: id, status: "cancelled", reason: why }, "run cancelled");
     }
     return { run_id: run.id, state: run.status, terminal_event_id: run.file.terminal_event_id };
@@ -303,14 +308,8 @@ export class RunService {
    * "daemon_shutdown") and its work is stopped; waits for executions to wind down.
    */
   async shutdown(timeoutMs: number): Promise<void> {
-    for (const run of this.runs.values()) {
-      if (TERMINAL.has(run.status)) continue;
-      const why = "daemon shut down while the run was active";
-      run.abortStages(why);
-      run.finish("failed", { type: "run.failed", level: "error", message: why }, { error: why, terminal_reason: "daemon_shutdown" });
-      run.persist();
-      run.abort.abort(new Error(why));
-    }
+    for (const run of this.runs.values())
+      if (!run.terminal) this.endFromOutside(run, "failed", "daemon shut down while the run was active", "daemon_shutdown");
     const all = Promise.allSettled([...this.executions.values()].map((e) => e.done));
     await Promise.race([all, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
   }

@@ -4,6 +4,8 @@
  */
 import { describe, it, expect, beforeAll, afterAll, afterEach } from "vitest";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -111,6 +113,33 @@ describe.skipIf(skipReason !== null)("QemuSandbox (real micro-VM)", () => {
     expect(exit.exitCode).toBe(0);
     expect(pidAlive(vm.vm!.pid)).toBe(false);
     expect(await vm.stop(5000)).toEqual(exit); // idempotent
+  }, T);
+
+  it("network: true gives the guest IPv4 to the host through user-mode networking", async () => {
+    const server = http.createServer((_req, res) => res.end("hello guest\n"));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const vm = await sandbox.open({
+        runId: "test-run",
+        stage: "net",
+        attempt: 1,
+        memoryMb: 256,
+        vcpus: 1,
+        network: true,
+        signal: AbortSignal.timeout(60_000),
+      });
+      opened.push(vm);
+      const addr = await run(vm, "ip", ["-4", "addr", "show", "dev", "eth0"]);
+      expect(addr.stdout.toString()).toMatch(/inet 10\.0\.2\.15\/24/);
+      // QEMU's user-mode network maps 10.0.2.2 to the host's loopback.
+      const get = await run(vm, "wget", ["-q", "-O", "-", "-T", "20", `http://10.0.2.2:${port}/`]);
+      expect(get.stderr.toString()).toBe("");
+      expect(get.stdout.toString()).toBe("hello guest\n");
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
   }, T);
 
   it("aborting a running command and stopping leaves no QEMU process", async () => {
