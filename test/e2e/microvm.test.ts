@@ -182,10 +182,8 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
     expect(alive(pid)).toBe(true);
     const cancelled = await call<{ state: string; terminal_event_id: string }>("cancelRun", "POST", `/v1/runs/${id}/cancel`, { reason: "e2e" });
     expect(cancelled.json.state).toBe("cancelled");
-    const cancelledAt = Date.now();
-    await until("the VM to be gone", async () => (alive(pid) ? undefined : true), grace * 1000 + 10_000);
     // Gone within the grace period (plus reaping slack), not merely eventually.
-    expect(Date.now() - cancelledAt).toBeLessThan(grace * 1000 + 5_000);
+    await until("the VM to be gone within the grace period", async () => (alive(pid) ? undefined : true), grace * 1000 + 5_000);
     const run = await until("active_microvm_count 0", async () => {
       const r = await getRun(id);
       return r.active_microvm_count === 0 ? r : undefined;
