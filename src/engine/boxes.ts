@@ -1,11 +1,19 @@
-import { AGENT_PROGRAM, MOCK_AGENT_ENV } from "../sandbox/agent.js";
+import { AGENT_PROGRAM, MOCK_AGENT_ENV, OUTPUT_FILE_ENV } from "../sandbox/agent.js";
+import { agentResultPath } from "../spec/plan.js";
 import type { BoxSpec, MockAgentSpec, RunSpec } from "../spec/types.js";
 import { runStage, type StageContext, type StageJob, type StageOutcome } from "./stage.js";
 import type { EngineResult, RunReport } from "./types.js";
 
 
-function boxJob(ctx: StageContext, spec: RunSpec, name: string, box: { prompt: string; timeout_secs?: number; mock?: MockAgentSpec }, stdin: Buffer, group?: string): StageJob {
-  const env: Record<string, string> = { ...spec.sandbox.env };
+function boxJob(
+  spec: RunSpec,
+  name: string,
+  box: { prompt: string; timeout_secs?: number; mock?: MockAgentSpec; output_file?: string },
+  stdin: Buffer,
+  group?: string,
+): StageJob {
+  const resultPath = box.output_file ? agentResultPath(box.output_file) : "result.json";
+  const env: Record<string, string> = { ...spec.sandbox.env, [OUTPUT_FILE_ENV]: `/workspace/${resultPath}` };
   if (box.mock) env[MOCK_AGENT_ENV] = JSON.stringify(box.mock);
   return {
     name,
@@ -16,6 +24,7 @@ function boxJob(ctx: StageContext, spec: RunSpec, name: string, box: { prompt: s
     timeoutSecs: box.timeout_secs,
     box_name: name,
     group_id: group,
+    resultPath,
   };
 }
 
@@ -37,7 +46,7 @@ export async function runAgent(ctx: StageContext, spec: RunSpec): Promise<Engine
   ctx.hooks.event({ type: "box.started", message: `agent box ${spec.name} started`, box_name: spec.name });
   mountSkills(ctx, spec.name, agent.skills);
   ctx.hooks.event({ type: "stage.queued", message: "stage main queued", payload: { depends_on: [] }, stage_name: "main" });
-  const r = await runStage(ctx, boxJob(ctx, spec, "main", agent, Buffer.alloc(0)));
+  const r = await runStage(ctx, boxJob(spec, "main", agent, Buffer.alloc(0)));
   return {
     report: report(spec, r.exitCode === 0, r.stdout.toString("utf8"), 1),
     exitCode: r.exitCode,
@@ -86,7 +95,7 @@ export async function runPipeline(ctx: StageContext, spec: RunSpec): Promise<Eng
       }
       continue;
     }
-    const outcomes = await Promise.all(g.names.map((n) => runStage(ctx, boxJob(ctx, spec, n, boxes.get(n)!, input, g.group))));
+    const outcomes = await Promise.all(g.names.map((n) => runStage(ctx, boxJob(spec, n, boxes.get(n)!, input, g.group))));
     const bad = outcomes.findIndex((o) => o.exitCode !== 0);
     if (bad >= 0) failed = { name: g.names[bad], outcome: outcomes[bad] };
     input = Buffer.concat(outcomes.map((o) => o.stdout));

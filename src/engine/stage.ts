@@ -1,5 +1,5 @@
-import { posix } from "node:path";
 import { isSafeId } from "../ids.js";
+import { workspaceRelative } from "../sandbox/workspace.js";
 import { SandboxError, type Sandbox, type StageVm } from "../sandbox/types.js";
 import type { SandboxSpec } from "../spec/types.js";
 import type { EngineHooks, RunPolicy, StoredArtifact } from "./types.js";
@@ -20,6 +20,8 @@ export interface StageJob {
   timeoutSecs?: number | null;
   box_name?: string;
   group_id?: string;
+  /** Where the stage leaves its structured result, relative to /workspace (default result.json). */
+  resultPath?: string;
 }
 
 export interface StageOutcome {
@@ -157,16 +159,16 @@ async function execInVm(
   try {
     const r = await vm.exec({ program: job.program, args: job.args, env: job.env, stdin: job.stdin, signal: abort.signal });
     if (abort.signal.aborted) return { ...r, exitCode: r.exitCode === 0 ? -1 : r.exitCode, error: describeFailure(null, timedOut(), timeoutSecs, ctx.signal) };
-    await collectOutput(ctx, job.name, vm);
+    await collectOutput(ctx, job, vm);
     return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
   } finally {
     abort.signal.removeEventListener("abort", onAbort);
   }
 }
 
-/** Reads /workspace/result.json and the artifacts it lists; a problem here fails the stage. */
-async function collectOutput(ctx: StageContext, stage: string, vm: StageVm): Promise<void> {
-  const result = await vm.readFile("result.json", MAX_RESULT_BYTES);
+/** Reads the stage's result file and the artifacts it lists; a problem here fails the stage. */
+async function collectOutput(ctx: StageContext, job: StageJob, vm: StageVm): Promise<void> {
+  const result = await vm.readFile(job.resultPath ?? "result.json", MAX_RESULT_BYTES);
   if (!result) return;
   const artifacts: StoredArtifact[] = [];
   let listed: unknown;
@@ -180,13 +182,13 @@ async function collectOutput(ctx: StageContext, stage: string, vm: StageVm): Pro
       if (!a || typeof a !== "object") continue;
       const { name, path, media_type } = a as { name?: unknown; path?: unknown; media_type?: unknown };
       if (!isSafeId(name)) continue; // never joined into a host path
-      const rel = typeof path === "string" ? posix.normalize(path.replace(/^\/workspace\//, "")) : name;
-      if (posix.isAbsolute(rel) || rel.split("/").includes("..")) continue;
+      const rel = typeof path === "string" ? workspaceRelative(path) : name;
+      if (rel === null) continue; // outside /workspace: never read
       const bytes = await vm.readFile(rel, MAX_ARTIFACT_BYTES);
       if (bytes) artifacts.push({ name, media_type: typeof media_type === "string" ? media_type : "application/octet-stream", bytes });
     }
   }
-  ctx.hooks.output(stage, result, artifacts);
+  ctx.hooks.output(job.name, result, artifacts);
 }
 
 async function stopVm(ctx: StageContext, job: StageJob, vm: StageVm): Promise<void> {

@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
-import { AGENT_PROGRAM, MOCK_AGENT_ENV } from "./agent.js";
+import { AGENT_PROGRAM, MOCK_AGENT_ENV, OUTPUT_FILE_ENV } from "./agent.js";
 import type { MockAgentSpec } from "../spec/types.js";
+import { WORKSPACE, workspaceRelative } from "./workspace.js";
 import type { ExecCommand, ExecResult, Sandbox, StageVm, StageVmOptions, VmExit } from "./types.js";
 
 /**
@@ -19,7 +20,6 @@ export class MockSandbox implements Sandbox {
   }
 }
 
-const WORKSPACE = "/workspace";
 const enc = (s: string) => Buffer.from(s, "utf8");
 const ok = (stdout = ""): Outcome => ({ code: 0, out: stdout, err: "" });
 const fail = (code: number, err: string): Outcome => ({ code, out: "", err });
@@ -44,8 +44,9 @@ class MockStage implements StageVm {
   }
 
   async readFile(relPath: string, maxBytes: number): Promise<Buffer | null> {
-    if (posix.isAbsolute(relPath) || relPath.split("/").includes("..")) throw new Error(`unsafe path ${relPath}`);
-    const b = this.files.get(resolvePath(relPath));
+    const rel = workspaceRelative(relPath);
+    if (rel === null || posix.isAbsolute(relPath)) throw new Error(`unsafe path ${relPath}`);
+    const b = this.files.get(resolvePath(rel));
     if (b && b.length > maxBytes) throw new Error(`${relPath} is ${b.length} bytes (limit ${maxBytes})`);
     return b ?? null;
   }
@@ -162,7 +163,8 @@ class MockStage implements StageVm {
   }
 
   /**
-   * The simulated agent: its answer is `[mock] <prompt>`. It writes result.json and
+   * The simulated agent: its answer is `[mock] <prompt>`. It writes its result file
+   * ($VOIDBOX_OUTPUT_FILE, default result.json) and
    * artifacts only when the box's `mock:` block asks for them (a string result_json
    * is written as is, so malformed output can be simulated).
    */
@@ -171,7 +173,7 @@ class MockStage implements StageVm {
     const prompt = i >= 0 ? (args[i + 1] ?? "") : args.join(" ");
     const mock = env[MOCK_AGENT_ENV] ? (JSON.parse(env[MOCK_AGENT_ENV]) as MockAgentSpec) : {};
     if (mock.result_json !== undefined)
-      this.writeFile("result.json", enc(typeof mock.result_json === "string" ? mock.result_json : JSON.stringify(mock.result_json)), false);
+      this.writeFile(env[OUTPUT_FILE_ENV] ?? "result.json", enc(typeof mock.result_json === "string" ? mock.result_json : JSON.stringify(mock.result_json)), false);
     for (const [name, content] of Object.entries(mock.artifacts ?? {})) this.writeFile(name, enc(content), false);
     return { code: mock.exit_code ?? 0, out: `[mock] ${prompt}\n`, err: "" };
   }

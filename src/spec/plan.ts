@@ -1,9 +1,11 @@
+import { workspaceRelative } from "../sandbox/workspace.js";
 import type { RunSpec, WorkflowSpec } from "./types.js";
 import { SpecError } from "./errors.js";
 
 /** Structural checks a JSON Schema cannot express: names, references, DAG shape. */
 export function checkPlan(spec: RunSpec): void {
   if (spec.kind === "workflow" && spec.workflow) checkWorkflow(spec.workflow);
+  if (spec.kind === "agent" && spec.agent?.output_file !== undefined) agentResultPath(spec.agent.output_file);
   if (spec.kind === "pipeline" && spec.pipeline) {
     const boxes = new Set<string>();
     for (const b of spec.pipeline.boxes) {
@@ -76,4 +78,11 @@ export function outputStepOf(wf: WorkflowSpec): string {
   throw new SpecError(
     `workflow/output_step: required when the workflow has ${leaves.length} leaf steps (${leaves.map((l) => l.name).join(", ")})`,
   );
+}
+
+/** The agent's result file as a path relative to /workspace. */
+export function agentResultPath(p: string): string {
+  const rel = workspaceRelative(p);
+  if (rel === null) throw new SpecError(`agent/output_file: ${p} must be a file inside /workspace`);
+  return rel;
 }

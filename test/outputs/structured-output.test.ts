@@ -185,6 +185,27 @@ describe("other run shapes", () => {
     expect(st.events.filter((e: any) => e.event_type === "run.failed")).toHaveLength(1);
   });
 
+  it("agent output_file: the result is read from that path and published as the stage output", async () => {
+    const { id, st } = await run({
+      api_version: "v1",
+      kind: "agent",
+      name: "ag-out",
+      sandbox: { mode: "mock" },
+      agent: { prompt: "p", output_file: "/workspace/out/answer.json", mock: { result_json: { status: "ok", summary: "elsewhere" } } },
+    });
+    expect(st.status).toBe("succeeded");
+    const out = await api(t.url, "GET", `/v1/runs/${id}/stages/main/output-file`);
+    expect(out.status).toBe(200);
+    expect(JSON.parse(out.text)).toEqual({ status: "ok", summary: "elsewhere" });
+  });
+
+  it("agent output_file outside /workspace fails the run as an invalid spec", async () => {
+    const { st } = await run({ api_version: "v1", kind: "agent", name: "ag-bad", sandbox: { mode: "mock" }, agent: { prompt: "p", output_file: "../etc/passwd" } });
+    expect(st.status).toBe("failed");
+    expect(st.error).toMatch(/agent\/output_file/);
+    expect(st.events.map((e: any) => e.event_type)).toContain("spec.parse_failed");
+  });
+
   it("agent run with a malformed mock result → failed", async () => {
     const { st } = await run({ api_version: "v1", kind: "agent", name: "ag3", sandbox: { mode: "mock" }, agent: { prompt: "hi", mock: { result_json: "{oops" } } });
     expect(st.status).toBe("failed");
