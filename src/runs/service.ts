@@ -9,7 +9,7 @@ import type { Sandbox } from "../sandbox/types.js";
 import { loadSpec, SpecError } from "../spec/load.js";
 import type { RunSpec } from "../spec/types.js";
 import type { RunStore } from "../store/runs.js";
-import type { RunEvent, RunState } from "./model.js";
+import type { RunEvent, RunFile, RunState } from "./model.js";
 import { normaliseStatus, v2EventName } from "./naming.js";
 import { decidePublication, type StageOutputs } from "./publication.js";
 import { Run } from "./run.js";
@@ -49,6 +49,14 @@ function normaliseLegacyEvent(e: RunEvent, i: number): RunEvent {
   };
 }
 
+/** Rust-daemon run files may lack fields we always serve: absent means unknown (null). */
+function normaliseLegacyFile(f: RunFile): RunFile {
+  const nulls = ["report", "error", "finished_at", "terminal_reason", "terminal_event_id", "exit_code", "policy", "artifact_publication"] as const;
+  const out = { ...f, attempt_id: f.attempt_id ?? 1, updated_at: f.updated_at ?? f.started_at, file: f.file ?? "" };
+  for (const k of nulls) if (out[k] === undefined) (out as Record<string, unknown>)[k] = null;
+  return out;
+}
+
 /** Per-run execution context that is not persisted. */
 interface Execution {
   outputs: Map<string, StageOutputs>;
@@ -71,7 +79,9 @@ export class RunService {
     for (const id of interrupted) this.deps.log.warn({ run_id: id }, "removed a run directory left by a create interrupted before its first write");
     for (const loaded of runs) {
       loaded.file.status = normaliseStatus(loaded.file.status) as RunState["status"];
-      const run = new Run(loaded.file, loaded.legacy ? loaded.events.map(normaliseLegacyEvent) : loaded.events, this.deps);
+      const run = loaded.legacy
+        ? new Run(normaliseLegacyFile(loaded.file), loaded.events.map(normaliseLegacyEvent), this.deps)
+        : new Run(loaded.file, loaded.events, this.deps);
       this.runs.set(run.id, run);
       if (loaded.legacy) {
         // A Rust void-box file: migrate it to our layout once, then retire the original.

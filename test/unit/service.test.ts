@@ -1,6 +1,7 @@
 import { describe, it, expect, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
+import { validateResponse } from "../helpers/openapi.js";
 import { api, assertGapless, createRun, startDaemon, tmpDir, waitEvent, waitFor, waitTerminal, workflow, writeSpec, type TestDaemon } from "./_helpers.js";
 
 const open: TestDaemon[] = [];
@@ -358,5 +359,28 @@ describe("persistence", () => {
       const log = fs.readFileSync(path.join(state, "runs", "rust-1", "events.jsonl"), "utf8").trim().split("\n");
       expect(log.map((l) => JSON.parse(l).seq)).toEqual([0, 1]);
     });
+  });
+});
+
+describe("a sparse Rust void-box run file", () => {
+  it("loads with the missing fields as null and is served conforming to openapi.yaml", async () => {
+    const state = tmpDir();
+    fs.mkdirSync(path.join(state, "runs"), { recursive: true });
+    fs.writeFileSync(
+      path.join(state, "runs", "rust-old.json"),
+      JSON.stringify({
+        id: "rust-old",
+        status: "canceled",
+        file: "/old.yaml",
+        started_at: "2025-01-01T00:00:00Z",
+        events: [{ run_id: "rust-old", event_id: "3f2b8c1e-4d5a-4b6c-8d7e-9f0a1b2c3d4e", event_type: "run.cancelled", message: "cancelled", timestamp: "2025-01-01T00:00:01Z" }],
+      }),
+    );
+    const t = await daemon(state);
+    const run = await api(t.url, "GET", "/v1/runs/rust-old");
+    expect(run.status).toBe(200);
+    expect(validateResponse("getRun", 200, run.json)).toEqual([]);
+    expect(run.json).toMatchObject({ status: "cancelled", exit_code: null, report: null, attempt_id: 1 });
+    expect(run.json.events[0]).toMatchObject({ seq: 0, event_type_v2: "RunCancelled", level: "info", payload: null });
   });
 });
