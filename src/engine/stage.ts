@@ -155,6 +155,11 @@ async function execInVm(
   }
   // Cancel and timeout stop the VM itself, not just the program: a wedged guest must not hold the stage.
   const onAbort = () => void vm.stop(timedOut() ? 0 : ctx.policy.cancel_grace_period_secs * 1000);
+  if (abort.signal.aborted) {
+    // Aborted while the boot was completing: the listener below would never fire.
+    onAbort();
+    return { exitCode: -1, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0), error: describeFailure(null, timedOut(), timeoutSecs, ctx.signal) };
+  }
   abort.signal.addEventListener("abort", onAbort, { once: true });
   try {
     const r = await vm.exec({ program: job.program, args: job.args, env: job.env, stdin: job.stdin, signal: abort.signal });
