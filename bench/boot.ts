@@ -8,7 +8,9 @@
  * cloud kernel's stock bzImage + just `console=ttyS0 tsc_early_khz=<host>`, see
  * untunedKernelArgs). When the custom kernel exists, also N "cloud" VMs: the Debian
  * cloud kernel tuned exactly like "tuned" (vmlinux via PVH + tuned args), to compare
- * the custom kernel with the cloud kernel. Interleaved and strictly sequential, each
+ * the custom kernel with the cloud kernel; and N "previous" VMs: the tuned setup before
+ * the custom kernel (cloud vmlinux, tuned arguments without the TCG-only ones), as a
+ * baseline. Interleaved and strictly sequential, each
  * timed from spawn to the result of `true`. Prints p50/p95 of each and the ratios.
  * Every VM is stopped; a boot that does not become ready within the deadline counts
  * as a failure (and is killed).
@@ -64,18 +66,24 @@ async function main(): Promise<number> {
 
   const sandbox = (kernel: string, kernelArgs: string[]) =>
     new QemuSandbox({ kernel, initramfs: image.initramfs, accelerator, pidDir, bootTimeoutMs: 20_000, kernelArgs });
-  type Name = "tuned" | "untuned" | "cloud";
+  type Name = "tuned" | "untuned" | "cloud" | "previous";
   const variants = new Map<Name, QemuSandbox>([
-    ["tuned", sandbox(image.kernel, tunedKernelArgs())],
+    ["tuned", sandbox(image.kernel, tunedKernelArgs(accelerator))],
     ["untuned", sandbox(untunedKernel, untunedKernelArgs())],
   ]);
   const rel = (p: string) => path.relative(path.join(root, "build/guest"), p);
-  console.log(`tuned:   ${rel(image.kernel)} (${image.kernelVersion}) + "${tunedKernelArgs().join(" ")}"`);
+  console.log(`tuned:   ${rel(image.kernel)} (${image.kernelVersion}) + "${tunedKernelArgs(accelerator).join(" ")}"`);
   console.log(`untuned: ${rel(untunedKernel)} (${kernels.cloudBzImage?.kernelVersion ?? image.kernelVersion}) + "${untunedKernelArgs().join(" ")}"`);
   const cloud = kernels.cloud;
   if (kernels.custom && cloud && cloud.kernel !== image.kernel && cloud.kernelVersion !== image.kernelVersion) {
-    variants.set("cloud", sandbox(cloud.kernel, tunedKernelArgs()));
+    variants.set("cloud", sandbox(cloud.kernel, tunedKernelArgs(accelerator)));
     console.log(`cloud:   ${rel(cloud.kernel)} (${cloud.kernelVersion}) + the tuned command line`);
+  }
+  // The tuned configuration before the custom kernel and the TCG-only arguments.
+  const previousArgs = tunedKernelArgs("kvm");
+  if (cloud && (variants.has("cloud") || previousArgs.join(" ") !== tunedKernelArgs(accelerator).join(" "))) {
+    variants.set("previous", sandbox(cloud.kernel, previousArgs));
+    console.log(`previous: ${rel(cloud.kernel)} + "${previousArgs.join(" ")}" (the earlier tuned setup, as a baseline)`);
   }
   console.log(`${boots} boots each, ${memoryMb} MiB, 1 vCPU, interleaved, sequential`);
 
@@ -100,13 +108,13 @@ async function main(): Promise<number> {
           const ms = performance.now() - t0;
           if (r.exitCode !== 0) throw new Error(`true exited ${r.exitCode}`);
           times[name].push(ms);
-          console.log(`  ${name.padEnd(7)} #${i + 1}: ${ms.toFixed(0)} ms (boot ${vm.vm?.bootMs} ms)`);
+          console.log(`  ${name.padEnd(8)} #${i + 1}: ${ms.toFixed(0)} ms (boot ${vm.vm?.bootMs} ms)`);
         } finally {
           await vm.stop(2000);
         }
       } catch (e) {
         failures[name]++;
-        console.log(`  ${name.padEnd(7)} #${i + 1}: FAILED ${(e as Error).message.slice(0, 200)}`);
+        console.log(`  ${name.padEnd(8)} #${i + 1}: FAILED ${(e as Error).message.slice(0, 200)}`);
       }
     }
   }
@@ -119,6 +127,7 @@ async function main(): Promise<number> {
     `p50 x${(pct(times[slow], 50) / pct(times[fast], 50)).toFixed(2)}, p95 x${(pct(times[slow], 95) / pct(times[fast], 95)).toFixed(2)}`;
   console.log(`speed-up untuned/tuned: ${ratio("untuned", "tuned")}`);
   if (variants.has("cloud")) console.log(`speed-up custom/cloud kernel (both tuned): ${ratio("cloud", "tuned")}`);
+  if (variants.has("previous")) console.log(`speed-up previous/tuned: ${ratio("previous", "tuned")}`);
   await killLeftoverVms(pidDir);
   rmSync(pidDir, { recursive: true, force: true });
   return 0;

@@ -147,5 +147,6 @@ else
   how="Debian cloud kernel $KVER (no custom kernel)"
 fi
 cp -f "$BEST/kernel-version" "$OUT/kernel-version"
+if [ -f "$BEST/microvm-options" ]; then cp -f "$BEST/microvm-options" "$OUT/microvm-options"; else rm -f "$OUT/microvm-options"; fi
 echo "$STAMP" > "$OUT/stamp"
 echo "guest image built in $OUT: $how, initramfs $(stat -c %s "$OUT/initramfs.cpio.lz4") bytes"

@@ -27,7 +27,9 @@ export {
   untunedKernelArgs,
   hostTscKhz,
   TUNED_KERNEL_ARGS,
+  TCG_KERNEL_ARGS,
   UNTUNED_KERNEL_ARGS,
+  microvmOptionsFor,
 } from "./vm.js";
 export type { Accelerator, Logger } from "./vm.js";
 
@@ -40,7 +42,7 @@ export interface QemuSandboxOptions {
   /** Boot → ready-marker deadline; default 60 s (TCG boots take 2–4 s, more under load). */
   bootTimeoutMs?: number;
   log?: Logger;
-  /** Kernel command line words; default tunedKernelArgs(). */
+  /** Kernel command line words; default tunedKernelArgs(accelerator, vcpus). */
   kernelArgs?: string[];
   qemuBinary?: string;
 }
@@ -72,7 +74,7 @@ export class QemuSandbox implements Sandbox {
         memoryMb: o.memoryMb,
         vcpus: o.vcpus,
         network: o.network,
-        kernelArgs: this.opts.kernelArgs ?? tunedKernelArgs(),
+        kernelArgs: this.opts.kernelArgs ?? tunedKernelArgs(this.opts.accelerator, o.vcpus),
         runId: o.runId,
         stage: o.stage,
         attempt: o.attempt,
