@@ -11,6 +11,7 @@ import { createDaemon, type Daemon } from "../../src/server.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { validateResponse } from "../helpers/openapi.js";
 import type { RunEvent, RunState } from "../helpers/runs.js";
+import { pidAlive } from "../helpers/process.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const image = findGuestImage(ROOT);
@@ -55,14 +56,6 @@ const getRun = async (id: string) => (await call<RunState>("getRun", "GET", `/v1
 const terminal = (id: string) => until(`run ${id} to end`, async () => ((await getRun(id)).finished_at ? getRun(id) : undefined));
 const of = (run: RunState, type: string) => run.events.filter((e) => e.event_type === type);
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
   beforeAll(async () => {
@@ -112,7 +105,7 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
       expect(p.accelerator).toBe(health.accelerator);
       expect(p.boot_ms).toBeGreaterThan(0);
       pids.add(p.pid);
-      expect(alive(p.pid)).toBe(false);
+      expect(pidAlive(p.pid)).toBe(false);
     }
     expect(pids.size).toBe(2); // a fresh VM per stage
     expect(run.active_microvm_count).toBe(0);
@@ -157,7 +150,7 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
     const failed = of(run, "stage.failed");
     expect((failed[0].payload as { error: string }).error).toMatch(/timed out/);
     const pid = (of(run, "microvm.spawned")[0].payload as { pid: number }).pid;
-    expect(alive(pid)).toBe(false);
+    expect(pidAlive(pid)).toBe(false);
     expect(run.active_microvm_count).toBe(0);
   }, 120_000);
 
@@ -179,11 +172,11 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
       return events.find((e) => e.event_type === "microvm.spawned");
     });
     const pid = (spawned.payload as { pid: number }).pid;
-    expect(alive(pid)).toBe(true);
+    expect(pidAlive(pid)).toBe(true);
     const cancelled = await call<{ state: string; terminal_event_id: string }>("cancelRun", "POST", `/v1/runs/${id}/cancel`, { reason: "e2e" });
     expect(cancelled.json.state).toBe("cancelled");
     // Gone within the grace period (plus reaping slack), not merely eventually.
-    await until("the VM to be gone within the grace period", async () => (alive(pid) ? undefined : true), grace * 1000 + 5_000);
+    await until("the VM to be gone within the grace period", async () => (pidAlive(pid) ? undefined : true), grace * 1000 + 5_000);
     const run = await until("active_microvm_count 0", async () => {
       const r = await getRun(id);
       return r.active_microvm_count === 0 ? r : undefined;

@@ -8,19 +8,12 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { childEnv, killHard, REPO_ROOT, request, startDaemon, tempDir, waitFor, type DaemonProc, type RunStateLike } from "../reliability/harness.js";
+import { pidAlive } from "../helpers/process.js";
 
 const ready = qemuAvailable() && findGuestImage(REPO_ROOT) !== null;
 const daemons: DaemonProc[] = [];
 const dirs: string[] = [];
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 afterAll(async () => {
   for (const d of daemons) await killHard(d);

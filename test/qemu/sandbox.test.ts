@@ -17,6 +17,7 @@ import {
   probeAccelerator,
   qemuAvailable,
 } from "../../src/sandbox/qemu/index.js";
+import { pidAlive } from "../helpers/process.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const image = findGuestImage(root);
@@ -29,14 +30,6 @@ if (skipReason) console.warn(`[test/qemu/sandbox] skipped: ${skipReason}`);
 
 const T = 60_000;
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe.skipIf(skipReason !== null)("QemuSandbox (real micro-VM)", () => {
   let pidDir = "";

@@ -158,18 +158,13 @@ export function makeMarker(runId = "probe", stage = "vm", attempt = 0): string {
   return `voidbox-${sanitize(runId)}-${sanitize(stage)}-${attempt}-${randomBytes(4).toString("hex")}`;
 }
 
-export function buildQemuArgs(o: {
-  kernel: string;
-  initramfs: string;
-  accelerator: Accelerator;
-  memoryMb: number;
-  vcpus: number;
-  network: boolean;
-  kernelArgs: string[];
-  marker: string;
-  socketPath: string;
-  machineOptions?: string;
-}): string[] {
+export function buildQemuArgs(
+  o: Pick<VmSpawnOptions, "kernel" | "initramfs" | "accelerator" | "memoryMb" | "vcpus" | "network" | "machineOptions"> & {
+    kernelArgs: string[];
+    marker: string;
+    socketPath: string;
+  },
+): string[] {
   const append = [...o.kernelArgs, ...(o.network ? ["voidbox.net=1"] : [])].join(" ");
   const args = [
     "-name", o.marker,
