@@ -5,7 +5,7 @@
  * Nothing here knows about stages' semantics; QemuSandbox (index.ts) drives the
  * protocol. Every wait is bounded by the caller's timeouts.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -580,10 +580,9 @@ export class QemuVm {
   }
 }
 
-/** True when a `qemu-system-x86_64` binary is on PATH. */
+/** True when `qemu-system-x86_64` runs (found on the PATH and answers --version). */
 export function qemuAvailable(binary = "qemu-system-x86_64"): boolean {
-  const dirs = (process.env.PATH ?? "").split(path.delimiter).filter(Boolean);
-  return dirs.some((d) => existsSync(path.join(d, binary)));
+  return spawnSync(binary, ["--version"], { stdio: "ignore", timeout: 10_000 }).status === 0;
 }
 
 export { ProtocolError };
