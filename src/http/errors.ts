@@ -27,15 +27,12 @@ function describe(e: ErrorObject): string {
 
 export function validationError(errors: ErrorObject[] | null | undefined): ApiError {
   const list = errors ?? [];
-  const first = list[0];
-  const message = list.length ? list.slice(0, 3).map(describe).join("; ") : "invalid request";
-  if (!first) return new ApiError("INVALID_SPEC", message);
+  const summary = (es: ErrorObject[]) => (es.length ? es.slice(0, 3).map(describe).join("; ") : "invalid request");
   const inBody = list.filter((e) => e.instancePath.startsWith("/requestBody") || e.instancePath === "");
-  if (!inBody.length) return new ApiError("INVALID_PARAMS", message);
+  if (list.length && !inBody.length) return new ApiError("INVALID_PARAMS", summary(list));
   // Anything under `policy` is INVALID_POLICY, unless the rest of the body is wrong too.
-  const policyOnly = inBody.every((e) => e.instancePath.startsWith("/requestBody/policy"));
-  const bodyMessage = inBody.slice(0, 3).map(describe).join("; ");
-  return new ApiError(policyOnly ? "INVALID_POLICY" : "INVALID_SPEC", bodyMessage);
+  const policyOnly = inBody.length > 0 && inBody.every((e) => e.instancePath.startsWith("/requestBody/policy"));
+  return new ApiError(policyOnly ? "INVALID_POLICY" : "INVALID_SPEC", summary(inBody));
 }
 
 export function sendError(res: Response, err: ApiError): void {
@@ -47,15 +44,15 @@ export function sendError(res: Response, err: ApiError): void {
 export function errorMiddleware(log: Logger) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
     if (err instanceof ApiError) return sendError(res, err);
-    const type = (err as { type?: string }).type;
-    if (type === "entity.too.large") return sendError(res, new ApiError("PAYLOAD_TOO_LARGE", `request body exceeds ${(err as { limit?: number }).limit} bytes`));
-    if (type === "encoding.unsupported" || type === "charset.unsupported")
-      return sendError(res, new ApiError("INVALID_SPEC", `unsupported body encoding: ${(err as Error).message}`));
-    if (type === "request.aborted") return;
-    // Other body-parser failures (bad gzip/deflate streams, …) are client errors too.
+    if ((err as { type?: string }).type === "request.aborted") return; // the client is gone
+    // body-parser failures (too large, bad encoding, broken gzip/deflate, …) carry a 4xx status.
     const status = (err as { status?: number }).status;
+    if (status === 413) {
+      const limit = (err as { limit?: number }).limit;
+      return sendError(res, new ApiError("PAYLOAD_TOO_LARGE", limit ? `request body exceeds ${limit} bytes` : "request body too large"));
+    }
     if (typeof status === "number" && status >= 400 && status < 500)
-      return sendError(res, new ApiError(status === 413 ? "PAYLOAD_TOO_LARGE" : "INVALID_SPEC", `unreadable request body: ${(err as Error).message}`));
+      return sendError(res, new ApiError("INVALID_SPEC", `unreadable request body: ${(err as Error).message}`));
     log.error({ err, method: req.method, path: req.path }, "unhandled error");
     sendError(res, new ApiError("INTERNAL_ERROR", "internal error"));
   };
