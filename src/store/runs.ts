@@ -130,7 +130,7 @@ export class RunStore {
             continue;
           }
           const state = JSON.parse(fs.readFileSync(full, "utf8")) as RunFile & { events?: RunEvent[] };
-          if (typeof state.id !== "string" || !isSafeId(state.id)) throw new Error("not a run state");
+          if (state.id !== entry.name.slice(0, -5)) throw new Error("not a run state named after its file");
           const { events = [], ...rest } = state;
           runs.push({ file: rest as RunFile, events, legacy: true });
         } else if (entry.name.startsWith(".") && entry.name.endsWith(".tmp")) {
