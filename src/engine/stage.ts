@@ -203,7 +203,7 @@ async function stopVm(ctx: StageContext, job: StageJob, vm: StageVm): Promise<vo
   ctx.hooks.event({
     type: "microvm.exited",
     message: `micro-VM for ${job.name} exited${exit.killed ? " (killed)" : ""}`,
-    payload: { stage: job.name, accelerator: vm.vm.accelerator, pid: vm.vm.pid, exit_code: exit.exitCode, signal: exit.signal, killed: exit.killed },
+    payload: { stage: job.name, accelerator: vm.vm.accelerator, pid: vm.vm.pid, boot_ms: vm.vm.bootMs, exit_code: exit.exitCode, signal: exit.signal, killed: exit.killed },
     stage_name: job.name,
     box_name: job.box_name,
   });
