@@ -5,7 +5,7 @@ import { parse as parseYaml } from "yaml";
 import pino, { type Logger } from "pino";
 import type { Express } from "express";
 import type { Document } from "openapi-backend";
-import { createApp } from "./http/app.js";
+import { createApi, createApp } from "./http/app.js";
 import { healthHandlers, type Health } from "./http/handlers/health.js";
 import { runHandlers } from "./http/handlers/runs.js";
 import { sessionHandlers } from "./http/handlers/sessions.js";
@@ -50,8 +50,9 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
+/** Parsed once per process; each daemon gets its own copy (openapi-backend dereferences it in place). */
 let definition: Document | undefined;
-export function loadDefinition(): Document {
+function loadDefinition(): Document {
   definition ??= parseYaml(fs.readFileSync(path.join(PROJECT_ROOT, "openapi.yaml"), "utf8"), { maxAliasCount: -1 }) as Document;
   return structuredClone(definition);
 }
@@ -91,9 +92,9 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
     ...stageHandlers(service, store),
     ...sessionHandlers(sessions, now),
   };
-  const definitionDoc = loadDefinition();
-  const openApp = await createApp({ definition: definitionDoc, handlers, log, token: null });
-  const authApp = opts.auth ? await createApp({ definition: definitionDoc, handlers, log, token: opts.auth.token }) : openApp;
+  const api = await createApi(loadDefinition());
+  const openApp = createApp({ api, handlers, log, token: null });
+  const authApp = opts.auth ? createApp({ api, handlers, log, token: opts.auth.token }) : openApp;
   const listeners: Listener[] = [];
   let closed = false;
 

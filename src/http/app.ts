@@ -11,7 +11,7 @@ import { bearerAuth } from "./auth.js";
 export const BODY_LIMIT_BYTES = 4 * 1024 * 1024;
 
 export interface AppOptions {
-  definition: Document;
+  api: OpenAPIBackend;
   handlers: HandlerMap;
   log: Logger;
   /** Bearer token required on every route; null disables auth (Unix socket, --no-auth). */
@@ -49,40 +49,45 @@ function send(res: Response, reply: Reply): void {
   res.end(body);
 }
 
-/**
- * openapi-backend rebuilds its flat operation list (lodash chains) and a RegExp per
- * path template on every match, several times per request; that dominated a
- * request's CPU profile. The definition never changes after init, so the list is
- * built once and each template compiled once (same specificity order as the router).
- */
-function memoiseRouting(api: OpenAPIBackend): void {
-  const router = api.router;
-  const operations = router.getOperations();
-  router.getOperations = () => operations;
-  const exact = new Map<string, (typeof operations)[number]>();
-  const templated: Array<{ re: RegExp; op: (typeof operations)[number] }> = [];
-  for (const op of operations) {
-    if (!op.path.includes("{")) exact.set(`${op.method} ${op.path}`, op);
-    else {
-      const pattern = op.path.replace(/[.*+?^$()|[\]\\]/g, "\\$&").replace(/\{[^}]+\}/g, "[^/]+");
-      templated.push({ re: new RegExp(`^${pattern}$`), op });
-    }
-  }
-  templated.sort((a, b) => b.op.path.replace(/\{.*?\}/g, "").length - a.op.path.replace(/\{.*?\}/g, "").length);
-  const original = router.matchOperation.bind(router);
-  router.matchOperation = ((req: { method: string; path: string }, strict?: boolean) => {
-    const method = req.method.toLowerCase();
-    const path = req.path.replace(/\/+$/, "") || "/";
-    const hit = exact.get(`${method} ${path}`) ?? templated.find((t) => t.op.method === method && t.re.test(path))?.op;
-    // Misses (404/405) keep the library's own logic and error messages.
-    return hit ?? original(req as never, strict as never);
-  }) as typeof router.matchOperation;
+type Operation = ReturnType<OpenAPIBackend["getOperations"]>[number];
+
+interface Route {
+  op: Operation & { operationId: string };
+  /** Declared query parameters: unknown ones are dropped, never an error. */
+  query: Set<string>;
 }
 
-export async function createApp(opts: AppOptions): Promise<express.Express> {
+/**
+ * The routing table, built once from openapi-backend's operations. Its own matcher
+ * rebuilds the operation list and a RegExp per path template on every call (that
+ * dominated a request's CPU profile); the definition never changes after init.
+ * Most specific template first, as openapi-backend orders them.
+ */
+function routeTable(api: OpenAPIBackend): (method: string, path: string) => Route | undefined {
+  const literal = (p: string) => p.replace(/\{[^}]+\}/g, "").length;
+  const routes = api
+    .getOperations()
+    .sort((a, b) => literal(b.path) - literal(a.path))
+    .map((op) => ({
+      method: op.method,
+      re: new RegExp(`^${op.path.replace(/[.*+?^$()|[\]\\]/g, "\\$&").replace(/\{[^}]+\}/g, "[^/]+")}$`),
+      route: {
+        op: op as Route["op"],
+        query: new Set((op.parameters ?? []).filter((p) => "in" in p && p.in === "query").map((p) => (p as { name: string }).name)),
+      },
+    }));
+  return (method, path) => {
+    const m = method.toLowerCase();
+    const p = path.replace(/\/+$/, "") || "/";
+    return routes.find((r) => r.method === m && r.re.test(p))?.route;
+  };
+}
+
+/** openapi-backend, initialised once per daemon: its router, and its ajv validators from openapi.yaml. */
+export async function createApi(definition: Document): Promise<OpenAPIBackend> {
   const api = new OpenAPIBackend({
     // Auth is enforced by bearerAuth() per listener, not by openapi-backend.
-    definition: { ...opts.definition, security: [] },
+    definition: { ...definition, security: [] },
     strict: false,
     validate: true,
     ajvOpts: { allErrors: true, strict: false },
@@ -92,12 +97,12 @@ export async function createApp(opts: AppOptions): Promise<express.Express> {
     },
   });
   await api.init();
-  memoiseRouting(api);
+  return api;
+}
 
-  // Declared query parameters per operation: unknown ones are dropped, never an error.
-  const declaredQuery = new Map<string, Set<string>>();
-  for (const op of api.getOperations())
-    declaredQuery.set(op.operationId!, new Set((op.parameters ?? []).filter((p) => "in" in p && p.in === "query").map((p) => (p as { name: string }).name)));
+export function createApp(opts: AppOptions): express.Express {
+  const { api } = opts;
+  const match = routeTable(api);
 
   const app = express();
   app.disable("x-powered-by");
@@ -124,11 +129,11 @@ export async function createApp(opts: AppOptions): Promise<express.Express> {
       throw new ApiError("INVALID_PARAMS", "path: not valid percent-encoding");
     }
     const request = { method: req.method, path: req.path, query: req.query as Record<string, string | string[]>, headers: req.headers as Record<string, string | string[]>, body: undefined as unknown };
-    const op = api.router.matchOperation(request);
-    if (!op?.operationId) throw new ApiError("NOT_FOUND", "route not found"); // before the body: an unknown route is 404 whatever it carries
+    const route = match(req.method, req.path);
+    if (!route) throw new ApiError("NOT_FOUND", "route not found"); // before the body: an unknown route is 404 whatever it carries
+    const { op } = route;
     request.body = parseBody(req.body);
-    const keep = declaredQuery.get(op.operationId)!;
-    request.query = Object.fromEntries(Object.entries(request.query).filter(([k]) => keep.has(k)));
+    request.query = Object.fromEntries(Object.entries(request.query).filter(([k]) => route.query.has(k)));
     const validation = api.validator.validateRequest(request, op);
     if (validation.errors?.length) throw validationError(validation.errors);
     const parsed = api.router.parseRequest(request, op);
