@@ -9,6 +9,8 @@ export type CancelRunResponse = components["schemas"]["CancelRunResponse"];
 export type Health = components["schemas"]["Health"];
 export type ApiErrorBody = components["schemas"]["ApiError"];
 
+const TERMINAL_EVENTS = new Set(["run.finished", "run.failed", "run.cancelled"]);
+
 export class ClientError extends Error {
   constructor(
     readonly status: number,
@@ -69,16 +71,19 @@ export class Client {
   events = (id: string, fromEventId?: string) =>
     this.request<RunEvent[]>("GET", `/v1/runs/${encodeURIComponent(id)}/events${fromEventId ? `?from_event_id=${encodeURIComponent(fromEventId)}` : ""}`);
 
-  /** Yields a run's events as they happen until the run is terminal (polling with a bounded interval). */
+  /**
+   * Yields a run's events as they happen until its terminal event (polling with a
+   * bounded interval). The daemon appends a terminal event and the log events that
+   * follow it in one step, so the batch holding it holds them too.
+   */
   async *follow(id: string, pollMs = 200): AsyncGenerator<RunEvent> {
     let last: string | undefined;
     for (;;) {
       const batch = await this.events(id, last);
       for (const e of batch) yield e;
+      if (batch.some((e) => TERMINAL_EVENTS.has(e.event_type))) return;
       if (batch.length) last = batch[batch.length - 1].event_id;
-      const run = await this.getRun(id);
-      if (run.finished_at !== null && run.events[run.events.length - 1]?.event_id === last) return;
-      if (!batch.length) await new Promise((r) => setTimeout(r, pollMs));
+      else await new Promise((r) => setTimeout(r, pollMs));
     }
   }
 }
