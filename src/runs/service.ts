@@ -93,7 +93,6 @@ export class RunService {
         this.endFromOutside(run, "failed", "daemon restarted while the run was active", "daemon_restarted");
         this.deps.log.warn({ run_id: run.id }, "run failed: daemon restarted");
       }
-      this.deps.store.closeRun(run.id);
     }
     for (const q of quarantined) this.deps.log.error({ file: q }, "corrupt state file quarantined");
     return quarantined;
@@ -184,7 +183,9 @@ export class RunService {
   }
 
   private fail(run: Run, exec: Execution, reason: string): void {
+    if (run.terminal) return;
     this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });
+    run.persist();
   }
 
   private pickSandbox(run: Run, spec: RunSpec): Sandbox | null {
@@ -276,11 +277,10 @@ export class RunService {
     return outcome;
   }
 
+  /** The terminal transition of an execution; the caller persists (once, after what follows it). */
   private complete(run: Run, exec: Execution, e: EngineEvent, status: "succeeded" | "failed", fields: Parameters<Run["finish"]>[2]): void {
-    if (run.terminal) return;
     if (!run.file.artifact_publication) this.publication(run, exec);
     run.finish(status, e, { terminal_reason: status === "failed" ? (fields.error ?? null) : null, ...fields });
-    run.persist();
     this.deps.log.info({ run_id: run.id, status, exit_code: run.file.exit_code, error: run.file.error }, `run ${status}`);
   }
 
