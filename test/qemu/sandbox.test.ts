@@ -74,7 +74,6 @@ describe.skipIf(skipReason !== null)("QemuSandbox (real micro-VM)", () => {
     expect(uname.exitCode).toBe(0);
     const guestRelease = uname.stdout.toString().trim();
     expect(guestRelease).toBe(image!.kernelVersion);
-    if (guestRelease !== os.release()) expect(guestRelease).not.toBe(os.release());
 
     const tr = await run(vm, "tr", ["a-z", "A-Z"], "hello from stdin\n");
     expect(tr.stdout.toString()).toBe("HELLO FROM STDIN\n");

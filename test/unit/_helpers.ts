@@ -48,7 +48,10 @@ export async function api(url: string, method: string, p: string, body?: unknown
     headers: body === undefined ? {} : { "content-type": "application/json" },
     body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
   });
-  const bytes = Buffer.from(await res.arrayBuffer());
+  return toReply(res.status, res.headers.get("content-type") ?? "", Buffer.from(await res.arrayBuffer()));
+}
+
+function toReply(status: number, contentType: string, bytes: Buffer): Reply {
   const text = bytes.toString("utf8");
   let json: any;
   try {
@@ -56,7 +59,7 @@ export async function api(url: string, method: string, p: string, body?: unknown
   } catch {
     json = undefined;
   }
-  return { status: res.status, contentType: res.headers.get("content-type") ?? "", bytes, text, json };
+  return { status, contentType, bytes, text, json };
 }
 
 /** Polls `check` every 20 ms until it returns a truthy value or the deadline passes. */
@@ -112,17 +115,7 @@ export async function rawApi(url: string, method: string, p: string, body?: unkn
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => {
-          const bytes = Buffer.concat(chunks);
-          const text = bytes.toString("utf8");
-          let json: any;
-          try {
-            json = JSON.parse(text);
-          } catch {
-            json = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, contentType: String(res.headers["content-type"] ?? ""), bytes, text, json });
-        });
+        res.on("end", () => resolve(toReply(res.statusCode ?? 0, String(res.headers["content-type"] ?? ""), Buffer.concat(chunks))));
       },
     );
     req.on("error", reject);
