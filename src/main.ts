@@ -6,13 +6,20 @@ import pino from "pino";
 import { Client, ClientError, type RunEvent } from "./client/client.js";
 import { defaultSocketPath, defaultStateDir, resolveToken, type Env } from "./config.js";
 import { createDaemon } from "./server.js";
+import { limitsFromFlags, SERVE_LIMIT_FLAGS } from "./limits.js";
 
 const USAGE = `voidbox — run workflows, pipelines and agents in QEMU micro-VMs
 
 usage:
   voidbox serve [--listen URL]... [--state-dir DIR] [--no-auth] [--token-file FILE]
                 [--accel auto|kvm|tcg] [--kernel FILE --initramfs FILE] [--log-level LEVEL]
+                [--spec-root DIR]... [LIMIT FLAGS]
       URL: tcp://HOST:PORT or unix:///PATH (default: the Unix socket ${"$"}XDG_RUNTIME_DIR/voidbox.sock, …)
+      --spec-root DIR: POST /v1/runs {file} may only name files under DIR (repeatable; default: anywhere)
+      limits (sizes take KiB/MiB/GiB suffixes):
+${Object.entries(SERVE_LIMIT_FLAGS)
+  .map(([flag, f]) => `        --${flag.padEnd(20)} ${f.help}`)
+  .join("\n")}
   voidbox run FILE [--run-id ID] [--daemon URL] [--token-file FILE] [--json]
       start a run and show its events live until it ends; exits with the run's exit code
   voidbox status RUN_ID | events RUN_ID | cancel RUN_ID [--reason TEXT] | list [--state active|terminal] | health
@@ -31,8 +38,11 @@ async function serve(argv: string[], env: Env): Promise<void> {
       kernel: { type: "string" },
       initramfs: { type: "string" },
       "log-level": { type: "string", default: env.VOIDBOX_LOG_LEVEL ?? "info" },
+      "spec-root": { type: "string", multiple: true },
+      ...Object.fromEntries(Object.keys(SERVE_LIMIT_FLAGS).map((f) => [f, { type: "string" as const }])),
     },
   });
+  const limits = limitsFromFlags(values as Record<string, string | undefined>, (values["spec-root"] ?? []).map((d) => path.resolve(d)));
   // Asynchronous log writes: under load, lines written while a write is in flight are
   // coalesced instead of costing a blocking syscall each (flushed at shutdown).
   const log = pino({ level: values["log-level"], base: { name: "voidbox" } }, pino.destination({ dest: 1, sync: false }));
@@ -50,6 +60,7 @@ async function serve(argv: string[], env: Env): Promise<void> {
     stateDir,
     auth: token ? { token } : null,
     log,
+    limits,
     vm: { accel, kernel: values.kernel, initramfs: values.initramfs },
   });
   for (const l of listens) await daemon.listen(l);

@@ -15,6 +15,7 @@ import { defaultIds, type IdSource } from "./ids.js";
 import { RunService, type VmProvider } from "./runs/service.js";
 import { RunStore } from "./store/runs.js";
 import { SessionStore } from "./store/sessions.js";
+import { DEFAULT_LIMITS, type Limits } from "./limits.js";
 import { detectVm, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
 
 /** The checkout (or installed package) root: openapi.yaml and build/guest live there. */
@@ -40,6 +41,8 @@ export interface DaemonOptions {
   vm?: VmSetupOptions | VmProvider | false;
   now?: () => number;
   ids?: IdSource;
+  /** Bounds on output, artifacts, connections and disk (default DEFAULT_LIMITS). */
+  limits?: Partial<Limits>;
 }
 
 export interface Daemon {
@@ -61,6 +64,7 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
   const log = opts.log ?? pino({ level: "silent" });
   const now = opts.now ?? Date.now;
   const ids = opts.ids ?? defaultIds(now);
+  const limits: Limits = { ...DEFAULT_LIMITS, ...opts.limits };
   fs.mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
   const store = new RunStore(opts.stateDir);
   const sessions = new SessionStore(opts.stateDir);
@@ -74,7 +78,7 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
     vm = vmSetup.provider;
   }
 
-  const service = new RunService({ store, ids, now, log, vm });
+  const service = new RunService({ store, ids, now, log, vm, limits });
   const quarantined = service.restore();
   const health = (): Health => ({
     status: "ok",
@@ -104,7 +108,7 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
     async listen(spec: string) {
       const target = parseListen(spec);
       // The Unix socket is protected by its file mode; TCP needs the bearer token.
-      const l = await listen(target.kind === "unix" ? openApp : authApp, target);
+      const l = await listen(target.kind === "unix" ? openApp : authApp, target, limits);
       listeners.push(l);
       log.info({ url: l.url, auth: target.kind === "tcp" && !!opts.auth }, "listening");
       return l;

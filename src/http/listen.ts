@@ -2,6 +2,7 @@ import fs from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import type { Express } from "express";
+import { DEFAULT_LIMITS, type Limits } from "../limits.js";
 
 export interface Listener {
   /** http://host:port for TCP, unix:///path for a socket. */
@@ -46,11 +47,11 @@ async function clearStaleSocket(path: string): Promise<void> {
   fs.unlinkSync(path);
 }
 
-export async function listen(app: Express, target: ListenTarget): Promise<Listener> {
+export async function listen(app: Express, target: ListenTarget, limits: Pick<Limits, "headersTimeoutMs" | "requestTimeoutMs" | "idleTimeoutMs" | "maxConnections"> = DEFAULT_LIMITS): Promise<Listener> {
   const server = http.createServer(app);
-  server.keepAliveTimeout = 5000;
-  server.headersTimeout = 15000;
-  server.requestTimeout = 60000;
+  server.keepAliveTimeout = limits.idleTimeoutMs;
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = limits.requestTimeoutMs;
   // Requests node's HTTP parser rejects (bad request line, header overflow, …) still get an ApiError.
   server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
     if (!socket.writable) return socket.destroy();

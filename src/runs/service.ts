@@ -4,6 +4,7 @@ import { runEngine } from "../engine/index.js";
 import { DEFAULT_POLICY, type EngineEvent, type EngineHooks, type EngineResult, type RunPolicy } from "../engine/types.js";
 import { ApiError, notFound } from "../errors.js";
 import type { IdSource } from "../ids.js";
+import type { Limits } from "../limits.js";
 import { MockSandbox } from "../sandbox/mock.js";
 import type { Sandbox } from "../sandbox/types.js";
 import { loadSpec, SpecError } from "../spec/load.js";
@@ -31,6 +32,7 @@ export interface RunServiceDeps {
   now: () => number;
   log: Logger;
   vm: VmProvider;
+  limits: Limits;
 }
 
 /** Rust-daemon events may predate seq/event_type_v2/etc.: fill what is derivable. */

@@ -1,0 +1,82 @@
+/**
+ * The daemon's bounds: what one run, stage, client or disk condition may cost before
+ * it gets a clear ApiError or a truncation event instead of taking the daemon down.
+ * Every field is a `voidbox serve` flag (see SERVE_LIMIT_FLAGS); the defaults are
+ * sized so that no single tenant can hold more than a few MiB of daemon memory.
+ */
+export interface Limits {
+  /** Bytes of a stage's stdout (and, separately, stderr) kept per attempt; the rest is dropped and counted. */
+  maxStageOutputBytes: number;
+  /** Output events (live output, `log.chunk`) one stage / one run's report may emit; past it one truncation event. */
+  maxOutputEvents: number;
+  /** Artifacts one stage may publish. */
+  maxArtifactsPerStage: number;
+  /** Bytes of all artifacts of one stage together. */
+  maxArtifactBytesPerStage: number;
+  /** New runs are refused (retryable ApiError) while the state dir's filesystem has less free space. */
+  minFreeBytes: number;
+  /** Open HTTP connections per listener; over it new connections are refused until some close. */
+  maxConnections: number;
+  /** A client must send its whole request head within this (slowloris). */
+  headersTimeoutMs: number;
+  /** …and its whole request within this. */
+  requestTimeoutMs: number;
+  /** A keep-alive connection with no request in flight is closed after this. */
+  idleTimeoutMs: number;
+  /** When non-empty, `POST /v1/runs {file}` may only name files under these directories (realpath). */
+  specRoots: string[];
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  maxStageOutputBytes: 1024 * 1024,
+  maxOutputEvents: 2000,
+  maxArtifactsPerStage: 64,
+  maxArtifactBytesPerStage: 64 * 1024 * 1024,
+  minFreeBytes: 64 * 1024 * 1024,
+  maxConnections: 1024,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
+  idleTimeoutMs: 5_000,
+  specRoots: [],
+};
+
+type NumericLimit = Exclude<keyof Limits, "specRoots">;
+
+/** `voidbox serve` flag → limit, with how its value is read. */
+export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes" | "count" | "ms"; help: string }> = {
+  "max-stage-output": { key: "maxStageOutputBytes", kind: "bytes", help: "stdout/stderr bytes kept per stage attempt" },
+  "max-output-events": { key: "maxOutputEvents", kind: "count", help: "output events per stage and per run report" },
+  "max-artifacts": { key: "maxArtifactsPerStage", kind: "count", help: "artifacts per stage" },
+  "max-artifact-bytes": { key: "maxArtifactBytesPerStage", kind: "bytes", help: "artifact bytes per stage" },
+  "min-free-space": { key: "minFreeBytes", kind: "bytes", help: "free space the state dir must keep for new runs" },
+  "max-connections": { key: "maxConnections", kind: "count", help: "open HTTP connections per listener" },
+  "headers-timeout": { key: "headersTimeoutMs", kind: "ms", help: "ms a client has to send a request head" },
+  "request-timeout": { key: "requestTimeoutMs", kind: "ms", help: "ms a client has to send a whole request" },
+  "idle-timeout": { key: "idleTimeoutMs", kind: "ms", help: "ms an idle keep-alive connection is kept" },
+};
+
+const UNITS: Record<string, number> = { "": 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };
+
+/** "4MiB", "512k", "1048576" → bytes; throws a message naming the flag. */
+export function parseBytes(flag: string, value: string): number {
+  const m = /^(\d+)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || unit === undefined) throw new Error(`--${flag}: expected a size such as 1048576, 512KiB or 4MiB (got ${JSON.stringify(value)})`);
+  return Number(m[1]) * unit;
+}
+
+function parseCount(flag: string, value: string): number {
+  if (!/^\d+$/.test(value.trim()) || Number(value) < 1) throw new Error(`--${flag}: expected a whole number ≥ 1 (got ${JSON.stringify(value)})`);
+  return Number(value);
+}
+
+/** The limits from `serve` flag values (absent flags keep their defaults). */
+export function limitsFromFlags(values: Record<string, string | undefined>, specRoots: string[] = []): Limits {
+  const out: Limits = { ...DEFAULT_LIMITS, specRoots };
+  for (const [flag, { key, kind }] of Object.entries(SERVE_LIMIT_FLAGS)) {
+    const v = values[flag];
+    if (v === undefined) continue;
+    out[key] = kind === "bytes" ? parseBytes(flag, v) : parseCount(flag, v);
+  }
+  return out;
+}
