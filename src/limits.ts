@@ -71,11 +71,11 @@ function parseCount(flag: string, value: string): number {
 }
 
 /** The limits from `serve` flag values (absent flags keep their defaults). */
-export function limitsFromFlags(values: Record<string, string | undefined>, specRoots: string[] = []): Limits {
+export function limitsFromFlags(values: Record<string, unknown>, specRoots: string[] = []): Limits {
   const out: Limits = { ...DEFAULT_LIMITS, specRoots };
   for (const [flag, { key, kind }] of Object.entries(SERVE_LIMIT_FLAGS)) {
     const v = values[flag];
-    if (v === undefined) continue;
+    if (typeof v !== "string") continue;
     out[key] = kind === "bytes" ? parseBytes(flag, v) : parseCount(flag, v);
   }
   return out;

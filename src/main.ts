@@ -42,7 +42,7 @@ async function serve(argv: string[], env: Env): Promise<void> {
       ...Object.fromEntries(Object.keys(SERVE_LIMIT_FLAGS).map((f) => [f, { type: "string" as const }])),
     },
   });
-  const limits = limitsFromFlags(values as Record<string, string | undefined>, (values["spec-root"] ?? []).map((d) => path.resolve(d)));
+  const limits = limitsFromFlags(values, (values["spec-root"] ?? []).map((d) => path.resolve(d)));
   // Asynchronous log writes: under load, lines written while a write is in flight are
   // coalesced instead of costing a blocking syscall each (flushed at shutdown).
   const log = pino({ level: values["log-level"], base: { name: "voidbox" } }, pino.destination({ dest: 1, sync: false }));
