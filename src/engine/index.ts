@@ -1,3 +1,4 @@
+import { DEFAULT_LIMITS, type Limits } from "../limits.js";
 import type { Sandbox } from "../sandbox/types.js";
 import type { RunSpec } from "../spec/types.js";
 import { Semaphore } from "./semaphore.js";
@@ -15,6 +16,8 @@ export interface EngineInput {
   signal: AbortSignal;
   hooks: EngineHooks;
   now: () => number;
+  /** Output and artifact bounds (default DEFAULT_LIMITS). */
+  limits?: Limits;
 }
 
 /** Executes a run spec as stages in the sandbox, enforcing the policy. */
@@ -28,6 +31,7 @@ export function runEngine(input: EngineInput): Promise<EngineResult> {
     hooks: input.hooks,
     signal: input.signal,
     now: input.now,
+    limits: input.limits ?? DEFAULT_LIMITS,
   };
   switch (input.spec.kind) {
     case "workflow":

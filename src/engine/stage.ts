@@ -1,14 +1,13 @@
 import { isSafeId } from "../ids.js";
 import { workspaceRelative } from "../sandbox/workspace.js";
-import { SandboxError, type Sandbox, type StageVm } from "../sandbox/types.js";
+import type { Limits } from "../limits.js";
+import { FileTooBigError, SandboxError, capOutput, type ExecResult, type Sandbox, type StageVm } from "../sandbox/types.js";
 import type { SandboxSpec } from "../spec/types.js";
 import type { EngineHooks, RunPolicy, StoredArtifact } from "./types.js";
 import type { Semaphore } from "./semaphore.js";
 
-/** Caps on what a stage may hand back to the host. */
+/** Cap on a stage's result file (artifacts are bounded per stage by the limits). */
 export const MAX_RESULT_BYTES = 4 * 1024 * 1024;
-export const MAX_ARTIFACT_BYTES = 64 * 1024 * 1024;
-export const MAX_ARTIFACTS = 64;
 
 export interface StageJob {
   name: string;
@@ -42,6 +41,7 @@ export interface StageContext {
   /** Aborted when the run is cancelled. */
   signal: AbortSignal;
   now: () => number;
+  limits: Pick<Limits, "maxStageOutputBytes" | "maxArtifactsPerStage" | "maxArtifactBytesPerStage">;
 }
 
 const CANCELLED = "run cancelled";
@@ -162,7 +162,7 @@ async function execInVm(
   }
   abort.signal.addEventListener("abort", onAbort, { once: true });
   try {
-    const r = await vm.exec({ program: job.program, args: job.args, env: job.env, stdin: job.stdin, signal: abort.signal });
+    const r = boundOutput(ctx, job, await vm.exec({ program: job.program, args: job.args, env: job.env, stdin: job.stdin, signal: abort.signal, maxOutputBytes: ctx.limits.maxStageOutputBytes }));
     if (abort.signal.aborted) return { ...r, exitCode: r.exitCode === 0 ? -1 : r.exitCode, error: describeFailure(null, timedOut(), timeoutSecs, ctx.signal) };
     await collectOutput(ctx, job, vm);
     return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
@@ -171,11 +171,53 @@ async function execInVm(
   }
 }
 
-/** Reads the stage's result file and the artifacts it lists; a problem here fails the stage. */
+/**
+ * Keeps at most maxStageOutputBytes of each stream (the sandbox already should; this
+ * also covers guest images that predate the cap) and says so with one
+ * `stage.output_truncated` event per truncated stream.
+ */
+function boundOutput(ctx: StageContext, job: StageJob, r: ExecResult): ExecResult {
+  const max = ctx.limits.maxStageOutputBytes;
+  const out: ExecResult = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
+  for (const [stream, key] of [["stdout", "stdout"], ["stderr", "stderr"]] as const) {
+    const { kept, total } = capOutput(r[key], max, r[`${key}Bytes`]);
+    out[key] = kept;
+    if (total <= kept.length) continue;
+    out[`${key}Bytes`] = total;
+    ctx.hooks.event({
+      type: "stage.output_truncated",
+      level: "warn",
+      message: `stage ${job.name} wrote ${total} bytes to ${stream}; the first ${kept.length} were kept (limit ${max})`,
+      payload: { stream, kept_bytes: kept.length, total_bytes: total, limit_bytes: max },
+      stage_name: job.name,
+      box_name: job.box_name,
+      group_id: job.group_id,
+      stream,
+    });
+  }
+  return out;
+}
+
+/** An artifact listed in result.json that was not stored, and why. */
+interface DroppedArtifact {
+  name: string;
+  reason: "duplicate_name" | "over_count_quota" | "over_byte_quota";
+  size_bytes?: number;
+}
+
+/**
+ * Reads the stage's result file and the artifacts it lists, within the stage's
+ * artifact quotas: at most maxArtifactsPerStage artifacts and maxArtifactBytesPerStage
+ * bytes in all, each name once. What does not fit is not read from the guest at all
+ * and is reported in one `stage.artifacts_dropped` event; other read problems fail the stage.
+ */
 async function collectOutput(ctx: StageContext, job: StageJob, vm: StageVm): Promise<void> {
   const result = await vm.readFile(job.resultPath ?? "result.json", MAX_RESULT_BYTES);
   if (!result) return;
+  const { maxArtifactsPerStage: maxCount, maxArtifactBytesPerStage: maxBytes } = ctx.limits;
   const artifacts: StoredArtifact[] = [];
+  const dropped: DroppedArtifact[] = [];
+  let bytes = 0;
   let listed: unknown;
   try {
     listed = (JSON.parse(result.toString("utf8")) as { artifacts?: unknown })?.artifacts;
@@ -183,15 +225,53 @@ async function collectOutput(ctx: StageContext, job: StageJob, vm: StageVm): Pro
     listed = undefined; // malformed result.json is stored as is; publication reports it
   }
   if (Array.isArray(listed)) {
-    for (const a of listed.slice(0, MAX_ARTIFACTS)) {
+    const seen = new Set<string>();
+    for (const a of listed) {
       if (!a || typeof a !== "object") continue;
       const { name, path, media_type } = a as { name?: unknown; path?: unknown; media_type?: unknown };
       if (!isSafeId(name)) continue; // never joined into a host path
       const rel = typeof path === "string" ? workspaceRelative(path) : name;
       if (rel === null) continue; // outside /workspace: never read
-      const bytes = await vm.readFile(rel, MAX_ARTIFACT_BYTES);
-      if (bytes) artifacts.push({ name, media_type: typeof media_type === "string" ? media_type : "application/octet-stream", bytes });
+      if (seen.has(name)) {
+        dropped.push({ name, reason: "duplicate_name" });
+        continue;
+      }
+      seen.add(name);
+      if (artifacts.length >= maxCount) {
+        dropped.push({ name, reason: "over_count_quota" });
+        continue;
+      }
+      let content: Buffer | null;
+      try {
+        content = await vm.readFile(rel, maxBytes - bytes);
+      } catch (e) {
+        if (!(e instanceof FileTooBigError)) throw e;
+        dropped.push({ name, reason: "over_byte_quota", size_bytes: e.size });
+        continue;
+      }
+      if (!content) continue;
+      bytes += content.length;
+      artifacts.push({ name, media_type: typeof media_type === "string" ? media_type : "application/octet-stream", bytes: content });
     }
+  }
+  if (dropped.length) {
+    const shown = dropped.slice(0, 20);
+    ctx.hooks.event({
+      type: "stage.artifacts_dropped",
+      level: "warn",
+      message: `stage ${job.name}: ${dropped.length} listed artifact(s) not stored (quota ${maxCount} artifacts / ${maxBytes} bytes per stage; names once): ${shown.map((d) => `${d.name} (${d.reason})`).join(", ")}${dropped.length > shown.length ? ", ..." : ""}`,
+      payload: {
+        dropped_count: dropped.length,
+        dropped: dropped.slice(0, 100),
+        stored_count: artifacts.length,
+        stored_bytes: bytes,
+        max_artifacts: maxCount,
+        max_artifact_bytes: maxBytes,
+      },
+      stage_name: job.name,
+      box_name: job.box_name,
+      group_id: job.group_id,
+    });
   }
   ctx.hooks.output(job.name, result, artifacts);
 }

@@ -59,6 +59,35 @@ function normaliseLegacyFile(f: RunFile): RunFile {
   return out;
 }
 
+/**
+ * The report's output as `log.chunk` events (one per line, then `log.closed`), at most
+ * `maxLines` of them; past it one `log.truncated` event says how many lines were dropped.
+ */
+function appendOutputLines(run: Run, output: string, maxLines: number): void {
+  const text = output.endsWith("\n") ? output.slice(0, -1) : output;
+  // Each pass starts at the beginning of a line that exists.
+  for (let at = 0, kept = 0; ; kept++) {
+    if (kept === maxLines) {
+      let dropped = 1;
+      for (let i = text.indexOf("\n", at); i >= 0; i = text.indexOf("\n", i + 1)) dropped++;
+      run.append({
+        type: "log.truncated",
+        level: "warn",
+        message: `output truncated: ${dropped} more line(s) not sent as log.chunk (limit ${maxLines})`,
+        stream: "stdout",
+        payload: { kept_lines: kept, dropped_lines: dropped, total_lines: kept + dropped, limit_lines: maxLines },
+      });
+      break;
+    }
+    const nl = text.indexOf("\n", at);
+    const line = nl < 0 ? text.slice(at) : text.slice(at, nl);
+    run.append({ type: "log.chunk", message: line, stream: "stdout", payload: { data: line } });
+    if (nl < 0) break;
+    at = nl + 1;
+  }
+  run.append({ type: "log.closed", message: "output closed", stream: "stdout" });
+}
+
 /** Per-run execution context that is not persisted. */
 interface Execution {
   outputs: Map<string, StageOutputs>;
@@ -177,7 +206,7 @@ export class RunService {
     if (!sandbox) return this.fail(run, exec, `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`);
     let result: EngineResult;
     try {
-      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now });
+      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now, limits: this.deps.limits });
     } catch (e) {
       return this.fail(run, exec, (e as Error).message);
     }
@@ -193,7 +222,9 @@ export class RunService {
   private pickSandbox(run: Run, spec: RunSpec): Sandbox | null {
     const mode = spec.sandbox.mode;
     const vm = this.deps.vm.sandbox;
-    const sandbox = mode === "mock" || (mode === "auto" && !vm) ? new MockSandbox() : vm;
+    // The mock's workspace is daemon memory: bounded like a guest's tmpfs (half its RAM) and by the artifact quota.
+    const mockBytes = Math.min(spec.sandbox.memory_mb * 512 * 1024, this.deps.limits.maxArtifactBytesPerStage);
+    const sandbox = mode === "mock" || (mode === "auto" && !vm) ? new MockSandbox({ maxWorkspaceBytes: mockBytes }) : vm;
     run.file.sandbox_mode = sandbox?.kind === "qemu" ? "local" : sandbox ? "mock" : null;
     if (sandbox) {
       run.append({
@@ -235,14 +266,10 @@ export class RunService {
 
   private finishExecution(run: Run, exec: Execution, result: EngineResult): void {
     if (run.terminal) return;
-    // A workflow's output step is also published under the stage name `main`.
+    // A workflow's output step is also published under the stage name `main`: the same files (hard links), not copies.
     if (result.report.kind === "workflow" && result.publishStage && exec.outputs.has(result.publishStage) && result.publishStage !== "main") {
       const out = exec.outputs.get(result.publishStage)!;
-      this.deps.store.writeResult(run.id, "main", out.result);
-      for (const a of out.artifacts) {
-        const bytes = this.deps.store.readArtifact(run.id, result.publishStage, a.name);
-        if (bytes) this.deps.store.writeArtifact(run.id, "main", a.name, bytes);
-      }
+      this.deps.store.aliasStage(run.id, result.publishStage, "main", out.artifacts.map((a) => a.name));
       exec.outputs.set("main", out);
     }
     const { problem } = this.publication(run, exec, result);
@@ -260,10 +287,7 @@ export class RunService {
       );
     }
     const output = result.report.output;
-    if (output) {
-      for (const line of output.replace(/\n$/, "").split("\n")) run.append({ type: "log.chunk", message: line, stream: "stdout", payload: { data: line } });
-      run.append({ type: "log.closed", message: "output closed", stream: "stdout" });
-    }
+    if (output) appendOutputLines(run, output, this.deps.limits.maxOutputEvents);
     run.persist();
   }
 

@@ -3,20 +3,31 @@ import { posix } from "node:path";
 import { AGENT_PROGRAM, MOCK_AGENT_ENV, OUTPUT_FILE_ENV } from "./agent.js";
 import type { MockAgentSpec } from "../spec/types.js";
 import { WORKSPACE, workspaceRelative } from "./workspace.js";
-import type { ExecCommand, ExecResult, Sandbox, StageVm, StageVmOptions, VmExit } from "./types.js";
+import { FileTooBigError, capOutput, type ExecCommand, type ExecResult, type Sandbox, type StageVm, type StageVmOptions, type VmExit } from "./types.js";
+
+export interface MockSandboxOptions {
+  /**
+   * Bytes all files of the virtual /workspace may hold together. The workspace lives
+   * in the daemon's memory, so it is bounded like a guest's tmpfs: past it a write
+   * fails with "No space left on device". Absent: unbounded.
+   */
+  maxWorkspaceBytes?: number;
+}
 
 /**
  * The mock sandbox: a deterministic simulation of a few programs over a per-run
- * virtual /workspace (CONTRACT.md section 11). Nothing executes on the host. One
- * instance belongs to one run, so its workspace is that run's.
+ * virtual /workspace. Nothing executes on the host. One instance belongs to one run,
+ * so its workspace is that run's. Output is bounded like the real sandbox's
+ * (ExecCommand.maxOutputBytes) and so is the workspace (maxWorkspaceBytes).
  */
 export class MockSandbox implements Sandbox {
   readonly kind = "mock" as const;
   /** Absolute guest path → content. */
   readonly files = new Map<string, Buffer>();
+  constructor(private readonly opts: MockSandboxOptions = {}) {}
 
   async open(_opts: StageVmOptions): Promise<StageVm> {
-    return new MockStage(this.files);
+    return new MockStage(this.files, this.opts.maxWorkspaceBytes ?? Infinity);
   }
 }
 
@@ -28,7 +39,33 @@ interface Outcome {
   code: number;
   out: string | Buffer;
   err: string;
+  /** Bytes the command wrote in all, when more than `out` holds. */
+  outTotal?: number;
 }
+
+/** Collects a stream up to `max` bytes and counts the rest. */
+class Sink {
+  private readonly parts: Buffer[] = [];
+  private kept = 0;
+  total = 0;
+  constructor(private readonly max: number) {}
+  add(data: string | Buffer, total = typeof data === "string" ? Buffer.byteLength(data) : data.length): void {
+    this.total += total;
+    if (this.kept >= this.max) return;
+    const b = typeof data === "string" ? enc(data) : data;
+    const take = b.subarray(0, Math.min(b.length, this.max - this.kept));
+    this.parts.push(Buffer.from(take));
+    this.kept += take.length;
+  }
+  get bytes(): Buffer {
+    return Buffer.concat(this.parts);
+  }
+  get text(): string {
+    return this.bytes.toString("utf8");
+  }
+}
+
+const ENOSPC = "No space left on device";
 
 function resolvePath(p: string): string {
   return posix.resolve(WORKSPACE, p);
@@ -36,18 +73,27 @@ function resolvePath(p: string): string {
 
 class MockStage implements StageVm {
   private stopped = false;
-  constructor(private readonly files: Map<string, Buffer>) {}
+  /** Bytes of output one command may produce: more could go nowhere (stdout is capped, files are bounded). */
+  private produceMax = Infinity;
+  constructor(
+    private readonly files: Map<string, Buffer>,
+    private readonly maxWorkspaceBytes: number,
+  ) {}
 
   async exec(cmd: ExecCommand): Promise<ExecResult> {
-    const r = await this.run(cmd.program, cmd.args, cmd.stdin, cmd.signal, cmd.env);
-    return { exitCode: r.code, stdout: Buffer.isBuffer(r.out) ? r.out : enc(r.out), stderr: enc(r.err) };
+    const outMax = cmd.maxOutputBytes ?? Infinity;
+    this.produceMax = Math.max(outMax === Infinity ? 0 : outMax, this.maxWorkspaceBytes);
+    const r = await this.run(cmd.program, cmd.args, cmd.stdin, cmd.signal, cmd.env, outMax);
+    const out = capOutput(Buffer.isBuffer(r.out) ? r.out : enc(r.out), cmd.maxOutputBytes, r.outTotal);
+    const err = capOutput(enc(r.err), cmd.maxOutputBytes);
+    return { exitCode: r.code, stdout: out.kept, stderr: err.kept, stdoutBytes: out.total, stderrBytes: err.total };
   }
 
   async readFile(relPath: string, maxBytes: number): Promise<Buffer | null> {
     const rel = workspaceRelative(relPath);
     if (rel === null || posix.isAbsolute(relPath)) throw new Error(`unsafe path ${relPath}`);
     const b = this.files.get(resolvePath(rel));
-    if (b && b.length > maxBytes) throw new Error(`${relPath} is ${b.length} bytes (limit ${maxBytes})`);
+    if (b && b.length > maxBytes) throw new FileTooBigError(relPath, b.length, maxBytes);
     return b ?? null;
   }
 
@@ -56,7 +102,7 @@ class MockStage implements StageVm {
     return { exitCode: 0, signal: null, killed: false };
   }
 
-  private async run(program: string, args: string[], stdin: Buffer, signal: AbortSignal, env: Record<string, string> = {}): Promise<Outcome> {
+  private async run(program: string, args: string[], stdin: Buffer, signal: AbortSignal, env: Record<string, string> = {}, outMax = Infinity): Promise<Outcome> {
     if (this.stopped) return fail(137, "mock sandbox: stage already stopped\n");
     const name = posix.basename(program);
     switch (name) {
@@ -71,17 +117,14 @@ class MockStage implements StageVm {
         return fail(1, "");
       case "cat": {
         if (!args.length) return { code: 0, out: stdin, err: "" };
-        const parts: Buffer[] = [];
+        // Never materialise more than can be kept: `cat f f f ...` of a big file stays bounded.
+        const sink = new Sink(this.produceMax);
         for (const a of args) {
-          if (a === "-") {
-            parts.push(stdin);
-            continue;
-          }
-          const b = this.files.get(resolvePath(a));
-          if (!b) return fail(1, `cat: ${a}: No such file or directory\n`);
-          parts.push(b);
+          const b = a === "-" ? stdin : this.files.get(resolvePath(a));
+          if (!b) return { code: 1, out: sink.bytes, outTotal: sink.total, err: `cat: ${a}: No such file or directory\n` };
+          sink.add(b);
         }
-        return { code: 0, out: Buffer.concat(parts), err: "" };
+        return { code: 0, out: sink.bytes, outTotal: sink.total, err: "" };
       }
       case "tr":
         return tr(args, stdin);
@@ -111,7 +154,7 @@ class MockStage implements StageVm {
       case "bash": {
         const i = args.findIndex((a) => a === "-c" || a === "-lc");
         if (i < 0 || args[i + 1] === undefined) return fail(2, `${name}: mock sandbox only simulates '${name} -c SCRIPT'\n`);
-        return this.script(args[i + 1], stdin, signal);
+        return this.script(args[i + 1], stdin, signal, outMax);
       }
       case AGENT_PROGRAM:
         return this.agent(args, env);
@@ -121,10 +164,14 @@ class MockStage implements StageVm {
   }
 
   /** A tiny shell: lines and `;`/`&&` lists of simple commands, `> FILE` / `>> FILE`, heredocs into files, `exit N`. */
-  private async script(src: string, stdin: Buffer, signal: AbortSignal): Promise<Outcome> {
+  private async script(src: string, stdin: Buffer, signal: AbortSignal, outMax: number): Promise<Outcome> {
     const lines = src.split("\n");
-    let out = "";
-    let err = "";
+    const out = new Sink(outMax);
+    const errSink = new Sink(outMax);
+    const done = (c: number, more = ""): Outcome => {
+      errSink.add(more);
+      return { code: c, out: out.bytes, outTotal: out.total, err: errSink.text };
+    };
     let code = 0;
     // The script's stdin is one stream: the first command that reads it consumes it.
     let input = stdin;
@@ -136,30 +183,34 @@ class MockStage implements StageVm {
         const [, op, target, marker] = heredoc;
         const body: string[] = [];
         while (++li < lines.length && lines[li].trim() !== marker) body.push(lines[li]);
-        if (li >= lines.length) return { code: 2, out, err: err + `sh: here-document delimited by end-of-file (wanted '${marker}')\n` };
-        this.writeFile(target, enc(body.join("\n") + "\n"), op === ">>");
-        code = 0;
+        if (li >= lines.length) return done(2, `sh: here-document delimited by end-of-file (wanted '${marker}')\n`);
+        code = this.writeFile(target, enc(body.join("\n") + "\n"), op === ">>") ? 0 : 1;
+        if (code) errSink.add(`sh: write error: ${ENOSPC}\n`);
         continue;
       }
       for (const list of splitTop(line, ";")) {
         const chain = splitTop(list, "&&");
-        for (const [ci, simple] of chain.entries()) {
+        for (const simple of chain) {
           const words = tokenize(simple);
-          if (!words) return { code: 2, out, err: err + `sh: syntax error: unterminated quote\n` };
+          if (!words) return done(2, `sh: syntax error: unterminated quote\n`);
           if (!words.length) continue;
-          if (words[0] === "exit") return { code: Number(words[1] ?? code) & 0xff, out, err };
+          if (words[0] === "exit") return done(Number(words[1] ?? code) & 0xff);
           const { argv, redirect } = extractRedirect(words);
-          const r = await this.run(argv[0], argv.slice(1), input, signal);
+          const r = await this.run(argv[0], argv.slice(1), input, signal, {}, this.produceMax);
           if (readsStdin(argv[0], argv.slice(1))) input = Buffer.alloc(0);
           code = r.code;
-          err += r.err;
-          if (redirect) this.writeFile(redirect.file, Buffer.isBuffer(r.out) ? r.out : enc(r.out), redirect.append);
-          else out += r.out.toString();
+          errSink.add(r.err);
+          const data = Buffer.isBuffer(r.out) ? r.out : enc(r.out);
+          if (!redirect) out.add(data, r.outTotal);
+          else if ((r.outTotal ?? data.length) > data.length || !this.writeFile(redirect.file, data, redirect.append)) {
+            code = 1;
+            errSink.add(`sh: write error: ${ENOSPC}\n`);
+          }
           if (code !== 0) break;
         }
       }
     }
-    return { code, out, err };
+    return done(code);
   }
 
   /**
@@ -178,10 +229,17 @@ class MockStage implements StageVm {
     return { code: mock.exit_code ?? 0, out: `[mock] ${prompt}\n`, err: "" };
   }
 
-  private writeFile(p: string, data: Buffer, append: boolean) {
+  /** Like a write to a full tmpfs: what does not fit is not written and the write fails. */
+  private writeFile(p: string, data: Buffer, append: boolean): boolean {
     const key = resolvePath(p);
     const prev = append ? this.files.get(key) : undefined;
-    this.files.set(key, prev ? Buffer.concat([prev, data]) : data);
+    let used = 0;
+    for (const [k, b] of this.files) if (k !== key) used += b.length;
+    const room = this.maxWorkspaceBytes - used - (prev?.length ?? 0);
+    const fits = data.length <= room;
+    const written = fits ? data : Buffer.from(data.subarray(0, Math.max(0, room)));
+    this.files.set(key, prev ? Buffer.concat([prev, written]) : written);
+    return fits;
   }
 }
 

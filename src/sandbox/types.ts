@@ -32,12 +32,21 @@ export interface ExecCommand {
   stdin: Buffer;
   /** Aborting asks the program to stop; the engine follows with `stop(graceMs)`. */
   signal: AbortSignal;
+  /**
+   * Bytes of stdout (and, separately, of stderr) the sandbox hands back; the rest is
+   * dropped where it is produced (in the guest) and only counted. Absent: unbounded.
+   */
+  maxOutputBytes?: number;
 }
 
 export interface ExecResult {
   exitCode: number;
+  /** At most `maxOutputBytes` (the first bytes the program wrote). */
   stdout: Buffer;
   stderr: Buffer;
+  /** How many bytes the program wrote in all, when more than were kept (absent: all kept). */
+  stdoutBytes?: number;
+  stderrBytes?: number;
 }
 
 /** What a stage's VM was, for `microvm.spawned` / `microvm.exited` events. */
@@ -82,4 +91,23 @@ export class SandboxError extends Error {
     super(message);
     this.name = "SandboxError";
   }
+}
+
+/** readFile of a file larger than its `maxBytes`: nothing of it was transferred. */
+export class FileTooBigError extends SandboxError {
+  constructor(
+    readonly relPath: string,
+    readonly size: number,
+    readonly maxBytes: number,
+  ) {
+    super(`${relPath} is ${size} bytes, over the ${maxBytes}-byte limit`);
+    this.name = "FileTooBigError";
+  }
+}
+
+/** Keeps the first `max` bytes of `b` (all of it when `max` is undefined); reports the full size. */
+export function capOutput(b: Buffer, max: number | undefined, fullSize = b.length): { kept: Buffer; total: number } {
+  const total = Math.max(fullSize, b.length);
+  // A copy, so the dropped bytes can be freed.
+  return { kept: max !== undefined && b.length > max ? Buffer.from(b.subarray(0, max)) : b, total };
 }

@@ -33,6 +33,30 @@ export function writeFileAtomic(file: string, data: string | Buffer): void {
   fsyncDir(dir);
 }
 
+/**
+ * Make `file` the same bytes as `src` without copying them: a hard link put in place
+ * atomically (a copy only where the filesystem refuses links). The directory is fsynced.
+ */
+export function linkFileAtomic(src: string, file: string): void {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${++tmpCounter}.tmp`);
+  try {
+    fs.linkSync(src, tmp);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "EPERM" && code !== "EXDEV" && code !== "EMLINK" && code !== "ENOTSUP") throw e;
+    fs.copyFileSync(src, tmp);
+    const fd = fs.openSync(tmp, "r");
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  fs.renameSync(tmp, file);
+  fsyncDir(dir);
+}
+
 export function ensureDir(dir: string): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
 }

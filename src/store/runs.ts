@@ -2,7 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { isSafeId } from "../ids.js";
 import type { RunEvent, RunFile } from "../runs/model.js";
-import { ensureDir, readJsonLines, removeTempFiles, writeFileAtomic } from "./fsutil.js";
+import { ensureDir, linkFileAtomic, readJsonLines, removeTempFiles, writeFileAtomic } from "./fsutil.js";
 
 /** A run as found on disk at startup. */
 export interface LoadedRun {
@@ -97,6 +97,23 @@ export class RunStore {
     const dir = path.join(this.stageDir(id, stage), "artifacts");
     ensureDir(dir);
     writeFileAtomic(path.join(dir, name), bytes);
+  }
+
+  /**
+   * Publishes stage `from`'s result.json and the named artifacts under stage `to` as
+   * hard links: the same bytes on disk once, served identically under both names.
+   */
+  aliasStage(id: string, from: string, to: string, artifacts: string[]): void {
+    const src = this.stageDir(id, from);
+    const dest = this.stageDir(id, to);
+    ensureDir(dest);
+    linkFileAtomic(path.join(src, "result.json"), path.join(dest, "result.json"));
+    if (!artifacts.length) return;
+    ensureDir(path.join(dest, "artifacts"));
+    for (const name of artifacts) {
+      if (!isSafeId(name)) throw new Error(`unsafe artifact name ${JSON.stringify(name)}`);
+      linkFileAtomic(path.join(src, "artifacts", name), path.join(dest, "artifacts", name));
+    }
   }
 
   readArtifact(id: string, stage: string, name: string): Buffer | null {

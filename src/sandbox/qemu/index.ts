@@ -6,7 +6,9 @@
 import { accessSync, constants as fsc, existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import {
+  FileTooBigError,
   SandboxError,
+  capOutput,
   type ExecCommand,
   type ExecResult,
   type Sandbox,
@@ -15,7 +17,7 @@ import {
   type VmExit,
   type VmInfo,
 } from "../types.js";
-import { ProtocolError, buildExecScript, checkRelPath, type Frame } from "./protocol.js";
+import { MAX_FRAME_PAYLOAD, ProtocolError, buildExecScript, checkRelPath, type Frame } from "./protocol.js";
 import { QemuVm, tunedKernelArgs, type Accelerator, type Logger } from "./vm.js";
 
 export {
@@ -250,7 +252,7 @@ class QemuStageVm implements StageVm {
       "exec",
       (id) => {
         this.qvm.send("STDIN", id, 0, cmd.stdin);
-        this.qvm.send("EXEC", id, 0, Buffer.from(script, "utf8"));
+        this.qvm.send("EXEC", id, cmd.maxOutputBytes ?? 0, Buffer.from(script, "utf8"));
       },
       null,
       cmd.signal,
@@ -262,21 +264,28 @@ class QemuStageVm implements StageVm {
         }
       },
     );
-    const out = frames.filter((f) => f.type === "OUT").map((f) => f.payload);
-    const err = frames.filter((f) => f.type === "ERR").map((f) => f.payload);
+    const stream = (type: "OUT" | "ERR") => {
+      const got = frames.filter((f) => f.type === type);
+      // ARG is the full size (0 from images that predate the cap: then the payload is all of it).
+      return capOutput(Buffer.concat(got.map((f) => f.payload)), cmd.maxOutputBytes, got.reduce((n, f) => n + Math.max(f.arg, 0), 0));
+    };
+    const out = stream("OUT");
+    const err = stream("ERR");
     const exit = frames.find((f) => f.type === "EXIT")!;
-    return { exitCode: exit.arg, stdout: Buffer.concat(out), stderr: Buffer.concat(err) };
+    return { exitCode: exit.arg, stdout: out.kept, stderr: err.kept, stdoutBytes: out.total, stderrBytes: err.total };
   }
 
   async readFile(relPath: string, maxBytes: number): Promise<Buffer | null> {
     const bad = checkRelPath(relPath);
     if (bad) throw new SandboxError(`invalid workspace path: ${bad}`);
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) throw new SandboxError(`invalid maxBytes ${maxBytes}`);
-    const frames = await this.request("read", (id) => this.qvm.send("READ", id, maxBytes, Buffer.from(relPath, "utf8")), READ_TIMEOUT_MS);
+    // One file is one FILE frame: past the frame limit the guest must answer TOOBIG, never send it.
+    const limit = Math.min(maxBytes, MAX_FRAME_PAYLOAD);
+    const frames = await this.request("read", (id) => this.qvm.send("READ", id, limit, Buffer.from(relPath, "utf8")), READ_TIMEOUT_MS);
     const last = frames[frames.length - 1];
     if (last.type === "NOFILE") return null;
-    if (last.type === "TOOBIG") throw new SandboxError(`${relPath} is ${last.arg} bytes, over the ${maxBytes}-byte limit`);
-    if (last.payload.length > maxBytes) throw new SandboxError(`${relPath} is ${last.payload.length} bytes, over the ${maxBytes}-byte limit`);
+    if (last.type === "TOOBIG") throw new FileTooBigError(relPath, last.arg, limit);
+    if (last.payload.length > limit) throw new FileTooBigError(relPath, last.payload.length, limit);
     return last.payload;
   }
 

@@ -23,15 +23,20 @@
  *
  * Host -> guest
  *   STDIN    ID  payload = stdin bytes for the EXEC with the same ID (always sent first)
- *   EXEC     ID  payload = a POSIX sh script (see buildExecScript) run in /workspace in
- *                its own process group, stdin/stdout/stderr redirected to files
+ *   EXEC     ID  ARG = bytes of stdout and of stderr to send back (0: all); payload =
+ *                a POSIX sh script (see buildExecScript) run in /workspace in its own
+ *                process group, stdin/stdout/stderr redirected to files
  *   KILL     ID  SIGKILL the running program's process group (no reply; EXEC then
  *                completes with exit code 137)
  *   READ     ID  ARG = max bytes, payload = path relative to /workspace
  *   POWEROFF 0   sync and power off (no reply; QEMU exits)
  * Guest -> host
  *   READY    0   payload = guest kernel version (`uname -r`), sent once after boot
- *   OUT, ERR ID  payload = the program's stdout / stderr (sent before EXIT)
+ *   OUT, ERR ID  ARG = the stream's full size in bytes; payload = its first bytes, at
+ *                most the EXEC's ARG (sent before EXIT). Bounding output in the guest keeps
+ *                a flood off the host: it never crosses the channel, and no frame can
+ *                outgrow MAX_FRAME_PAYLOAD. (Guest images before the cap send ARG 0 and
+ *                everything; the host then truncates.)
  *   EXIT     ID  ARG = exit code (127 when the program was not found)
  *   FILE     ID  payload = file content;  NOFILE ID  the file does not exist
  *   TOOBIG   ID  ARG = actual size (larger than the READ's max bytes)
