@@ -192,7 +192,7 @@ export class RunService {
   private async execute(run: Run, exec: Execution, policy: RunPolicy): Promise<void> {
     let spec: RunSpec;
     try {
-      spec = await loadSpec(run.file.file);
+      spec = await loadSpec(run.file.file, { roots: this.deps.limits.specRoots });
     } catch (e) {
       const reason = e instanceof SpecError ? e.message : `cannot load spec: ${(e as Error).message}`;
       if (run.terminal) return;

@@ -1,4 +1,5 @@
 import { constants as fsc, promises as fsp } from "node:fs";
+import path from "node:path";
 import { Ajv, type ErrorObject } from "ajv";
 import { parseDocument } from "yaml";
 import { runSpecSchema } from "./schema.js";
@@ -31,20 +32,57 @@ export function describeAjvErrors(errors: ErrorObject[] | null | undefined, root
   return list.join("; ");
 }
 
+export interface SpecAccess {
+  /** When non-empty, only files whose real path lies under one of these directories are read. */
+  roots?: string[];
+}
+
+/**
+ * One message for every file that cannot be used, whatever the reason (missing,
+ * unreadable, not a regular file, outside the spec roots): a client must not learn
+ * which host paths exist from it.
+ */
+function unreadable(file: string, roots: string[]): SpecError {
+  return new SpecError(
+    `cannot open spec file ${file}: it does not exist, is not readable${roots.length ? ", is outside the allowed spec roots" : ""} or is not a regular file`,
+  );
+}
+
+const within = (p: string, root: string) => p === root || p.startsWith(root.endsWith("/") ? root : `${root}/`);
+
+/** Whether the opened file (its real path, symlinks resolved) lies under one of the roots. */
+async function underRoots(handle: fsp.FileHandle, file: string, roots: string[]): Promise<boolean> {
+  let real: string;
+  try {
+    // The path of what was actually opened: no window for a symlink swap after the check.
+    real = await fsp.readlink(`/proc/self/fd/${handle.fd}`);
+  } catch {
+    real = await fsp.realpath(file).catch(() => "");
+  }
+  if (!path.isAbsolute(real)) return false;
+  for (const root of roots) {
+    const r = await fsp.realpath(root).catch(() => null);
+    if (r && within(real, r)) return true;
+  }
+  return false;
+}
+
 /**
  * Reads a spec file safely: only regular files (a symlink to a device or a FIFO is
- * refused without blocking, thanks to O_NONBLOCK), bounded size, text only.
+ * refused without blocking, thanks to O_NONBLOCK), under the spec roots when there
+ * are any, bounded size, text only.
  */
-async function readSpecFile(file: string): Promise<string> {
+async function readSpecFile(file: string, roots: string[]): Promise<string> {
   let handle: fsp.FileHandle;
   try {
     handle = await fsp.open(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
-  } catch (e) {
-    throw new SpecError(`cannot open spec file ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  } catch {
+    throw unreadable(file, roots);
   }
   try {
+    if (roots.length && !(await underRoots(handle, file, roots))) throw unreadable(file, roots);
     const st = await handle.stat();
-    if (!st.isFile()) throw new SpecError(`spec file ${file} is not a regular file`);
+    if (!st.isFile()) throw unreadable(file, roots);
     if (st.size > MAX_SPEC_BYTES) throw new SpecError(`spec file ${file} is ${st.size} bytes (limit ${MAX_SPEC_BYTES})`);
     const buf = Buffer.alloc(MAX_SPEC_BYTES + 1);
     const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
@@ -61,28 +99,56 @@ async function readSpecFile(file: string): Promise<string> {
   }
 }
 
+/** "line L, column C" of a character offset. */
+function lineColumn(text: string, offset: number): string {
+  const before = text.slice(0, Math.max(0, Math.min(offset, text.length)));
+  const line = before.split("\n").length;
+  return `line ${line}, column ${before.length - before.lastIndexOf("\n")}`;
+}
+
+/**
+ * Parses a spec's text. Parser messages are not passed on as they are: they quote the
+ * source (V8's JSON messages and some YAML ones do), and a spec file may be any host
+ * file. Errors name the file, the kind of problem and where it is, never its content.
+ */
 export function parseSpecText(text: string, yamlFormat: boolean, file: string): unknown {
   if (!yamlFormat) {
     try {
       return JSON.parse(text);
     } catch (e) {
-      throw new SpecError(`spec file ${file} is not valid JSON: ${(e as Error).message}`);
+      const pos = /\bposition (\d+)/.exec((e as Error).message);
+      throw new SpecError(`spec file ${file} is not valid JSON${pos ? ` (at ${lineColumn(text, Number(pos[1]))})` : ""}`);
     }
   }
-  // maxAliasCount bounds alias expansion, so a "billion laughs" document fails fast.
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false });
-  if (doc.errors.length) throw new SpecError(`spec file ${file} is not valid YAML: ${doc.errors[0].message}`);
+  if (doc.errors.length) {
+    const err = doc.errors[0];
+    const what = err.code.toLowerCase().replace(/_/g, " ");
+    throw new SpecError(`spec file ${file} is not valid YAML: ${what} at ${lineColumn(text, err.pos[0])}`);
+  }
   try {
+    // maxAliasCount bounds alias expansion, so a "billion laughs" document fails fast.
     return doc.toJS({ maxAliasCount: 100 });
   } catch (e) {
-    throw new SpecError(`spec file ${file} is not usable YAML: ${(e as Error).message}`);
+    const why = /excessive alias count/i.test((e as Error).message) ? "too many alias expansions" : /alias/i.test((e as Error).message) ? "an alias without its anchor" : "it cannot be converted to data";
+    throw new SpecError(`spec file ${file} is not usable YAML: ${why}`);
   }
 }
 
+/**
+ * A document that is not even shaped like a spec (no mapping with api_version) is
+ * refused without listing its keys: they are content of whatever file was named.
+ */
+function checkShape(raw: unknown, file: string): void {
+  if (!raw || typeof raw !== "object" || Array.isArray(raw) || !("api_version" in raw))
+    throw new SpecError(`invalid spec ${file}: not a run spec (expected a mapping with api_version, kind and name)`);
+}
+
 /** Load, validate and plan-check a run spec. Throws SpecError naming the problem. */
-export async function loadSpec(file: string): Promise<RunSpec> {
-  const text = await readSpecFile(file);
+export async function loadSpec(file: string, access: SpecAccess = {}): Promise<RunSpec> {
+  const text = await readSpecFile(file, access.roots ?? []);
   const raw = parseSpecText(text, /\.ya?ml$/i.test(file), file);
+  checkShape(raw, file);
   if (!validateSpec(raw)) throw new SpecError(`invalid spec ${file}: ${describeAjvErrors(validateSpec.errors, "spec")}`);
   checkPlan(raw);
   return raw;
