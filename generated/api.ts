@@ -261,6 +261,25 @@ export interface components {
             state: components["schemas"]["RunStatus"];
             terminal_event_id: string | null;
         };
+        /**
+         * @description One entry of a run's append-only event log. Bounds on what a run may emit are
+         *     reported as events (level `warn`), never as errors of the API:
+         *     - `stage.output_truncated` (v2 `StageOutputTruncated`, `stream` and `stage_name`
+         *       set): a stage attempt wrote more to stdout or stderr than the daemon's
+         *       `--max-stage-output`; only the first bytes were kept (and are what piping,
+         *       `report.output` and `log.chunk` see). Payload
+         *       `{stream, kept_bytes, total_bytes, limit_bytes}`.
+         *     - `log.truncated` (v2 `LogTruncated`, `stream` set): the output step had more
+         *       lines than `--max-output-events`; that many `log.chunk` events were emitted,
+         *       then this one, then `log.closed`. Payload
+         *       `{kept_lines, dropped_lines, total_lines, limit_lines}`.
+         *     - `stage.artifacts_dropped` (v2 `StageArtifactsDropped`, `stage_name` set):
+         *       artifacts listed in the stage's result.json that were not stored (a name
+         *       listed twice, or over the per-stage `--max-artifacts` / `--max-artifact-bytes`
+         *       quotas). Payload `{dropped_count, dropped: [{name, reason, size_bytes?}],
+         *       stored_count, stored_bytes, max_artifacts, max_artifact_bytes}`; `reason` is
+         *       `duplicate_name`, `over_count_quota` or `over_byte_quota`.
+         */
         RunEvent: {
             ts_ms: number;
             /** @enum {string} */
