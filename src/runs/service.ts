@@ -269,8 +269,13 @@ export class RunService {
     // A workflow's output step is also published under the stage name `main`: the same files (hard links), not copies.
     if (result.report.kind === "workflow" && result.publishStage && exec.outputs.has(result.publishStage) && result.publishStage !== "main") {
       const out = exec.outputs.get(result.publishStage)!;
-      this.deps.store.aliasStage(run.id, result.publishStage, "main", out.artifacts.map((a) => a.name));
-      exec.outputs.set("main", out);
+      try {
+        this.deps.store.aliasStage(run.id, result.publishStage, "main", out.artifacts.map((a) => a.name));
+        exec.outputs.set("main", out);
+      } catch (e) {
+        // The output step's own files are published; `main` is only missing from the manifest.
+        this.deps.log.error({ run_id: run.id, err: String(e) }, "cannot publish the output step as main");
+      }
     }
     const { problem } = this.publication(run, exec, result);
     const fields = { report: result.report, exit_code: result.exitCode };
