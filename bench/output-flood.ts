@@ -118,7 +118,7 @@ async function main(): Promise<void> {
       kind: "workflow",
       name: "flood",
       sandbox: { mode: "local", memory_mb: 256 },
-      workflow: { steps: [{ name: "flood", run: { program: "sh", args: ["-c", `yes | head -n ${LINES}`] } }] },
+      workflow: { steps: [{ name: "flood", run: { program: "sh", args: ["-c", `echo '{"status":"ok"}' > result.json; yes | head -n ${LINES}`] } }] },
     }),
   );
   const mock = path.join(dir, "mock.json");

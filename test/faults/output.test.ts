@@ -301,7 +301,7 @@ describe.skipIf(!qemuReady)(`row 1 in a micro-VM (built daemon)${qemuReady ? "" 
       kind: "workflow",
       name: "flood",
       sandbox: { mode: "local", memory_mb: 256 },
-      workflow: { steps: [{ name: "flood", run: { program: "sh", args: ["-c", "yes | head -n 1000000"] } }] },
+      workflow: { steps: [{ name: "flood", run: { program: "sh", args: ["-c", `echo '{"status":"ok"}' > result.json; yes | head -n 1000000`] } }] },
     };
     const file = path.join(home, "flood.json");
     fs.writeFileSync(file, JSON.stringify(spec));
