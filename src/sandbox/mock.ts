@@ -24,10 +24,15 @@ export class MockSandbox implements Sandbox {
   readonly kind = "mock" as const;
   /** Absolute guest path → content. */
   readonly files = new Map<string, Buffer>();
-  constructor(private readonly opts: MockSandboxOptions = {}) {}
+  /** Bytes in `files` (kept as writes happen: a spec with many writes must not rescan the workspace each time). */
+  usedBytes = 0;
+  readonly maxWorkspaceBytes: number;
+  constructor(opts: MockSandboxOptions = {}) {
+    this.maxWorkspaceBytes = opts.maxWorkspaceBytes ?? Infinity;
+  }
 
   async open(_opts: StageVmOptions): Promise<StageVm> {
-    return new MockStage(this.files, this.opts.maxWorkspaceBytes ?? Infinity);
+    return new MockStage(this);
   }
 }
 
@@ -75,14 +80,14 @@ class MockStage implements StageVm {
   private stopped = false;
   /** Bytes of output one command may produce: more could go nowhere (stdout is capped, files are bounded). */
   private produceMax = Infinity;
-  constructor(
-    private readonly files: Map<string, Buffer>,
-    private readonly maxWorkspaceBytes: number,
-  ) {}
+  private readonly files: Map<string, Buffer>;
+  constructor(private readonly ws: MockSandbox) {
+    this.files = ws.files;
+  }
 
   async exec(cmd: ExecCommand): Promise<ExecResult> {
     const outMax = cmd.maxOutputBytes ?? Infinity;
-    this.produceMax = Math.max(outMax === Infinity ? 0 : outMax, this.maxWorkspaceBytes);
+    this.produceMax = Math.max(outMax === Infinity ? 0 : outMax, this.ws.maxWorkspaceBytes);
     const r = await this.run(cmd.program, cmd.args, cmd.stdin, cmd.signal, cmd.env, outMax);
     const out = capOutput(Buffer.isBuffer(r.out) ? r.out : enc(r.out), cmd.maxOutputBytes, r.outTotal);
     const err = capOutput(enc(r.err), cmd.maxOutputBytes);
@@ -232,13 +237,15 @@ class MockStage implements StageVm {
   /** Like a write to a full tmpfs: what does not fit is not written and the write fails. */
   private writeFile(p: string, data: Buffer, append: boolean): boolean {
     const key = resolvePath(p);
-    const prev = append ? this.files.get(key) : undefined;
-    let used = 0;
-    for (const [k, b] of this.files) if (k !== key) used += b.length;
-    const room = this.maxWorkspaceBytes - used - (prev?.length ?? 0);
+    const old = this.files.get(key);
+    const prev = append ? old : undefined;
+    const others = this.ws.usedBytes - (old?.length ?? 0);
+    const room = this.ws.maxWorkspaceBytes - others - (prev?.length ?? 0);
     const fits = data.length <= room;
     const written = fits ? data : Buffer.from(data.subarray(0, Math.max(0, room)));
-    this.files.set(key, prev ? Buffer.concat([prev, written]) : written);
+    const next = prev ? Buffer.concat([prev, written]) : written;
+    this.files.set(key, next);
+    this.ws.usedBytes = others + next.length;
     return fits;
   }
 }
