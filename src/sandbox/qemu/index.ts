@@ -248,11 +248,13 @@ class QemuStageVm implements StageVm {
     } catch (e) {
       throw new SandboxError(`cannot run ${cmd.program}: ${(e as Error).message}`);
     }
+    // Each stream comes back as one frame: never ask for more than a frame may carry.
+    const cap = Math.min(cmd.maxOutputBytes ?? MAX_FRAME_PAYLOAD, MAX_FRAME_PAYLOAD);
     const frames = await this.request(
       "exec",
       (id) => {
         this.qvm.send("STDIN", id, 0, cmd.stdin);
-        this.qvm.send("EXEC", id, cmd.maxOutputBytes ?? 0, Buffer.from(script, "utf8"));
+        this.qvm.send("EXEC", id, cap, Buffer.from(script, "utf8"));
       },
       null,
       cmd.signal,
@@ -267,7 +269,7 @@ class QemuStageVm implements StageVm {
     const stream = (type: "OUT" | "ERR") => {
       const got = frames.filter((f) => f.type === type);
       // ARG is the full size (0 from images that predate the cap: then the payload is all of it).
-      return capOutput(Buffer.concat(got.map((f) => f.payload)), cmd.maxOutputBytes, got.reduce((n, f) => n + Math.max(f.arg, 0), 0));
+      return capOutput(Buffer.concat(got.map((f) => f.payload)), cap, got.reduce((n, f) => n + Math.max(f.arg, 0), 0));
     };
     const out = stream("OUT");
     const err = stream("ERR");
