@@ -69,7 +69,8 @@ function appendOutputLines(run: Run, output: string, maxLines: number): void {
   for (let at = 0, kept = 0; ; kept++) {
     if (kept === maxLines) {
       let dropped = 1;
-      for (let i = text.indexOf("\n", at); i >= 0; i = text.indexOf("\n", i + 1)) dropped++;
+      // A plain scan: up to max-stage-output bytes of one-character lines, so no call per line.
+      for (let i = at; i < text.length; i++) if (text.charCodeAt(i) === 10) dropped++;
       run.append({
         type: "log.truncated",
         level: "warn",

@@ -99,6 +99,9 @@ export interface DecoderOptions {
  */
 export class FrameDecoder {
   private buf: Buffer = Buffer.alloc(0);
+  /** Chunks of a pending payload not yet joined into `buf` (joined once, when complete). */
+  private parts: Buffer[] = [];
+  private partsBytes = 0;
   private pending: { type: string; id: number; arg: number; len: number; crc: string } | null = null;
   private failed: ProtocolError | null = null;
   private readonly allowNoise: boolean;
@@ -113,12 +116,22 @@ export class FrameDecoder {
 
   /** Bytes buffered but not yet part of a complete frame. */
   get bufferedBytes(): number {
-    return this.buf.length;
+    return this.buf.length + this.partsBytes;
   }
 
   push(chunk: Buffer): Frame[] {
     if (this.failed) throw this.failed;
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    // While a payload is incomplete, chunks are only collected: joining each one into the
+    // buffer would copy a large payload once per chunk (quadratic in its size).
+    if (this.pending && this.buf.length + this.partsBytes + chunk.length < this.pending.len) {
+      this.parts.push(chunk);
+      this.partsBytes += chunk.length;
+      return [];
+    }
+    const pieces = this.buf.length ? [this.buf, ...this.parts, chunk] : [...this.parts, chunk];
+    this.parts = [];
+    this.partsBytes = 0;
+    this.buf = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces);
     const out: Frame[] = [];
     try {
       for (;;) {
@@ -129,6 +142,8 @@ export class FrameDecoder {
     } catch (e) {
       this.failed = e instanceof ProtocolError ? e : new ProtocolError(String(e));
       this.buf = Buffer.alloc(0);
+      this.parts = [];
+      this.partsBytes = 0;
       throw this.failed;
     }
     return out;
@@ -190,7 +205,7 @@ export class FrameDecoder {
   end(): void {
     if (this.failed) return;
     if (this.pending) {
-      throw new ProtocolError(`truncated frame: ${this.pending.type} expected ${this.pending.len} payload bytes, got ${this.buf.length}`);
+      throw new ProtocolError(`truncated frame: ${this.pending.type} expected ${this.pending.len} payload bytes, got ${this.buf.length + this.partsBytes}`);
     }
     if (this.buf.length > 0 && !this.allowNoise) {
       throw new ProtocolError(`truncated frame header: ${preview(this.buf)}`);
