@@ -4,6 +4,7 @@ import { runEngine } from "../../src/engine/index.js";
 import { DEFAULT_POLICY, type EngineEvent } from "../../src/engine/types.js";
 import { DEFAULT_LIMITS } from "../../src/limits.js";
 import { MockSandbox } from "../../src/sandbox/mock.js";
+import { FrameDecoder, ProtocolError, encodeFrame } from "../../src/sandbox/qemu/protocol.js";
 import { FileTooBigError, type Sandbox, type StageVm } from "../../src/sandbox/types.js";
 import type { RunSpec } from "../../src/spec/types.js";
 
@@ -85,5 +86,33 @@ describe("engine bounds", () => {
       { stream: "stdout", kept_bytes: 256, total_bytes: 10_000, limit_bytes: 256 },
       { stream: "stderr", kept_bytes: 256, total_bytes: 300, limit_bytes: 256 },
     ]);
+  });
+});
+
+describe("frame decoder with a large payload in small chunks", () => {
+  // Before: every chunk was joined into the buffer (quadratic copying for a large OUT frame).
+  it("decodes a 1 MiB frame sent 4 KiB at a time, with the next frame in the last chunk", () => {
+    const payload = Buffer.alloc(1024 * 1024, "y");
+    const wire = Buffer.concat([encodeFrame("OUT", 3, 2_000_000, payload), encodeFrame("EXIT", 3, 0)]);
+    const d = new FrameDecoder();
+    const frames = [];
+    for (let i = 0; i < wire.length; i += 4096) {
+      frames.push(...d.push(wire.subarray(i, i + 4096)));
+      if (frames.length === 0 && i > 0) expect(d.bufferedBytes).toBe(i + 4096 - wire.indexOf(0x0a) - 1);
+    }
+    expect(frames.map((f) => [f.type, f.id, f.arg, f.payload.length])).toEqual([
+      ["OUT", 3, 2_000_000, payload.length],
+      ["EXIT", 3, 0, 0],
+    ]);
+    expect(frames[0].payload.equals(payload)).toBe(true);
+    expect(() => d.end()).not.toThrow();
+  });
+
+  it("a stream cut inside a collected payload is a truncated frame", () => {
+    const wire = encodeFrame("OUT", 1, 0, Buffer.alloc(100_000, "z"));
+    const d = new FrameDecoder();
+    for (let i = 0; i < 50_000; i += 1000) d.push(wire.subarray(i, i + 1000));
+    expect(() => d.end()).toThrow(ProtocolError);
+    expect(() => d.end()).toThrow(/expected 100000 payload bytes, got \d+/);
   });
 });
