@@ -980,7 +980,12 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The artifact, byte for byte, with the manifest's media type. */
+            /**
+             * @description The artifact, byte for byte. Its Content-Type is the `media_type` the stage's
+             *     result.json gave the artifact, as listed in the run's `artifact_publication`
+             *     manifest (e.g. `text/markdown`); `application/octet-stream` when it gave none or
+             *     gave something that is not a media type (`type/subtype`).
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -988,6 +993,8 @@ export interface operations {
                 content: {
                     /** @example hello artifact */
                     "application/octet-stream": string;
+                    /** @example hello artifact */
+                    "*/*": string;
                 };
             };
             400: components["responses"]["InvalidParams"];
