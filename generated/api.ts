@@ -405,7 +405,7 @@ export interface components {
         };
     };
     responses: {
-        /** @description Missing or wrong bearer token on a TCP listener. */
+        /** @description Missing or wrong bearer token on a TCP listener that requires one (not sent by a `--no-auth` daemon or on the Unix socket). */
         Unauthorized: {
             headers: {
                 [name: string]: unknown;
@@ -621,6 +621,7 @@ export interface operations {
                     "application/json": components["schemas"]["RunList"];
                 };
             };
+            400: components["responses"]["InvalidParams"];
             401: components["responses"]["Unauthorized"];
         };
     };

@@ -123,14 +123,14 @@ export function createApp(opts: AppOptions): express.Express {
    * rather than api.handleRequest(), which parses each request four times.
    */
   app.use((req: Request, res: Response) => {
+    const request = { method: req.method, path: req.path, query: req.query as Record<string, string | string[]>, headers: req.headers as Record<string, string | string[]>, body: undefined as unknown };
+    const route = match(req.method, req.path);
+    if (!route) throw new ApiError("NOT_FOUND", "route not found"); // before the body: an unknown route is 404 whatever it carries
     try {
       decodeURIComponent(req.path); // path parameters are decoded by the router: reject what cannot be
     } catch {
       throw new ApiError("INVALID_PARAMS", "path: not valid percent-encoding");
     }
-    const request = { method: req.method, path: req.path, query: req.query as Record<string, string | string[]>, headers: req.headers as Record<string, string | string[]>, body: undefined as unknown };
-    const route = match(req.method, req.path);
-    if (!route) throw new ApiError("NOT_FOUND", "route not found"); // before the body: an unknown route is 404 whatever it carries
     const { op } = route;
     request.body = parseBody(req.body);
     request.query = Object.fromEntries(Object.entries(request.query).filter(([k]) => route.query.has(k)));

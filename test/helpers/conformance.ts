@@ -128,7 +128,7 @@ export function replyViolations(reply: Reply): Violation[] {
 export function describeViolations(reply: Pick<Reply, "method" | "path" | "status">, violations: Violation[]): string {
   const op = violations[0]?.operation ?? operationOf(reply);
   return (
-    `reply does not conform to openapi.yaml: ${reply.method} ${reply.path} → ${reply.status} (${op})\n` +
+    `reply does not conform to openapi.yaml: ${reply.method} ${reply.path} → ${reply.status} ${op === NO_OPERATION ? op : `(${op})`}\n` +
     violations.map((v) => `  - [${v.rule}] ${v.message}`).join("\n")
   );
 }
