@@ -63,7 +63,7 @@ function expectRule(err: ConformanceError, operation: string, status: number, ru
   expect(v).toMatchObject({ operation, status });
   expect(v.message).toMatch(message);
   // The test failure names the operation, the status and the rule.
-  expect(err.message).toContain(`(${operation})`);
+  expect(err.message).toContain(operation.startsWith("(") ? operation : `(${operation})`);
   expect(err.message).toContain(`→ ${status}`);
   expect(err.message).toContain(`[${rule}]`);
 }
