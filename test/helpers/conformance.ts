@@ -75,11 +75,14 @@ export function replyViolations(reply: Reply): Violation[] {
     add("transport", `Content-Length ${headers["content-length"]} but ${bytes.length} body bytes`);
 
   if (!op) {
-    // The spec's routes are all there is; anything else is the ApiError 404 every non-2xx reply is.
-    if (reply.status !== 404) add("route", `${reply.method} ${pathname} is not an operation of the spec and answered ${reply.status}, not 404`);
+    // The spec's operations are all there is: anything else is an ApiError 404 NOT_FOUND, or
+    // 401 UNAUTHORIZED first where the listener requires a token (as the spec's description says).
     const parsed = parseJson(text);
     const problems = parsed.ok ? validateSchema("ApiError", parsed.value) : [`not JSON (${parsed.error})`];
     for (const p of problems) add("body", `ApiError: ${p}`);
+    const code = parsed.ok ? (parsed.value as { code?: unknown } | null)?.code : undefined;
+    const allowed = reply.status === 404 ? code === undefined || code === "NOT_FOUND" : reply.status === 401 && code === "UNAUTHORIZED";
+    if (!allowed) add("route", `${reply.method} ${pathname} is not an operation of the spec and answered ${reply.status}${typeof code === "string" ? ` ${code}` : ""}, not 404 NOT_FOUND (or 401 UNAUTHORIZED)`);
     return violations;
   }
 

@@ -110,8 +110,13 @@ describe("conformance gate", () => {
   });
 
   it("fails a route the spec does not have unless it is the ApiError 404", async () => {
-    expectRule(await rejected("GET", "/v2/runs", json(200, { runs: [] })), "(no operation)", 200, "route", /not an operation of the spec and answered 200, not 404/);
+    expectRule(await rejected("GET", "/v2/runs", json(200, { runs: [] })), "(no operation)", 200, "route", /not an operation of the spec and answered 200, not 404 NOT_FOUND/);
     expectRule(await rejected("DELETE", "/v1/runs", json(404, { error: "nope" })), "(no operation)", 404, "body", /ApiError/);
+    expectRule(await rejected("GET", "/v1/nope", json(404, { ...NOT_FOUND, code: "INVALID_PARAMS" })), "(no operation)", 404, "route", /answered 404 INVALID_PARAMS/);
+    // 401 first on a listener that requires a token is allowed; any other 401 is not.
+    next = json(401, { code: "UNAUTHORIZED", message: "missing or invalid bearer token", retryable: false });
+    expect((await client.get("/v1/nope")).status).toBe(401);
+    expectRule(await rejected("GET", "/v1/nope", json(401, NOT_FOUND)), "(no operation)", 401, "route", /answered 401 NOT_FOUND/);
   });
 
   it("fails a reply without one explicit Content-Length", async () => {
@@ -121,9 +126,9 @@ describe("conformance gate", () => {
   });
 
   it("counts what it checked and what it failed (the numbers behind the run's summary line)", () => {
-    // 5 conforming replies above, then 13 drifted ones.
-    expect(tally.checked).toBe(18);
-    expect(tally.violations).toBe(13);
+    // 6 conforming replies, 15 drifted ones.
+    expect(tally.checked).toBe(21);
+    expect(tally.violations).toBe(15);
     expect(tally.pairs["getRun 500"]).toBe(1);
     expect(tally.examples[0]).toMatch(/^reply does not conform to openapi\.yaml: GET \/v1\/runs\/x → 500 \(getRun\)/);
   });
