@@ -71,8 +71,14 @@ export function replyViolations(reply: Reply): Violation[] {
   // Transport: one reply, one explicit length (orchestrators read to Content-Length or EOF).
   if (/chunked/i.test(headers["transfer-encoding"] ?? "")) add("transport", "chunked transfer-encoding");
   if (headers["content-length"] === undefined) add("transport", "no Content-Length");
-  else if (!headers["content-encoding"] && Number(headers["content-length"]) !== bytes.length)
+  else if (!headers["content-encoding"] && reply.method.toUpperCase() !== "HEAD" && Number(headers["content-length"]) !== bytes.length)
     add("transport", `Content-Length ${headers["content-length"]} but ${bytes.length} body bytes`);
+
+  // No operation of the spec is HEAD, and a HEAD reply has no body to check.
+  if (reply.method.toUpperCase() === "HEAD") {
+    if (!op && reply.status !== 404 && reply.status !== 401) add("route", `HEAD ${pathname} is not an operation of the spec and answered ${reply.status}, not 404 (or 401)`);
+    return violations;
+  }
 
   if (!op) {
     // The spec's operations are all there is: anything else is an ApiError 404 NOT_FOUND, or

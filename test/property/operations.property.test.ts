@@ -40,7 +40,7 @@ const segment = () =>
   );
 
 const queryFor = (names: string[]) =>
-  fc.dictionary(fc.constantFrom(...names, "extra", "state", "api_version", "from_event_id"), fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom("v2", "active", "terminal")), { maxKeys: 4 });
+  fc.dictionary(fc.constantFrom(...names, "extra", "state", "api_version", "from_event_id"), fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom("v2", "active", "terminal", "x".repeat(65), "y".repeat(129))), { maxKeys: 4 });
 
 function bodyArbitrary(op: OperationInfo): fc.Arbitrary<{ raw?: string; json?: unknown } | undefined> {
   // openapi-backend has dereferenced the spec; the generator gets its own copy.

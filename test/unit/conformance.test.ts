@@ -119,6 +119,12 @@ describe("conformance gate", () => {
     expectRule(await rejected("GET", "/v1/nope", json(401, NOT_FOUND)), "(no operation)", 401, "route", /answered 401 NOT_FOUND/);
   });
 
+  it("a HEAD reply: no body to check, its status still must be 404 (or 401) outside the operations", () => {
+    const headers = { "content-type": "application/json; charset=utf-8", "content-length": "61" };
+    expect(replyViolations({ method: "HEAD", path: "/v1/health", status: 404, headers, body: "" })).toEqual([]);
+    expect(replyViolations({ method: "HEAD", path: "/v1/health", status: 200, headers, body: "" }).map((v) => v.rule)).toEqual(["route"]);
+  });
+
   it("fails a reply without one explicit Content-Length", async () => {
     const err = await rejected("GET", "/v1/health", { ...json(200, HEALTH), chunked: true });
     expectRule(err, "getHealth", 200, "transport", /chunked/);
