@@ -12,6 +12,7 @@ import { ApiClient } from "../helpers/http.js";
 import { writeFixtures, waitForTerminal, type Fixtures } from "../helpers/runs.js";
 import { startInProcess, startPrismProxy, type Target } from "../helpers/targets.js";
 import { workflow, writeSpec } from "../unit/_helpers.js";
+import { request } from "../reliability/harness.js";
 
 let daemon: Target;
 let proxy: Target;
@@ -124,6 +125,19 @@ describe("through Prism's validating proxy (--errors), a client sees what the da
 });
 
 describe("what the gate holds the daemon to beyond the proxy", () => {
+  it("a body sent to an operation that takes none is not read: no 413 or 400 its spec entry does not declare", async () => {
+    // Bodies used to be read (and capped, and parsed) on every route: a GET with 5 MiB got 413, one with "{" 400.
+    const big = Buffer.alloc(5 * 1024 * 1024, "a");
+    for (const [body, what] of [[big, "5 MiB"], [Buffer.from("{"), "malformed JSON"]] as const) {
+      expect((await request(daemon.url, "/v1/health", { method: "GET", body, raw: true })).status, `health with ${what}`).toBe(200);
+      expect((await request(daemon.url, "/v1/runs/no-such-run", { method: "GET", body, raw: true })).status, `getRun with ${what}`).toBe(404);
+      expect((await request(daemon.url, "/v1/nope", { method: "POST", body, raw: true })).status, `unknown route with ${what}`).toBe(404);
+    }
+    // An operation that takes a body still caps it.
+    const capped = await request(daemon.url, "/v1/runs", { method: "POST", body: big, raw: true });
+    expect(capped.status).toBe(413);
+  });
+
   it("a path that is no route is 404 NOT_FOUND, even when it is not valid percent-encoding", async () => {
     for (const path of ["/v1/health%ZZ", "/v1/nope%E0%A4%A"]) {
       const res = await direct.get(path);
