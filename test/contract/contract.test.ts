@@ -1,7 +1,7 @@
 // HTTP contract suite: CONTRACT.md sections 2–9 and 12 (items 1–3), run unchanged against
 //   (a) the in-process server, (b) the daemon as a separate process, (c) the Prism mock.
-// Every reply is validated against openapi.yaml by the ApiClient (declared status + schema +
-// Content-Length) before a test looks at it.
+// Every reply passes the conformance gate (test/helpers/conformance.ts: declared status,
+// media type, headers and body schema, one Content-Length) before a test looks at it.
 //
 // ─── Prism relaxation list ────────────────────────────────────────────────────────────────
 // Prism answers from openapi.yaml alone, so it cannot know what needs state or semantics.

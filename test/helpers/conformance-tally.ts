@@ -10,7 +10,7 @@ export interface Tally {
   violations: number;
   /** "operationId status" → replies checked. */
   pairs: Record<string, number>;
-  /** The first few violations, described. */
+  /** The latest few violations, described. */
   examples: string[];
 }
 

@@ -164,7 +164,8 @@ export function createGate(into: Tally): Gate {
     if (violations.length === 0) return;
     into.violations += 1;
     const err = new ConformanceError(reply, violations);
-    if (into.examples.length < 20) into.examples.push(err.message);
+    into.examples.push(err.message);
+    if (into.examples.length > 20) into.examples.shift(); // the latest few
     throw err;
   };
 }
