@@ -48,6 +48,8 @@ async function both(method: string, path: string, init: { json?: unknown; raw?: 
     headers: { ...(body !== undefined ? { "content-type": "application/json" } : {}), ...init.headers },
   });
   const bytes = Buffer.from(await viaProxy.arrayBuffer());
+  // Prism lists every request/reply violation it found (warnings included) in this header.
+  expect(viaProxy.headers.get("sl-violations"), `${method} ${path}: Prism's violations`).toBeNull();
   const seen = (status: number, contentType: string, b: Buffer): Seen => ({
     status,
     contentType: contentType.split(";")[0]!,

@@ -29,7 +29,7 @@ export interface Reply {
 
 const NO_OPERATION = "(no operation)";
 
-// The path exactly as sent: a URL parser would resolve `..` and `%2e%2e`, which the server never sees.
+// The path exactly as sent: the server routes it raw, while a URL parser would resolve `..` and `%2e%2e`.
 const pathOf = (reply: Pick<Reply, "path">) => reply.path.split(/[?#]/)[0]!;
 const operationOf = (reply: Pick<Reply, "method" | "path">) => matchOperation(reply.method, pathOf(reply))?.operationId ?? NO_OPERATION;
 
