@@ -7,7 +7,7 @@ import type { Handler } from "../handler.js";
 const MEDIA_TYPE = /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+([ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=("[ !#-\[\]-~]*"|[A-Za-z0-9!#$&^_.+-]+))*$/;
 
 /** The Content-Type an artifact is served with: its declared media type when it is one (a guest wrote it). */
-export function servedMediaType(declared: string | undefined): string {
+function servedMediaType(declared: string | undefined): string {
   return declared !== undefined && declared.length <= 255 && MEDIA_TYPE.test(declared) ? declared : "application/octet-stream";
 }
 
