@@ -9,5 +9,9 @@ export default defineConfig({
     pool: "forks",
     // Child processes (daemon, Prism) are started and stopped inside each file's hooks.
     teardownTimeout: 20_000,
+    // The reply conformance gate: per-file tallies, one summary line (and a failure on any
+    // violation) at the end of the run.
+    globalSetup: ["test/helpers/conformance-global.ts"],
+    setupFiles: ["test/helpers/conformance-setup.ts"],
   },
 });

@@ -424,7 +424,7 @@ export interface components {
         };
     };
     responses: {
-        /** @description Missing or wrong bearer token on a TCP listener. */
+        /** @description Missing or wrong bearer token on a TCP listener that requires one (not sent by a `--no-auth` daemon or on the Unix socket). */
         Unauthorized: {
             headers: {
                 [name: string]: unknown;
@@ -640,6 +640,7 @@ export interface operations {
                     "application/json": components["schemas"]["RunList"];
                 };
             };
+            400: components["responses"]["InvalidParams"];
             401: components["responses"]["Unauthorized"];
         };
     };
@@ -999,7 +1000,12 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The artifact, byte for byte, with the manifest's media type. */
+            /**
+             * @description The artifact, byte for byte. Its Content-Type is the `media_type` the stage's
+             *     result.json gave the artifact, as listed in the run's `artifact_publication`
+             *     manifest (e.g. `text/markdown`); `application/octet-stream` when it gave none or
+             *     gave something that is not a media type (`type/subtype`).
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1007,6 +1013,8 @@ export interface operations {
                 content: {
                     /** @example hello artifact */
                     "application/octet-stream": string;
+                    /** @example hello artifact */
+                    "*/*": string;
                 };
             };
             400: components["responses"]["InvalidParams"];

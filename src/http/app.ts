@@ -116,21 +116,32 @@ export function createApp(opts: AppOptions): express.Express {
     next();
   });
   if (opts.token !== null) app.use(bearerAuth(opts.token));
-  app.use(express.raw({ type: () => true, limit: BODY_LIMIT_BYTES }));
+  const readBody = express.raw({ type: () => true, limit: BODY_LIMIT_BYTES });
+  /**
+   * Routed before the body is read: an unknown route is 404 whatever it carries, and only
+   * operations that take a body read one (up to the cap, else 413); the others never look
+   * at what they were sent, so they answer nothing their spec entry does not declare.
+   */
+  app.use((req: Request, res: Response, next) => {
+    const route = match(req.method, req.path);
+    if (!route) return next(new ApiError("NOT_FOUND", "route not found"));
+    res.locals.route = route;
+    if (route.op.requestBody) return readBody(req, res, next);
+    next();
+  });
   /**
    * Routing and validation are openapi-backend's (its router and its ajv request
    * validator); dispatch is by operationId into `opts.handlers`. We call the pieces
    * rather than api.handleRequest(), which parses each request four times.
    */
   app.use((req: Request, res: Response) => {
+    const request = { method: req.method, path: req.path, query: req.query as Record<string, string | string[]>, headers: req.headers as Record<string, string | string[]>, body: undefined as unknown };
+    const route = res.locals.route as Route;
     try {
       decodeURIComponent(req.path); // path parameters are decoded by the router: reject what cannot be
     } catch {
       throw new ApiError("INVALID_PARAMS", "path: not valid percent-encoding");
     }
-    const request = { method: req.method, path: req.path, query: req.query as Record<string, string | string[]>, headers: req.headers as Record<string, string | string[]>, body: undefined as unknown };
-    const route = match(req.method, req.path);
-    if (!route) throw new ApiError("NOT_FOUND", "route not found"); // before the body: an unknown route is 404 whatever it carries
     const { op } = route;
     request.body = parseBody(req.body);
     request.query = Object.fromEntries(Object.entries(request.query).filter(([k]) => route.query.has(k)));

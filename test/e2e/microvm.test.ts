@@ -9,7 +9,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDaemon, type Daemon } from "../../src/server.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
-import { validateResponse } from "../helpers/openapi.js";
+import { gateReply } from "../helpers/conformance.js";
 import type { RunEvent, RunState } from "../helpers/runs.js";
 import { pidAlive } from "../helpers/process.js";
 
@@ -22,12 +22,15 @@ let daemon: Daemon;
 let url: string;
 let dir: string;
 
-async function call<T>(operationId: string, method: string, p: string, body?: unknown): Promise<{ status: number; json: T }> {
+/** Every reply passes the conformance gate (openapi.yaml) before the test sees it. */
+async function call<T>(method: string, p: string, body?: unknown): Promise<{ status: number; json: T; text: string; contentType: string }> {
   const res = await fetch(url + p, { method, body: body === undefined ? undefined : JSON.stringify(body), headers: { "content-type": "application/json" } });
-  const text = await res.text();
-  const json = (res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text) as T;
-  expect(validateResponse(operationId, res.status, json), `${method} ${p}`).toEqual([]);
-  return { status: res.status, json };
+  const bytes = Buffer.from(await res.arrayBuffer());
+  gateReply({ method, path: p, status: res.status, headers: res.headers, body: bytes });
+  const text = bytes.toString("utf8");
+  const contentType = res.headers.get("content-type") ?? "";
+  const json = (contentType.includes("json") ? JSON.parse(text) : text) as T;
+  return { status: res.status, json, text, contentType };
 }
 
 function spec(name: string, body: string): string {
@@ -37,7 +40,7 @@ function spec(name: string, body: string): string {
 }
 
 async function start(file: string, policy?: Record<string, number>): Promise<string> {
-  const r = await call<{ run_id: string }>("createRun", "POST", "/v1/runs", { file, ...(policy ? { policy } : {}) });
+  const r = await call<{ run_id: string }>("POST", "/v1/runs", { file, ...(policy ? { policy } : {}) });
   expect(r.status).toBe(200);
   return r.json.run_id;
 }
@@ -52,7 +55,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
   }
 }
 
-const getRun = async (id: string) => (await call<RunState>("getRun", "GET", `/v1/runs/${id}`)).json;
+const getRun = async (id: string) => (await call<RunState>("GET", `/v1/runs/${id}`)).json;
 const terminal = (id: string) => until(`run ${id} to end`, async () => ((await getRun(id)).finished_at ? getRun(id) : undefined));
 const of = (run: RunState, type: string) => run.events.filter((e) => e.event_type === type);
 
@@ -70,7 +73,7 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
   }, 60_000);
 
   it("runs each step in its own guest and pipes stdout to the next step's stdin", async () => {
-    const health = (await call<{ accelerator: string; guest_kernel: string }>("getHealth", "GET", "/v1/health")).json;
+    const health = (await call<{ accelerator: string; guest_kernel: string }>("GET", "/v1/health")).json;
     expect(["kvm", "tcg"]).toContain(health.accelerator);
     expect(health.guest_kernel).toBe(image!.kernelVersion);
 
@@ -169,12 +172,12 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
       { cancel_grace_period_secs: grace },
     );
     const spawned = await until("microvm.spawned", async () => {
-      const events = (await call<RunEvent[]>("listRunEvents", "GET", `/v1/runs/${id}/events`)).json;
+      const events = (await call<RunEvent[]>("GET", `/v1/runs/${id}/events`)).json;
       return events.find((e) => e.event_type === "microvm.spawned");
     });
     const pid = (spawned.payload as { pid: number }).pid;
     expect(pidAlive(pid)).toBe(true);
-    const cancelled = await call<{ state: string; terminal_event_id: string }>("cancelRun", "POST", `/v1/runs/${id}/cancel`, { reason: "e2e" });
+    const cancelled = await call<{ state: string; terminal_event_id: string }>("POST", `/v1/runs/${id}/cancel`, { reason: "e2e" });
     expect(cancelled.json.state).toBe("cancelled");
     // Gone within the grace period (plus reaping slack), not merely eventually.
     await until("the VM to be gone within the grace period", async () => (pidAlive(pid) ? undefined : true), grace * 1000 + 5_000);
@@ -233,12 +236,12 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
     expect(of(run, "microvm.spawned")).toHaveLength(3);
 
     expect(run.artifact_publication?.status).toBe("published");
-    const out = await fetch(`${url}/v1/runs/${id}/stages/main/output-file`);
+    const out = await call<Record<string, unknown>>("GET", `/v1/runs/${id}/stages/main/output-file`);
     expect(out.status).toBe(200);
-    expect(await out.json()).toMatchObject({ status: "ok", summary: "from the guest" });
-    const art = await fetch(`${url}/v1/runs/${id}/stages/report/artifacts/report.txt`);
+    expect(out.json).toMatchObject({ status: "ok", summary: "from the guest" });
+    const art = await call<string>("GET", `/v1/runs/${id}/stages/report/artifacts/report.txt`);
     expect(art.status).toBe(200);
-    expect(art.headers.get("content-type")).toContain("text/plain");
-    expect((await art.text()).split("\n").filter(Boolean).sort()).toEqual(["a", "b"]);
+    expect(art.contentType).toContain("text/plain");
+    expect(art.text.split("\n").filter(Boolean).sort()).toEqual(["a", "b"]);
   }, 180_000);
 });

@@ -215,6 +215,39 @@ export async function startPrism(): Promise<Target> {
   throw lastError;
 }
 
+/**
+ * Prism's validating proxy (`prism proxy openapi.yaml <upstream> --errors`) in front of a
+ * running daemon: it forwards what the spec allows and answers a request or reply the spec
+ * does not allow with its own error (RFC 7807 problem+json) instead.
+ */
+export async function startPrismProxy(upstream: string, extraArgs: string[] = []): Promise<Target> {
+  const prism = path.join(REPO_ROOT, "node_modules", ".bin", "prism");
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    try {
+      const { child, url } = await spawnUntilReady(
+        "prism proxy",
+        prism,
+        ["proxy", "openapi.yaml", upstream, "--errors", ...extraArgs, "-p", String(port), "-h", "127.0.0.1"],
+        (line) => (line.includes("Prism is listening") ? `http://127.0.0.1:${port}` : undefined),
+        30_000,
+      );
+      return {
+        name: "Prism proxy",
+        kind: "prism",
+        url,
+        async close() {
+          await stopChild(child);
+        },
+      };
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  throw lastError;
+}
+
 export const ALL_TARGETS: TargetFactory[] = [
   { name: "in-process server", kind: "inprocess", start: startInProcess },
   { name: "separate process", kind: "process", start: () => startProcess() },

@@ -94,6 +94,27 @@ describe("single-step workflow", () => {
     expect(r.text).toBe(body + "\n");
   });
 
+  it("an artifact is served with its declared media type, or application/octet-stream when that is none or not a media type", async () => {
+    // A guest writes media_type; one with CR/LF used to reach writeHead, which threw (500).
+    const types: Record<string, string | undefined> = {
+      "md.txt": "text/markdown; charset=utf-8",
+      "none.bin": undefined,
+      "word.txt": "garbage",
+      "crlf.txt": "text/plain\r\nX-Injected: 1",
+      "utf.txt": "text/plain; x=\"\u20ac\"",
+    };
+    const result = JSON.stringify({ status: "ok", artifacts: Object.entries(types).map(([name, media_type]) => ({ name, media_type })) });
+    const script = [heredoc("/workspace/result.json", result), ...Object.keys(types).map((n) => heredoc(`/workspace/${n}`, n))].join("\n");
+    const { id, st } = await run(workflow("types", [sh("only", script)]));
+    expect(st.status).toBe("succeeded");
+    for (const [name, declared] of Object.entries(types)) {
+      const r = await api(t.url, "GET", `/v1/runs/${id}/stages/only/artifacts/${name}`);
+      expect(r.status, name).toBe(200);
+      expect(r.contentType, name).toBe(name === "md.txt" ? declared : "application/octet-stream");
+      expect(r.text, name).toBe(name + "\n");
+    }
+  });
+
   it("artifact names with .. or / are not stored; such names in a GET are 400", async () => {
     const result = JSON.stringify({
       status: "ok",

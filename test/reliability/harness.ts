@@ -9,6 +9,7 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { gateReply, skipReply } from "../helpers/conformance.js";
 
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const MAIN_JS = path.join(REPO_ROOT, "dist", "src", "main.js");
@@ -167,9 +168,11 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   token?: string;
   timeoutMs?: number;
+  /** "strict" (default): the reply must pass the conformance gate (openapi.yaml); "none" for replies a test inspects itself. */
+  conformance?: "strict" | "none";
 }
 
-/** One HTTP request on a fresh connection; `base` is http://host:port or unix:///path. */
+/** One HTTP request on a fresh connection; `base` is http://host:port or unix:///path. The reply passes the conformance gate. */
 export function request(base: string, pathname: string, o: RequestOptions = {}): Promise<Reply> {
   const method = o.method ?? (o.body === undefined ? "GET" : "POST");
   let payload: Buffer | undefined;
@@ -189,7 +192,14 @@ export function request(base: string, pathname: string, o: RequestOptions = {}):
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("error", reject);
       res.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
+        const body = Buffer.concat(chunks);
+        try {
+          if (o.conformance === "none") skipReply();
+          else gateReply({ method, path: pathname, status: res.statusCode ?? 0, headers: res.headers, body });
+        } catch (err) {
+          return reject(err);
+        }
+        const text = body.toString("utf8");
         let json: unknown = undefined;
         try {
           json = text ? JSON.parse(text) : undefined;

@@ -3,6 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createDaemon, type Daemon, type DaemonOptions } from "../../src/server.js";
+import { gateReply, type Reply as GateReply } from "../helpers/conformance.js";
 
 export function tmpDir(prefix = "vbx-"): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -42,16 +43,21 @@ export interface Reply {
   json: any;
 }
 
+/** Every reply passes the conformance gate (openapi.yaml) before the test sees it. */
 export async function api(url: string, method: string, p: string, body?: unknown): Promise<Reply> {
   const res = await fetch(url + p, {
     method,
     headers: body === undefined ? {} : { "content-type": "application/json" },
     body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
   });
-  return toReply(res.status, res.headers.get("content-type") ?? "", Buffer.from(await res.arrayBuffer()));
+  // The path as fetch sent it (it resolves dot segments).
+  return toReply({ method, path: new URL(url + p).pathname, status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) });
 }
 
-function toReply(status: number, contentType: string, bytes: Buffer): Reply {
+function toReply(reply: GateReply & { body: Buffer }): Reply {
+  gateReply(reply);
+  const { status, body: bytes } = reply;
+  const contentType = (reply.headers instanceof Headers ? reply.headers.get("content-type") : (reply.headers["content-type"] as string | undefined)) ?? "";
   const text = bytes.toString("utf8");
   let json: any;
   try {
@@ -115,7 +121,13 @@ export async function rawApi(url: string, method: string, p: string, body?: unkn
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve(toReply(res.statusCode ?? 0, String(res.headers["content-type"] ?? ""), Buffer.concat(chunks))));
+        res.on("end", () => {
+          try {
+            resolve(toReply({ method, path: p, status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+          } catch (err) {
+            reject(err);
+          }
+        });
       },
     );
     req.on("error", reject);

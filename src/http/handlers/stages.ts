@@ -3,6 +3,14 @@ import type { RunService } from "../../runs/service.js";
 import type { RunStore } from "../../store/runs.js";
 import type { Handler } from "../handler.js";
 
+/** `type/subtype` with optional parameters, as HTTP allows it in a header (RFC 9110 section 8.3). */
+const MEDIA_TYPE = /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+([ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=("[ !#-\[\]-~]*"|[A-Za-z0-9!#$&^_.+-]+))*$/;
+
+/** The Content-Type an artifact is served with: its declared media type when it is one (a guest wrote it). */
+function servedMediaType(declared: string | undefined): string {
+  return declared !== undefined && declared.length <= 255 && MEDIA_TYPE.test(declared) ? declared : "application/octet-stream";
+}
+
 export function stageHandlers(runs: RunService, store: RunStore) {
   const listRunStages: Handler<"listRunStages"> = ({ params }) => {
     const run = runs.get(params.run_id);
@@ -26,7 +34,7 @@ export function stageHandlers(runs: RunService, store: RunStore) {
     const bytes = store.readArtifact(run.id, params.stage, params.name);
     if (!bytes) throw new ApiError("ARTIFACT_NOT_FOUND", `artifact ${params.name} of stage ${params.stage} of run ${run.id} not found`);
     const entry = run.file.artifact_publication?.manifest.find((m) => m.stage === params.stage && m.name === params.name);
-    return { raw: bytes, contentType: entry?.media_type ?? "application/octet-stream" };
+    return { raw: bytes, contentType: servedMediaType(entry?.media_type) };
   };
 
   return { listRunStages, getStageOutputFile, getStageArtifact };
