@@ -4,7 +4,8 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import pino from "pino";
 import { Client, ClientError, type RunEvent } from "./client/client.js";
-import { defaultSocketPath, defaultStateDir, resolveToken, type Env } from "./config.js";
+import { ConfigError, defaultSocketPath, defaultStateDir, resolveToken, type Env } from "./config.js";
+import { isLoopbackHost, parseListen } from "./http/listen.js";
 import { createDaemon } from "./server.js";
 import { limitsFromFlags, SERVE_LIMIT_FLAGS } from "./limits.js";
 
@@ -26,10 +27,11 @@ ${Object.entries(SERVE_LIMIT_FLAGS)
       [--daemon URL] [--token-file FILE]   (default daemon: ${"$"}VOIDBOX_DAEMON_URL, else the Unix socket)
 `;
 
-async function serve(argv: string[], env: Env): Promise<void> {
+async function serve(argv: string[], env: Env): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
+      help: { type: "boolean", short: "h", default: false },
       listen: { type: "string", multiple: true },
       "state-dir": { type: "string" },
       "no-auth": { type: "boolean", default: false },
@@ -42,18 +44,27 @@ async function serve(argv: string[], env: Env): Promise<void> {
       ...Object.fromEntries(Object.keys(SERVE_LIMIT_FLAGS).map((f) => [f, { type: "string" as const }])),
     },
   });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   const limits = limitsFromFlags(values, (values["spec-root"] ?? []).map((d) => path.resolve(d)));
   // Asynchronous log writes: under load, lines written while a write is in flight are
   // coalesced instead of costing a blocking syscall each (flushed at shutdown).
   const log = pino({ level: values["log-level"], base: { name: "voidbox" } }, pino.destination({ dest: 1, sync: false }));
   const accel = values.accel;
-  if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw new Error(`--accel must be auto, kvm or tcg (got ${accel})`);
-  if (!!values.kernel !== !!values.initramfs) throw new Error("--kernel and --initramfs go together");
+  if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw new ConfigError(`--accel must be auto, kvm or tcg (got ${accel})`);
+  if (!!values.kernel !== !!values.initramfs) throw new ConfigError("--kernel and --initramfs go together");
   const listens = values.listen?.length ? values.listen : [`unix://${defaultSocketPath(env)}`];
-  const tcp = listens.some((l) => l.startsWith("tcp://"));
+  // Every listen URL is checked before anything starts (a bad second one must not leave the first bound).
+  const tcpHosts = listens.map(parseListen).flatMap((t) => (t.kind === "tcp" ? [t.host] : []));
   let token: string | null = null;
-  if (tcp && values["no-auth"]) log.warn("--no-auth: TCP listeners accept requests without a bearer token; use only on loopback for development and conformance suites");
-  else if (tcp) token = resolveToken(values["token-file"], env, true);
+  if (tcpHosts.length && values["no-auth"]) {
+    const exposed = tcpHosts.filter((h) => !isLoopbackHost(h));
+    if (exposed.length)
+      throw new ConfigError(`--no-auth is only allowed on loopback TCP addresses (127.0.0.0/8, ::1, localhost); ${exposed.join(", ")} would serve anyone who can reach it without a token`);
+    log.warn("--no-auth: TCP listeners accept requests without a bearer token; use only on loopback for development and conformance suites");
+  } else if (tcpHosts.length) token = resolveToken(values["token-file"], env, true);
 
   const stateDir = path.resolve(values["state-dir"] ?? defaultStateDir(env));
   const daemon = await createDaemon({
@@ -89,6 +100,7 @@ async function serve(argv: string[], env: Env): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  return -1; // keeps running
 }
 
 function clientFrom(values: { daemon?: string; "token-file"?: string }, env: Env): Client {
@@ -154,8 +166,7 @@ async function main(): Promise<number> {
   const env: Env = process.env;
   switch (cmd) {
     case "serve":
-      await serve(rest, env);
-      return -1; // keeps running
+      return serve(rest, env);
     case "run":
       return runCommand(rest, env);
     case "status":
@@ -182,6 +193,8 @@ main().then(
   },
   (e: unknown) => {
     process.stderr.write(`voidbox: ${e instanceof ClientError || e instanceof Error ? e.message : String(e)}\n`);
-    process.exitCode = 1;
+    // Bad flags, files or variables the operator gave (and unknown options) are usage errors.
+    const usage = e instanceof ConfigError || (e as NodeJS.ErrnoException)?.code?.startsWith?.("ERR_PARSE_ARGS") === true;
+    process.exitCode = usage ? 2 : 1;
   },
 );

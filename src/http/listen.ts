@@ -2,6 +2,7 @@ import fs from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import type { Express } from "express";
+import { ConfigError } from "../config.js";
 import { DEFAULT_LIMITS, type Limits } from "../limits.js";
 
 export interface Listener {
@@ -12,16 +13,34 @@ export interface Listener {
 
 export type ListenTarget = { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string };
 
+/** sun_path is 108 bytes including the terminating NUL; longer paths are silently truncated by bind(). */
+export const MAX_UNIX_PATH_BYTES = 107;
+
 export function parseListen(spec: string): ListenTarget {
   if (spec.startsWith("tcp://")) {
-    const u = new URL(spec.replace(/^tcp:/, "http:"));
+    let u: URL;
+    try {
+      u = new URL(spec.replace(/^tcp:/, "http:"));
+    } catch {
+      throw new ConfigError(`--listen ${spec}: expected tcp://HOST:PORT`);
+    }
     const port = u.port === "" ? NaN : Number(u.port);
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--listen ${spec}: a port is required (tcp://HOST:PORT)`);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`--listen ${spec}: a port is required (tcp://HOST:PORT)`);
     return { kind: "tcp", host: u.hostname.replace(/^\[|\]$/g, ""), port };
   }
-  if (spec.startsWith("unix://")) return { kind: "unix", path: spec.slice("unix://".length) };
-  if (spec.startsWith("/")) return { kind: "unix", path: spec };
-  throw new Error(`--listen ${spec}: expected tcp://HOST:PORT or unix:///PATH`);
+  const path = spec.startsWith("unix://") ? spec.slice("unix://".length) : spec.startsWith("/") ? spec : null;
+  if (path === null) throw new ConfigError(`--listen ${spec}: expected tcp://HOST:PORT or unix:///PATH`);
+  const bytes = Buffer.byteLength(path);
+  if (bytes === 0 || path.includes("\0")) throw new ConfigError(`--listen ${spec}: a Unix socket path must be non-empty and hold no NUL`);
+  if (bytes > MAX_UNIX_PATH_BYTES)
+    throw new ConfigError(`--listen ${spec.slice(0, 60)}…: the Unix socket path is ${bytes} bytes; the limit is ${MAX_UNIX_PATH_BYTES} (pick a shorter directory)`);
+  return { kind: "unix", path };
+}
+
+/** Whether a TCP listen host only accepts connections from this machine. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\.\d+\.\d+\.\d+$/.test(h);
 }
 
 /** A socket path may be reused only if it is a socket nobody answers on. */
