@@ -121,7 +121,7 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     async listen(spec: string) {
       const target = parseListen(spec);
       // The Unix socket is protected by its file mode; TCP needs the bearer token.
-      const l = await listen(target.kind === "unix" ? openApp : authApp, target, limits);
+      const l = await listen(target.kind === "unix" ? openApp : authApp, target, limits, log);
       listeners.push(l);
       lock.setUrls(listeners.map((x) => x.url));
       log.info({ url: l.url, auth: target.kind === "tcp" && !!opts.auth }, "listening");
