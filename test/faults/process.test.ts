@@ -210,6 +210,60 @@ describe("one daemon per state dir", () => {
   }, 90_000);
 });
 
+const qemuReady = qemuAvailable() && findGuestImage(PROJECT_ROOT) !== null;
+
+/** Gone, or a zombie nobody reaped yet (PID 1 of a container may not reap): either way not running. */
+function processGone(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
+    return /^[ZX]$/.test(stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3));
+  } catch {
+    return true;
+  }
+}
+
+describe.skipIf(!qemuReady)("QEMU dies with its daemon", () => {
+  // Before: a daemon killed by SIGKILL left its QEMU running (a fork bomb in the guest
+  // kept burning the host's CPU) until the next daemon start found the pid file.
+  it("kill -9 of the daemon during a micro-VM step: that QEMU exits", async () => {
+    const h = home();
+    const p = await daemon(["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(h, "state"), "--no-auth"], h);
+    const url = p.urls[0];
+    const spec = path.join(h, "nap.yaml");
+    fs.writeFileSync(spec, 'api_version: v1\nkind: workflow\nname: nap\nsandbox: {mode: local, memory_mb: 256}\nworkflow:\n  steps:\n    - name: nap\n      run: {program: sleep, args: ["300"]}\n');
+    expect((await request(url, "/v1/runs", { body: { file: spec, run_id: "nap" } })).status).toBe(200);
+
+    let qemuPid = 0;
+    let run: RunStateLike | undefined;
+    try {
+      await waitFor(
+        async () => {
+          run = (await request(url, "/v1/runs/nap")).json as RunStateLike;
+          const spawned = run.events.find((e) => e.event_type === "microvm.spawned") as { payload?: { pid?: number } } | undefined;
+          qemuPid = spawned?.payload?.pid ?? 0;
+          return qemuPid > 0 || TERMINAL.has(run.status);
+        },
+        120_000,
+        () => `no microvm.spawned event: ${JSON.stringify(run)?.slice(0, 1000)}`,
+      );
+      expect(qemuPid, JSON.stringify(run).slice(0, 1000)).toBeGreaterThan(0);
+      expect(fs.readFileSync(`/proc/${qemuPid}/cmdline`, "latin1")).toMatch(/qemu-system/);
+
+      await killHard(p);
+      await waitFor(() => processGone(qemuPid), 15_000, `QEMU pid ${qemuPid} still running after its daemon was killed`);
+    } finally {
+      // Never leak the VM, whatever failed above.
+      if (qemuPid > 0 && !processGone(qemuPid)) {
+        try {
+          process.kill(qemuPid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+    }
+  }, 180_000);
+});
+
 describe("startup refusals", () => {
   function tokenFile(h: string, content: string | Buffer): string {
     const f = path.join(h, "token");

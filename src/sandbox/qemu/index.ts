@@ -21,6 +21,7 @@ import { QemuVm, tunedKernelArgs, type Accelerator, type Logger } from "./vm.js"
 export {
   killLeftoverVms,
   stopAllVms,
+  dieWithParentAvailable,
   qemuAvailable,
   liveVmCount,
   tunedKernelArgs,
@@ -45,6 +46,8 @@ export interface QemuSandboxOptions {
   /** Kernel command line words; default tunedKernelArgs(accelerator, vcpus). */
   kernelArgs?: string[];
   qemuBinary?: string;
+  /** Spawn QEMU so that it dies with the daemon (setpriv --pdeathsig KILL). */
+  dieWithParent?: boolean;
 }
 
 /** How long an aborted command may take to be confirmed dead by the guest. */
@@ -80,6 +83,7 @@ export class QemuSandbox implements Sandbox {
         attempt: o.attempt,
         pidDir: this.opts.pidDir,
         qemuBinary: this.opts.qemuBinary,
+        dieWithParent: this.opts.dieWithParent,
         log: this.opts.log,
       });
     } catch (e) {
@@ -361,6 +365,7 @@ export async function probeAccelerator(o: {
   initramfs: string;
   deadlineMs?: number;
   qemuBinary?: string;
+  dieWithParent?: boolean;
   log?: Logger;
 }): Promise<Accelerator> {
   try {
@@ -383,6 +388,7 @@ export async function probeAccelerator(o: {
       runId: "probe",
       stage: "kvm",
       qemuBinary: o.qemuBinary,
+      dieWithParent: o.dieWithParent,
     });
     const r = await waitReady(vm, deadlineMs);
     const acc: Accelerator = r.ok ? "kvm" : "tcg";
