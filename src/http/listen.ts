@@ -154,12 +154,14 @@ export async function listen(app: Express, target: ListenTarget, limits: Connect
     log?.error({ listener: where, failures: n, err: String(err) }, "cannot accept connections (out of file descriptors?); pending connections dropped"),
   );
   // Requests node's HTTP parser rejects (bad request line, header overflow, …) still get an ApiError.
-  server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
+  server.on("clientError", (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: net.Socket) => {
     if (!socket.writable) return socket.destroy();
     const tooBig = err.code === "HPE_HEADER_OVERFLOW";
     const body = JSON.stringify({ code: "INVALID_PARAMS", message: tooBig ? "request headers too large" : `malformed HTTP request (${err.code ?? "parse error"})`, retryable: false });
+    // A reply to HEAD carries no body (a client would read it as the next reply).
+    const head = err.rawPacket?.subarray(0, 5).toString("latin1") === "HEAD ";
     socket.end(
-      `HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${head ? "" : body}`,
     );
   });
   const sockets = new Set<net.Socket>();
