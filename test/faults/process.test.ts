@@ -229,16 +229,23 @@ describe.skipIf(!qemuReady)("QEMU dies with its daemon", () => {
     const h = home();
     const p = await daemon(["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(h, "state"), "--no-auth"], h);
     const url = p.urls[0];
-    const spec = path.join(h, "nap.yaml");
-    fs.writeFileSync(spec, 'api_version: v1\nkind: workflow\nname: nap\nsandbox: {mode: local, memory_mb: 256}\nworkflow:\n  steps:\n    - name: nap\n      run: {program: sleep, args: ["300"]}\n');
-    expect((await request(url, "/v1/runs", { body: { file: spec, run_id: "nap" } })).status).toBe(200);
+    // A guest that cannot shut itself down, deterministically (a fork bomb does the same,
+    // slowly and at random): the guest init, on losing the host channel, reports to
+    // /dev/console and powers off; with /dev/console a FIFO nobody reads it blocks there.
+    const spec = path.join(h, "stuck.yaml");
+    fs.writeFileSync(
+      spec,
+      "api_version: v1\nkind: workflow\nname: stuck\nsandbox: {mode: local, memory_mb: 256}\nworkflow:\n  steps:\n    - name: stuck\n" +
+        '      run: {program: sh, args: ["-c", "rm -f /dev/console && mkfifo /dev/console && sleep 300"]}\n',
+    );
+    expect((await request(url, "/v1/runs", { body: { file: spec, run_id: "stuck" } })).status).toBe(200);
 
     let qemuPid = 0;
     let run: RunStateLike | undefined;
     try {
       await waitFor(
         async () => {
-          run = (await request(url, "/v1/runs/nap")).json as RunStateLike;
+          run = (await request(url, "/v1/runs/stuck")).json as RunStateLike;
           const spawned = run.events.find((e) => e.event_type === "microvm.spawned") as { payload?: { pid?: number } } | undefined;
           qemuPid = spawned?.payload?.pid ?? 0;
           return qemuPid > 0 || TERMINAL.has(run.status);
