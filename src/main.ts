@@ -7,7 +7,14 @@ import { Client, ClientError, type RunEvent } from "./client/client.js";
 import { ConfigError, defaultSocketPath, defaultStateDir, resolveToken, type Env } from "./config.js";
 import { isLoopbackHost, parseListen } from "./http/listen.js";
 import { createDaemon } from "./server.js";
-import { limitsFromFlags, SERVE_LIMIT_FLAGS } from "./limits.js";
+import { DEFAULT_LIMITS, limitsFromFlags, SERVE_LIMIT_FLAGS } from "./limits.js";
+
+function showDefault(v: number, kind: "bytes" | "count" | "ms"): string {
+  if (kind === "ms") return `${v} ms`;
+  if (kind === "count") return String(v);
+  for (const [unit, size] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) if (v >= size && v % size === 0) return `${v / size}${unit}`;
+  return String(v);
+}
 
 const USAGE = `voidbox — run workflows, pipelines and agents in QEMU micro-VMs
 
@@ -16,10 +23,12 @@ usage:
                 [--accel auto|kvm|tcg] [--kernel FILE --initramfs FILE] [--log-level LEVEL]
                 [--spec-root DIR]... [LIMIT FLAGS]
       URL: tcp://HOST:PORT or unix:///PATH (default: the Unix socket ${"$"}XDG_RUNTIME_DIR/voidbox.sock, …)
+      URL unix:// paths are at most 107 bytes; --no-auth is only accepted for loopback TCP addresses
+      one daemon per --state-dir: a second one exits 2 naming the holder's pid and URLs
       --spec-root DIR: POST /v1/runs {file} may only name files under DIR (repeatable; default: anywhere)
       limits (sizes take KiB/MiB/GiB suffixes):
 ${Object.entries(SERVE_LIMIT_FLAGS)
-  .map(([flag, f]) => `        --${flag.padEnd(20)} ${f.help}`)
+  .map(([flag, f]) => `        --${flag.padEnd(20)} ${f.help} (default ${showDefault(DEFAULT_LIMITS[f.key], f.kind)})`)
   .join("\n")}
   voidbox run FILE [--run-id ID] [--daemon URL] [--token-file FILE] [--json]
       start a run and show its events live until it ends; exits with the run's exit code
