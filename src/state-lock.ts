@@ -72,6 +72,15 @@ function readHolder(file: string): LockHolder | null {
   }
 }
 
+function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 /** Takes the state dir's lock, or throws StateDirLockedError naming the holder. */
 export async function lockStateDir(stateDir: string): Promise<StateLock> {
   const name = lockName(stateDir);
@@ -86,8 +95,19 @@ export async function lockStateDir(stateDir: string): Promise<StateLock> {
       });
     });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "EADDRINUSE") throw new StateDirLockedError(stateDir, readHolder(file));
-    throw e;
+    if ((e as NodeJS.ErrnoException).code !== "EADDRINUSE") throw e;
+    // A holder that has just bound the name writes daemon.lock right after (replacing a
+    // dead predecessor's): give it a moment.
+    const live = () => {
+      const h = readHolder(file);
+      return h && pidExists(h.pid) ? h : null;
+    };
+    let holder = live();
+    for (let i = 0; !holder && i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      holder = live();
+    }
+    throw new StateDirLockedError(stateDir, holder);
   }
   // The lock must not keep a process alive on its own (the listeners do that).
   server.unref();

@@ -188,6 +188,19 @@ describe("one daemon per state dir", () => {
     await again.close();
   }, 60_000);
 
+  // Before: every one of them started. A lock file taken over after a crash would need a
+  // takeover protocol in which two starting daemons can both win.
+  it("of five daemons started at once on one state dir exactly one starts", async () => {
+    const h = home();
+    const state = path.join(h, "state");
+    fs.mkdirSync(state, { recursive: true });
+    const results = await Promise.allSettled(Array.from({ length: 5 }, () => createDaemon({ stateDir: state, vm: false })));
+    const started = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    for (const d of started) cleanups.push(() => d.close());
+    expect(started.length).toBe(1);
+    for (const r of results) if (r.status === "rejected") expect(String(r.reason)).toContain(`pid ${process.pid}`);
+  }, 60_000);
+
   // Before: the second `voidbox serve` started silently on the same state dir.
   it("a second `voidbox serve` exits 2 naming the holder's pid and URL; after kill -9 of the holder a new daemon starts", async () => {
     const h = home();
