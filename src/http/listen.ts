@@ -133,8 +133,11 @@ function throttled(ms: number, emit: (count: number, last: unknown) => void): (d
  *    times out heads it has started to parse; a connection that sends nothing is cut by
  *    its own inactivity timer) and the whole request within `requestTimeoutMs`; idle
  *    keep-alive connections are closed after `idleTimeoutMs`;
- *  - accept errors (EMFILE/ENFILE when the process is out of descriptors anyway) are
- *    logged, never thrown: libuv drops the pending connection and keeps accepting.
+ *  - all listeners of the process together stay within connectionBudget(), so a
+ *    flood cannot take the descriptors the run store and the micro-VMs need;
+ *  - accept errors (EMFILE/ENFILE) are logged, never thrown. libuv absorbs most EMFILEs
+ *    itself (it closes a reserve descriptor, accepts and drops the pending connections);
+ *    what still reaches Node used to be an unhandled 'error' event.
  */
 export async function listen(app: Express, target: ListenTarget, limits: ConnectionLimits = DEFAULT_LIMITS, log?: Logger): Promise<Listener> {
   // Node checks header/request deadlines every connectionsCheckingInterval (30 s by default).
