@@ -7,6 +7,8 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { checkToken } from "../../src/config.js";
+import { isLoopbackHost, MAX_UNIX_PATH_BYTES, parseListen } from "../../src/http/listen.js";
 import { createDaemon, PROJECT_ROOT, type Daemon } from "../../src/server.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import {
@@ -341,6 +343,17 @@ describe("startup refusals", () => {
     const p = await daemon(["--listen", "tcp://localhost:0", "--state-dir", path.join(h, "state"), "--no-auth"], h);
     expect(logged(p, /no-auth/)).toBe(true);
   }, 60_000);
+
+  it("the rules accept what clients can use: b64token tokens, 107-byte socket paths, loopback hosts", () => {
+    for (const t of ["0f".repeat(32), "abc-._~+/XYZ09", "dG9rZW4=", "dG9r=="]) expect(checkToken(t, "t")).toBe(t);
+    for (const t of ["a b", "a\tb", "a=b", "=", "tök", "a\u0000"]) expect(() => checkToken(t, "t"), JSON.stringify(t)).toThrow(/bearer token/);
+    const p107 = "/" + "s".repeat(MAX_UNIX_PATH_BYTES - 1);
+    expect(parseListen(`unix://${p107}`)).toEqual({ kind: "unix", path: p107 });
+    expect(() => parseListen(`unix://${p107}s`)).toThrow(/108 bytes/);
+    expect(() => parseListen(`unix:///tmp/${"é".repeat(60)}`)).toThrow(/bytes/);
+    for (const h of ["127.0.0.1", "127.1.2.3", "::1", "localhost"]) expect(isLoopbackHost(h), h).toBe(true);
+    for (const h of ["0.0.0.0", "::", "10.0.0.1", "192.168.1.1", "example.com", "128.0.0.1"]) expect(isLoopbackHost(h), h).toBe(false);
+  });
 
   it("`voidbox serve --help` prints the serve flags, limits included", () => {
     const r = spawnSync(process.execPath, [path.join(PROJECT_ROOT, "dist", "src", "main.js"), "serve", "--help"], { encoding: "utf8", timeout: 30_000 });
