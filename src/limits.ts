@@ -1,3 +1,5 @@
+import { ConfigError } from "./config.js";
+
 /**
  * The daemon's bounds: what one run, stage, client or disk condition may cost before
  * it gets a clear ApiError or a truncation event instead of taking the daemon down.
@@ -61,12 +63,12 @@ const UNITS: Record<string, number> = { "": 1, k: 1024, kb: 1024, kib: 1024, m: 
 export function parseBytes(flag: string, value: string): number {
   const m = /^(\d+)\s*([a-z]*)$/i.exec(value.trim());
   const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
-  if (!m || unit === undefined) throw new Error(`--${flag}: expected a size such as 1048576, 512KiB or 4MiB (got ${JSON.stringify(value)})`);
+  if (!m || unit === undefined) throw new ConfigError(`--${flag}: expected a size such as 1048576, 512KiB or 4MiB (got ${JSON.stringify(value)})`);
   return Number(m[1]) * unit;
 }
 
 function parseCount(flag: string, value: string): number {
-  if (!/^\d+$/.test(value.trim()) || Number(value) < 1) throw new Error(`--${flag}: expected a whole number ≥ 1 (got ${JSON.stringify(value)})`);
+  if (!/^\d+$/.test(value.trim()) || Number(value) < 1) throw new ConfigError(`--${flag}: expected a whole number ≥ 1 (got ${JSON.stringify(value)})`);
   return Number(value);
 }
 

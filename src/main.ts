@@ -4,9 +4,17 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import pino from "pino";
 import { Client, ClientError, type RunEvent } from "./client/client.js";
-import { defaultSocketPath, defaultStateDir, resolveToken, type Env } from "./config.js";
+import { ConfigError, defaultSocketPath, defaultStateDir, resolveToken, type Env } from "./config.js";
+import { isLoopbackHost, parseListen } from "./http/listen.js";
 import { createDaemon } from "./server.js";
-import { limitsFromFlags, SERVE_LIMIT_FLAGS } from "./limits.js";
+import { DEFAULT_LIMITS, limitsFromFlags, SERVE_LIMIT_FLAGS } from "./limits.js";
+
+function showDefault(v: number, kind: "bytes" | "count" | "ms"): string {
+  if (kind === "ms") return `${v} ms`;
+  if (kind === "count") return String(v);
+  for (const [unit, size] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) if (v >= size && v % size === 0) return `${v / size}${unit}`;
+  return String(v);
+}
 
 const USAGE = `voidbox — run workflows, pipelines and agents in QEMU micro-VMs
 
@@ -15,10 +23,12 @@ usage:
                 [--accel auto|kvm|tcg] [--kernel FILE --initramfs FILE] [--log-level LEVEL]
                 [--spec-root DIR]... [LIMIT FLAGS]
       URL: tcp://HOST:PORT or unix:///PATH (default: the Unix socket ${"$"}XDG_RUNTIME_DIR/voidbox.sock, …)
+      URL unix:// paths are at most 107 bytes; --no-auth is only accepted for loopback TCP addresses
+      one daemon per --state-dir: a second one exits 2 naming the holder's pid and URLs
       --spec-root DIR: POST /v1/runs {file} may only name files under DIR (repeatable; default: anywhere)
       limits (sizes take KiB/MiB/GiB suffixes):
 ${Object.entries(SERVE_LIMIT_FLAGS)
-  .map(([flag, f]) => `        --${flag.padEnd(20)} ${f.help}`)
+  .map(([flag, f]) => `        --${flag.padEnd(20)} ${f.help} (default ${showDefault(DEFAULT_LIMITS[f.key], f.kind)})`)
   .join("\n")}
   voidbox run FILE [--run-id ID] [--daemon URL] [--token-file FILE] [--json]
       start a run and show its events live until it ends; exits with the run's exit code
@@ -26,10 +36,11 @@ ${Object.entries(SERVE_LIMIT_FLAGS)
       [--daemon URL] [--token-file FILE]   (default daemon: ${"$"}VOIDBOX_DAEMON_URL, else the Unix socket)
 `;
 
-async function serve(argv: string[], env: Env): Promise<void> {
+async function serve(argv: string[], env: Env): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
+      help: { type: "boolean", short: "h", default: false },
       listen: { type: "string", multiple: true },
       "state-dir": { type: "string" },
       "no-auth": { type: "boolean", default: false },
@@ -42,18 +53,27 @@ async function serve(argv: string[], env: Env): Promise<void> {
       ...Object.fromEntries(Object.keys(SERVE_LIMIT_FLAGS).map((f) => [f, { type: "string" as const }])),
     },
   });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   const limits = limitsFromFlags(values, (values["spec-root"] ?? []).map((d) => path.resolve(d)));
   // Asynchronous log writes: under load, lines written while a write is in flight are
   // coalesced instead of costing a blocking syscall each (flushed at shutdown).
   const log = pino({ level: values["log-level"], base: { name: "voidbox" } }, pino.destination({ dest: 1, sync: false }));
   const accel = values.accel;
-  if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw new Error(`--accel must be auto, kvm or tcg (got ${accel})`);
-  if (!!values.kernel !== !!values.initramfs) throw new Error("--kernel and --initramfs go together");
+  if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw new ConfigError(`--accel must be auto, kvm or tcg (got ${accel})`);
+  if (!!values.kernel !== !!values.initramfs) throw new ConfigError("--kernel and --initramfs go together");
   const listens = values.listen?.length ? values.listen : [`unix://${defaultSocketPath(env)}`];
-  const tcp = listens.some((l) => l.startsWith("tcp://"));
+  // Every listen URL is checked before anything starts (a bad second one must not leave the first bound).
+  const tcpHosts = listens.map(parseListen).flatMap((t) => (t.kind === "tcp" ? [t.host] : []));
   let token: string | null = null;
-  if (tcp && values["no-auth"]) log.warn("--no-auth: TCP listeners accept requests without a bearer token; use only on loopback for development and conformance suites");
-  else if (tcp) token = resolveToken(values["token-file"], env, true);
+  if (tcpHosts.length && values["no-auth"]) {
+    const exposed = tcpHosts.filter((h) => !isLoopbackHost(h));
+    if (exposed.length)
+      throw new ConfigError(`--no-auth is only allowed on loopback TCP addresses (127.0.0.0/8, ::1, localhost); ${exposed.join(", ")} would serve anyone who can reach it without a token`);
+    log.warn("--no-auth: TCP listeners accept requests without a bearer token; use only on loopback for development and conformance suites");
+  } else if (tcpHosts.length) token = resolveToken(values["token-file"], env, true);
 
   const stateDir = path.resolve(values["state-dir"] ?? defaultStateDir(env));
   const daemon = await createDaemon({
@@ -89,6 +109,7 @@ async function serve(argv: string[], env: Env): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  return -1; // keeps running
 }
 
 function clientFrom(values: { daemon?: string; "token-file"?: string }, env: Env): Client {
@@ -154,8 +175,7 @@ async function main(): Promise<number> {
   const env: Env = process.env;
   switch (cmd) {
     case "serve":
-      await serve(rest, env);
-      return -1; // keeps running
+      return serve(rest, env);
     case "run":
       return runCommand(rest, env);
     case "status":
@@ -182,6 +202,8 @@ main().then(
   },
   (e: unknown) => {
     process.stderr.write(`voidbox: ${e instanceof ClientError || e instanceof Error ? e.message : String(e)}\n`);
-    process.exitCode = 1;
+    // Bad flags, files or variables the operator gave (and unknown options) are usage errors.
+    const usage = e instanceof ConfigError || (e as NodeJS.ErrnoException)?.code?.startsWith?.("ERR_PARSE_ARGS") === true;
+    process.exitCode = usage ? 2 : 1;
   },
 );

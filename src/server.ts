@@ -17,6 +17,7 @@ import { RunStore } from "./store/runs.js";
 import { SessionStore } from "./store/sessions.js";
 import { DEFAULT_LIMITS, type Limits } from "./limits.js";
 import { detectVm, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
+import { lockStateDir, type StateLock } from "./state-lock.js";
 
 /** The checkout (or installed package) root: openapi.yaml and build/guest live there. */
 export const PROJECT_ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
@@ -66,6 +67,18 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
   const ids = opts.ids ?? defaultIds(now);
   const limits: Limits = { ...DEFAULT_LIMITS, ...opts.limits };
   fs.mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+  // Before anything touches the state dir: leftover-VM cleanup below would otherwise
+  // kill a live daemon's micro-VMs, and restore would adopt its runs.
+  const lock = await lockStateDir(opts.stateDir);
+  try {
+    return await startDaemon(opts, lock, log, now, ids, limits);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
+
+async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, now: () => number, ids: IdSource, limits: Limits): Promise<Daemon> {
   const store = new RunStore(opts.stateDir);
   const sessions = new SessionStore(opts.stateDir);
 
@@ -108,19 +121,25 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
     async listen(spec: string) {
       const target = parseListen(spec);
       // The Unix socket is protected by its file mode; TCP needs the bearer token.
-      const l = await listen(target.kind === "unix" ? openApp : authApp, target, limits);
+      const l = await listen(target.kind === "unix" ? openApp : authApp, target, limits, log);
       listeners.push(l);
+      lock.setUrls(listeners.map((x) => x.url));
       log.info({ url: l.url, auth: target.kind === "tcp" && !!opts.auth }, "listening");
       return l;
     },
     async close() {
       if (closed) return;
       closed = true;
-      const stopping = Promise.all(listeners.map((l) => l.close()));
-      await service.shutdown(10_000);
-      await vmSetup?.stopAll(5_000);
-      store.close();
-      await stopping;
+      try {
+        const stopping = Promise.all(listeners.map((l) => l.close()));
+        await service.shutdown(10_000);
+        await vmSetup?.stopAll(5_000);
+        store.close();
+        await stopping;
+      } finally {
+        // Only once every VM is stopped and the state flushed may another daemon take over.
+        await lock.release();
+      }
     },
   };
 }

@@ -23,6 +23,7 @@ import { QemuVm, tunedKernelArgs, type Accelerator, type Logger } from "./vm.js"
 export {
   killLeftoverVms,
   stopAllVms,
+  dieWithParentAvailable,
   qemuAvailable,
   liveVmCount,
   tunedKernelArgs,
@@ -47,6 +48,8 @@ export interface QemuSandboxOptions {
   /** Kernel command line words; default tunedKernelArgs(accelerator, vcpus). */
   kernelArgs?: string[];
   qemuBinary?: string;
+  /** Spawn QEMU so that it dies with the daemon (setpriv --pdeathsig KILL). */
+  dieWithParent?: boolean;
 }
 
 /** How long an aborted command may take to be confirmed dead by the guest. */
@@ -82,6 +85,7 @@ export class QemuSandbox implements Sandbox {
         attempt: o.attempt,
         pidDir: this.opts.pidDir,
         qemuBinary: this.opts.qemuBinary,
+        dieWithParent: this.opts.dieWithParent,
         log: this.opts.log,
       });
     } catch (e) {
@@ -372,6 +376,7 @@ export async function probeAccelerator(o: {
   initramfs: string;
   deadlineMs?: number;
   qemuBinary?: string;
+  dieWithParent?: boolean;
   log?: Logger;
 }): Promise<Accelerator> {
   try {
@@ -394,6 +399,7 @@ export async function probeAccelerator(o: {
       runId: "probe",
       stage: "kvm",
       qemuBinary: o.qemuBinary,
+      dieWithParent: o.dieWithParent,
     });
     const r = await waitReady(vm, deadlineMs);
     const acc: Accelerator = r.ok ? "kvm" : "tcg";
