@@ -16,7 +16,7 @@ import { RunService, type VmProvider } from "./runs/service.js";
 import { RunStore } from "./store/runs.js";
 import { SessionStore } from "./store/sessions.js";
 import { DEFAULT_LIMITS, type Limits } from "./limits.js";
-import { detectVm, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
+import { noVmHealth, startVmSetup, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
 
 /** The checkout (or installed package) root: openapi.yaml and build/guest live there. */
 export const PROJECT_ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
@@ -74,21 +74,25 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
   if (opts.vm === false) vm = { sandbox: null, unavailableReason: "micro-VMs are disabled for this daemon" };
   else if (opts.vm && "unavailableReason" in opts.vm) vm = opts.vm;
   else {
-    vmSetup = await detectVm({ ...opts.vm, stateDir: opts.stateDir, projectRoot: PROJECT_ROOT, log });
+    // In the background: /v1/health answers at once and says `probing` until it settles.
+    vmSetup = startVmSetup({ ...opts.vm, stateDir: opts.stateDir, projectRoot: PROJECT_ROOT, log, limits, now });
     vm = vmSetup.provider;
   }
 
   const service = new RunService({ store, ids, now, log, vm, limits });
   const quarantined = service.restore();
-  const health = (): Health => ({
-    status: "ok",
-    persistence: "json-files",
-    version: VERSION,
-    accelerator: vmSetup?.accelerator ?? null,
-    guest_kernel: vmSetup?.kernelVersion ?? null,
-    sandbox_modes: vm.sandbox ? ["mock", "local", "auto"] : ["mock", "auto"],
-    quarantined_files: quarantined,
-  });
+  const health = (): Health => {
+    const guest = vmSetup ? vmSetup.health() : noVmHealth();
+    return {
+      status: guest.guest_boot === "failed" ? "degraded" : "ok",
+      persistence: "json-files",
+      version: VERSION,
+      ...guest,
+      // While probing, local runs are accepted (they wait for the probe).
+      sandbox_modes: vm.sandbox || guest.guest_boot === "probing" ? ["mock", "local", "auto"] : ["mock", "auto"],
+      quarantined_files: quarantined,
+    };
+  };
 
   const handlers = {
     ...healthHandlers(health),
