@@ -5,7 +5,7 @@ import { parse as parseYaml } from "yaml";
 import pino, { type Logger } from "pino";
 import type { Express } from "express";
 import type { Document } from "openapi-backend";
-import { createApi, createApp } from "./http/app.js";
+import { createApi, createApp, precompileValidators } from "./http/app.js";
 import { healthHandlers, type Health } from "./http/handlers/health.js";
 import { runHandlers } from "./http/handlers/runs.js";
 import { sessionHandlers } from "./http/handlers/sessions.js";
@@ -101,6 +101,7 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
     ...sessionHandlers(sessions, now),
   };
   const api = await createApi(loadDefinition());
+  const stopPrecompile = precompileValidators(api);
   const openApp = createApp({ api, handlers, log, token: null });
   const authApp = opts.auth ? createApp({ api, handlers, log, token: opts.auth.token }) : openApp;
   const listeners: Listener[] = [];
@@ -120,6 +121,7 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
     async close() {
       if (closed) return;
       closed = true;
+      stopPrecompile();
       const stopping = Promise.all(listeners.map((l) => l.close()));
       await service.shutdown(10_000);
       await vmSetup?.stopAll(5_000);
