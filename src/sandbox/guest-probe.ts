@@ -14,7 +14,7 @@ export type BootFailure = components["schemas"]["BootFailure"];
 export const KVM_PROBE_DEADLINE_MS = 4000;
 
 export type ProbeOutcome =
-  | { ok: true; accelerator: Accelerator; bootMs: number; failures: BootFailure[] }
+  | { ok: true; accelerator: Accelerator; bootMs: number; kernelVersion: string; failures: BootFailure[] }
   | { ok: false; reason: string; failures: BootFailure[] };
 
 export async function probeGuest(o: {
@@ -47,7 +47,7 @@ export async function probeGuest(o: {
   let reason = "";
   for (const a of attempts) {
     const r = await bootProbe({ kernel: o.kernel, initramfs: o.initramfs, accelerator: a.accelerator, deadlineMs: a.deadlineMs, qemuBinary: o.qemuBinary, pidDir: o.pidDir, signal: o.signal });
-    if (r.ok) return { ok: true, accelerator: a.accelerator, bootMs: r.ms, failures };
+    if (r.ok) return { ok: true, accelerator: a.accelerator, bootMs: r.ms, kernelVersion: r.kernelVersion, failures };
     reason = `${a.accelerator}: ${r.reason}`;
     failed(a.accelerator, r.reason);
     if (o.signal?.aborted) break;

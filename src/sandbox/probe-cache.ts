@@ -30,6 +30,8 @@ export interface CachedProbe {
   identity: ProbeIdentity;
   accelerator: Accelerator;
   boot_ms: number;
+  /** `uname -r` the probe guest reported. */
+  guest_kernel?: string;
   probed_at: string;
 }
 

@@ -1,3 +1,4 @@
+import fs from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { components } from "../../generated/api.js";
@@ -68,7 +69,9 @@ export function startVmSetup(
     ready: (signal) => waitSettled(settled, signal),
   };
 
-  const succeed = (accelerator: Accelerator, cached: boolean) => {
+  const succeed = (accelerator: Accelerator, cached: boolean, bootedKernel?: string) => {
+    // What the guest itself reported beats the kernel-version file next to the image.
+    if (bootedKernel) image = { ...image!, kernelVersion: bootedKernel };
     const img = image!;
     state = { boot: "ok", accelerator, cached, at: now() };
     provider.sandbox = new QemuSandbox({
@@ -95,14 +98,14 @@ export function startVmSetup(
     const killed = await killLeftoverVms(pidDir, o.log);
     if (killed) o.log.warn({ killed }, "killed micro-VMs left over by a previous daemon");
     const found = findGuestImage(o.projectRoot);
-    image = o.kernel && o.initramfs ? { kernel: o.kernel, initramfs: o.initramfs, kernelVersion: found?.kernelVersion ?? "unknown" } : found;
+    image = o.kernel && o.initramfs ? { kernel: o.kernel, initramfs: o.initramfs, kernelVersion: kernelVersionBeside(o.kernel) } : found;
     const version = await qemuVersion(qemuBinary);
     if (!version.ok) return fail(version.reason);
     if (!image) return fail("no guest image (run: make guest)");
     const identity = probeIdentity({ qemuBinary, qemuVersion: version.version, kernel: image.kernel, initramfs: image.initramfs, accel });
     const key = probeKey(identity);
     const cached = readProbeCache(o.stateDir, key);
-    if (cached) return succeed(cached.accelerator, true);
+    if (cached) return succeed(cached.accelerator, true, cached.guest_kernel);
     const r = await probeGuest({
       kernel: image.kernel,
       initramfs: image.initramfs,
@@ -117,8 +120,8 @@ export function startVmSetup(
     if (abort.signal.aborted) return; // shutting down: no verdict
     remember(r.failures);
     if (!r.ok) return fail(r.reason);
-    writeProbeCache(o.stateDir, { key, identity, accelerator: r.accelerator, boot_ms: r.bootMs, probed_at: new Date(now()).toISOString() });
-    succeed(r.accelerator, false);
+    writeProbeCache(o.stateDir, { key, identity, accelerator: r.accelerator, boot_ms: r.bootMs, guest_kernel: r.kernelVersion, probed_at: new Date(now()).toISOString() });
+    succeed(r.accelerator, false, r.kernelVersion);
   };
 
   const watchdogMs = o.limits.guestProbeTimeoutMs + PROBE_SLACK_MS;
@@ -168,6 +171,15 @@ function waitSettled(settled: Promise<void>, signal: AbortSignal): Promise<void>
     signal.addEventListener("abort", done, { once: true });
     void settled.then(done);
   });
+}
+
+/** The `kernel-version` file guest/build.sh writes next to a kernel, else "unknown" until a boot tells. */
+function kernelVersionBeside(kernel: string): string {
+  try {
+    return fs.readFileSync(path.join(path.dirname(kernel), "kernel-version"), "utf8").trim() || "unknown";
+  } catch {
+    return "unknown";
+  }
 }
 
 /** Mock-only health (micro-VMs disabled or injected by a test). */
