@@ -1,11 +1,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { parse as parseYaml } from "yaml";
 import pino, { type Logger } from "pino";
 import type { Express } from "express";
 import type { Document } from "openapi-backend";
 import { createApi, createApp, precompileValidators } from "./http/app.js";
+import { loadDefinitionFile } from "./http/definition.js";
 import { healthHandlers, type Health } from "./http/handlers/health.js";
 import { runHandlers } from "./http/handlers/runs.js";
 import { sessionHandlers } from "./http/handlers/sessions.js";
@@ -56,7 +56,7 @@ export interface Daemon {
 /** Parsed once per process; each daemon gets its own copy (openapi-backend dereferences it in place). */
 let definition: Document | undefined;
 function loadDefinition(): Document {
-  definition ??= parseYaml(fs.readFileSync(path.join(PROJECT_ROOT, "openapi.yaml"), "utf8"), { maxAliasCount: -1 }) as Document;
+  definition ??= loadDefinitionFile(PROJECT_ROOT);
   return structuredClone(definition);
 }
 
