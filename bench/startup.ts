@@ -2,12 +2,14 @@
  * Daemon start-up: process spawn → first `/v1/health` reply, and → the guest-boot
  * probe's verdict, without and with the probe cache.
  *
- *   npm run build && npx tsx bench/startup.ts [--rounds N] [--accel auto|kvm|tcg]
+ *   npm run build && npx tsx bench/startup.ts [--rounds N] [--accel auto|kvm|tcg] [--nice N]
  *
  * Each round starts `node dist/src/main.js serve` on a fresh state dir (no cache: the
  * probe boots a guest), stops it, and starts it again on the same state dir (cached
  * verdict). Health is polled every 5 ms over the Unix socket. Prints p50/max of each,
  * whether /dev/kvm is usable, and the guest kernel. Every daemon is stopped (SIGTERM).
+ * `--nice -20` (root) runs the daemon ahead of everything else: on a shared, loaded
+ * host that approximates an idle one.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -64,7 +66,9 @@ interface Sample {
 async function startOnce(stateDir: string, accel: string): Promise<Sample> {
   const sock = path.join(stateDir, "..", `s-${Date.now()}.sock`);
   const t0 = performance.now();
-  const child: ChildProcess = spawn(process.execPath, [mainJs, "serve", "--listen", `unix://${sock}`, "--state-dir", stateDir, "--accel", accel, "--log-level", "warn"], {
+  const cmd = [process.execPath, mainJs, "serve", "--listen", `unix://${sock}`, "--state-dir", stateDir, "--accel", accel, "--log-level", "warn"];
+  const nice = arg("nice", "");
+  const child: ChildProcess = spawn(nice ? "nice" : cmd[0], nice ? ["-n", nice, ...cmd] : cmd.slice(1), {
     stdio: ["ignore", "ignore", "inherit"],
   });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
@@ -106,7 +110,7 @@ async function main(): Promise<void> {
   } catch {
     kvm = false;
   }
-  console.log(`host: ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}, /dev/kvm ${kvm ? "usable" : "not usable"}, --accel ${accel}, node ${process.version}`);
+  console.log(`host: ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}, /dev/kvm ${kvm ? "usable" : "not usable"}, --accel ${accel}, node ${process.version}${arg("nice", "") ? `, daemon at nice ${arg("nice", "")}` : ""}`);
   const cold: Sample[] = [];
   const cached: Sample[] = [];
   for (let i = 0; i < rounds; i++) {
@@ -124,7 +128,7 @@ async function main(): Promise<void> {
   console.log(`first /v1/health reply: answered "${cold[0].firstReply.guest_boot}" at first`);
   console.log(`  no probe cache:  ${fmt(cold.map((s) => s.firstHealthMs))}`);
   console.log(`  probe cached:    ${fmt(cached.map((s) => s.firstHealthMs))}`);
-  console.log(`  daemon CPU time until then: ${fmt([...cold, ...cached].map((s) => s.firstHealthCpuMs))} (≈ the wall time on an idle host)`);
+  console.log(`  daemon CPU time until then (all its threads): ${fmt([...cold, ...cached].map((s) => s.firstHealthCpuMs))}`);
   console.log("guest-boot verdict (spawn → guest_boot ok/failed):");
   console.log(`  no probe cache:  ${fmt(cold.map((s) => s.verdictMs))}`);
   console.log(`  probe cached:    ${fmt(cached.map((s) => s.verdictMs))} (cached: ${cached.every((s) => (s.verdict.guest_probe as { cached?: boolean } | null)?.cached)})`);

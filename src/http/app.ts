@@ -105,21 +105,26 @@ export async function createApi(definition: Document): Promise<OpenAPIBackend> {
 }
 
 /**
- * Compiles the request validators one operation per event-loop turn, so that requests
- * arriving meanwhile (health) are served between them; the first request of an
- * operation not compiled yet compiles its own. Returns a function that stops it.
+ * Compiles the request validators one operation per event-loop turn, starting `delayMs`
+ * after start (the first requests, e.g. health checks, go first), so that requests
+ * arriving meanwhile are served between them; the first request of an operation not
+ * compiled yet compiles its own. Returns a function that stops it.
  */
-export function precompileValidators(api: OpenAPIBackend): () => void {
+export function precompileValidators(api: OpenAPIBackend, delayMs = 300): () => void {
   const ids = api.getOperations().map((op) => op.operationId).filter((id): id is string => !!id);
-  let timer: NodeJS.Immediate | undefined;
+  let immediate: NodeJS.Immediate | undefined;
   const next = () => {
     const id = ids.shift();
     if (!id) return;
     api.validator.getRequestValidatorsForOperation(id);
-    timer = setImmediate(next);
+    immediate = setImmediate(next);
   };
-  timer = setImmediate(next);
-  return () => clearImmediate(timer);
+  const timer = setTimeout(next, delayMs);
+  timer.unref();
+  return () => {
+    clearTimeout(timer);
+    clearImmediate(immediate);
+  };
 }
 
 export function createApp(opts: AppOptions): express.Express {
