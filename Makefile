@@ -13,7 +13,7 @@ NODE_MIN := 20
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 S := $(if $(SUDO),$(SUDO) ,)
 
-.PHONY: help node-check deps system-deps kernel-deps node-deps build generate check-generated lint guest kernel run test bench clean
+.PHONY: help node-check deps system-deps kernel-deps node-deps build generate check-generated lint guest kernel test-guest run test bench clean
 
 help:
 	@echo "make run     build everything and run $(EXAMPLE) in micro-VMs, showing its events"
@@ -107,8 +107,12 @@ run: node-check deps build guest
 	esac; \
 	exit $$rc
 
-# The suite tests the kernel users get by default: the minimal guest kernel (built now when missing).
-test: node-check deps lint build kernel
+# The suite tests the kernel users get by default: the minimal guest kernel (built now
+# when missing). VOIDBOX_GUEST_KERNEL=cloud make test tests the Debian cloud kernel instead.
+test-guest: system-deps kernel-deps
+	@VOIDBOX_GUEST_KERNEL=$${VOIDBOX_GUEST_KERNEL:-custom} bash guest/build.sh $(GUEST_DIR)
+
+test: node-check deps lint build test-guest
 	@mkdir -p build
 	npx --no-install vitest run --reporter=default --reporter=json --outputFile.json=build/vitest.json
 	@node -e 'const r=require("./build/vitest.json"); console.log(`$${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'
