@@ -3,14 +3,15 @@
  * while the guest-boot probe runs; a guest image QEMU cannot boot makes it `degraded`
  * with QEMU's own message (local runs fail fast with it, mock runs work); the real
  * guest image settles it `ok`, and a restart on the same state dir reuses the cached
- * verdict instead of booting again.
+ * verdict instead of booting again; a daemon killed (SIGKILL) while its probe VM boots
+ * takes the VM with it.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { validateResponse } from "../helpers/openapi.js";
-import { childEnv, REPO_ROOT, request, startDaemon, stopDaemon, tempDir, waitFor, type DaemonProc } from "../reliability/harness.js";
+import { childEnv, killHard, REPO_ROOT, request, startDaemon, stopDaemon, tempDir, waitFor, type DaemonProc } from "../reliability/harness.js";
 
 const qemu = qemuAvailable();
 const image = findGuestImage(REPO_ROOT);
@@ -22,8 +23,8 @@ afterAll(async () => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-async function serve(dir: string, extra: string[] = []): Promise<DaemonProc> {
-  const d = await startDaemon({ args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(dir, "state"), "--no-auth", ...extra], env: childEnv(dir) });
+async function serve(dir: string, extra: string[] = [], env: Record<string, string> = {}): Promise<DaemonProc> {
+  const d = await startDaemon({ args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(dir, "state"), "--no-auth", ...extra], env: childEnv(dir, env) });
   daemons.push(d);
   return d;
 }
@@ -96,5 +97,40 @@ describe.skipIf(!qemu || !image)("health with the guest image", () => {
     const second = await serve(dir);
     const again = await settled(second);
     expect(again).toMatchObject({ guest_boot: "ok", accelerator: h.accelerator, guest_probe: { cached: true } });
+  });
+});
+
+/** A process that is gone or a zombie (dead, waiting to be reaped by init). */
+function dead(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return true;
+  }
+}
+
+describe.skipIf(!fs.existsSync("/usr/bin/setpriv") && !fs.existsSync("/bin/setpriv"))("a daemon killed while its probe VM boots", () => {
+  it("takes the probe VM with it", async () => {
+    const dir = tempDir("vbx-e2e-health-");
+    dirs.push(dir);
+    // A "QEMU" that never boots: the probe waits on it until its deadline.
+    const bin = path.join(dir, "bin");
+    fs.mkdirSync(bin);
+    fs.writeFileSync(path.join(bin, "qemu-system-x86_64"), '#!/bin/sh\nif [ "$1" = "--version" ]; then echo "QEMU emulator version 7.2.99 (hangs)"; exit 0; fi\nexec sleep 300\n', { mode: 0o755 });
+    const image = path.join(dir, "img");
+    fs.writeFileSync(image, "x");
+    const d = await serve(dir, ["--kernel", image, "--initramfs", image], { PATH: `${bin}:${process.env.PATH ?? ""}` });
+    const vms = path.join(dir, "state", "vms");
+    let pid = 0;
+    await waitFor(() => {
+      const f = fs.existsSync(vms) ? fs.readdirSync(vms).find((n) => n.endsWith(".json")) : undefined;
+      pid = f ? (JSON.parse(fs.readFileSync(path.join(vms, f), "utf8")) as { pid: number }).pid : 0;
+      return pid > 0;
+    }, 30_000, "the probe VM's pid file");
+    expect(dead(pid)).toBe(false);
+    expect((await health(d)).guest_boot).toBe("probing");
+    await killHard(d);
+    await waitFor(() => dead(pid), 10_000, `probe VM ${pid} outlived its daemon`);
   });
 });

@@ -370,8 +370,9 @@ export type BootProbeResult = { ok: true; ms: number; kernelVersion: string } | 
 
 /**
  * Boots the guest once under `accelerator` (1 vCPU, 256 MiB, no network) and waits for
- * its ready marker, bounded by `deadlineMs`. The VM is always killed; its pid file (in
- * `pidDir`) lets a restarted daemon kill it should this process die meanwhile.
+ * its ready marker, bounded by `deadlineMs`. The VM is always killed, and dies with this
+ * process (parent-death signal); its pid file (in `pidDir`) is the fallback when
+ * setpriv is missing.
  */
 export async function bootProbe(o: {
   kernel: string;
@@ -396,6 +397,8 @@ export async function bootProbe(o: {
       stage: o.accelerator,
       pidDir: o.pidDir,
       qemuBinary: o.qemuBinary,
+      // Every daemon start boots one: a daemon killed meanwhile must not leave it behind.
+      killWithParent: true,
     });
     const r = await waitReady(vm, o.deadlineMs, o.signal);
     const ms = Date.now() - t0;

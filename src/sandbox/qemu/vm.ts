@@ -141,7 +141,15 @@ export interface VmSpawnOptions {
   pidDir?: string;
   qemuBinary?: string;
   log?: Logger;
+  /**
+   * SIGKILL QEMU when this process dies, even by SIGKILL (PR_SET_PDEATHSIG through
+   * util-linux `setpriv`, when installed): for VMs that must not outlive the daemon
+   * by even a moment, such as the probe VM every start boots.
+   */
+  killWithParent?: boolean;
 }
+
+const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
 
 export interface VmProcessExit {
   exitCode: number | null;
@@ -383,7 +391,12 @@ export class QemuVm {
       marker: this.marker,
       socketPath,
     });
-    const child = spawn(o.qemuBinary ?? "qemu-system-x86_64", args, { stdio: ["ignore", "pipe", "pipe"] });
+    const qemu = o.qemuBinary ?? "qemu-system-x86_64";
+    // setpriv sets the parent-death signal and execs QEMU: same pid, QEMU's own cmdline.
+    const child =
+      o.killWithParent && SETPRIV
+        ? spawn(SETPRIV, ["--pdeathsig", "KILL", "--", qemu, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+        : spawn(qemu, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.child = child;
     register(this);
     const keep = (b: Buffer) => {
