@@ -9,6 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { validateResponse } from "../helpers/openapi.js";
 import { liveVmCount } from "../../src/sandbox/qemu/index.js";
+import { probeGuest } from "../../src/sandbox/guest-probe.js";
 import {
   PROBE_CACHE_FILE,
   probeIdentity,
@@ -33,6 +34,11 @@ function fakeQemu(name: string, body: string): string {
 const FAILING = fakeQemu("qemu-failing", `echo "${QEMU_MESSAGE}" >&2\nexit 1`);
 // exec: the pid QemuVm kills is the sleeping process itself.
 const HANGING = fakeQemu("qemu-hanging", "exec sleep 120");
+// Refuses KVM (as on a host whose /dev/kvm cannot run this guest) and TCG with different words.
+const PICKY = fakeQemu(
+  "qemu-picky",
+  `case "$*" in *"-accel kvm"*) echo "qemu-system-x86_64: failed to initialize kvm: Operation not permitted" >&2;; *) echo "${QEMU_MESSAGE}" >&2;; esac\nexit 1`,
+);
 
 function guestImage(name: string, size = 16): { kernel: string; initramfs: string } {
   const dir = path.join(work, name);
@@ -135,6 +141,24 @@ describe("probe cache", () => {
     const notADir = path.join(work, "plain-file");
     fs.writeFileSync(notADir, "x");
     expect(writeProbeCache(notADir, cacheEntry(id))).toBe(false);
+  });
+});
+
+describe("probeGuest", () => {
+  it("auto tries KVM first when /dev/kvm is usable, then TCG, and reports both failures (newest first)", async () => {
+    const r = await probeGuest({ ...guestImage("picky"), accel: "auto", kvmUsable: true, deadlineMs: 10_000, qemuBinary: PICKY });
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.reason).toMatch(/^tcg: .*invalid accelerator tcg/);
+    expect(r.failures.map((f) => f.accelerator)).toEqual(["tcg", "kvm"]);
+    expect(r.failures[1].reason).toContain("failed to initialize kvm");
+  });
+
+  it("auto without a usable /dev/kvm boots TCG only; forced kvm without it fails without starting QEMU", async () => {
+    const r = await probeGuest({ ...guestImage("picky2"), accel: "auto", kvmUsable: false, deadlineMs: 10_000, qemuBinary: PICKY });
+    expect(r.failures.map((f) => f.accelerator)).toEqual(["tcg"]);
+    const forced = await probeGuest({ ...guestImage("picky3"), accel: "kvm", kvmUsable: false, deadlineMs: 10_000, qemuBinary: "/nonexistent/qemu" });
+    expect(forced).toMatchObject({ ok: false, reason: expect.stringContaining("/dev/kvm") });
   });
 });
 
