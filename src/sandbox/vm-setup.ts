@@ -54,7 +54,9 @@ export function startVmSetup(
   const abort = new AbortController();
 
   let state: { boot: "probing" } | { boot: "ok"; accelerator: Accelerator; cached: boolean; at: number } | { boot: "failed"; reason: string; at: number } = { boot: "probing" };
-  let image: GuestImage | null = null;
+  // A few stat calls: health names the guest kernel from the first reply on.
+  const found = findGuestImage(o.projectRoot);
+  let image: GuestImage | null = o.kernel && o.initramfs ? { kernel: o.kernel, initramfs: o.initramfs, kernelVersion: kernelVersionBeside(o.kernel) } : found;
   const failures: BootFailure[] = [];
   const remember = (f: BootFailure[]) => {
     failures.unshift(...f);
@@ -97,8 +99,6 @@ export function startVmSetup(
   const run = async () => {
     const killed = await killLeftoverVms(pidDir, o.log);
     if (killed) o.log.warn({ killed }, "killed micro-VMs left over by a previous daemon");
-    const found = findGuestImage(o.projectRoot);
-    image = o.kernel && o.initramfs ? { kernel: o.kernel, initramfs: o.initramfs, kernelVersion: kernelVersionBeside(o.kernel) } : found;
     const version = await qemuVersion(qemuBinary);
     if (!version.ok) return fail(version.reason);
     if (!image) return fail("no guest image (run: make guest)");

@@ -88,7 +88,7 @@ describe.skipIf(!qemu || !image)("health with the guest image", () => {
     dirs.push(dir);
     const first = await serve(dir);
     // A probe boot takes hundreds of ms even under KVM; the first reply comes before.
-    expect(await health(first)).toMatchObject({ status: "ok", accelerator: "probing", guest_boot: "probing", guest_probe: null });
+    expect(await health(first)).toMatchObject({ status: "ok", accelerator: "probing", guest_boot: "probing", guest_probe: null, guest_kernel: image!.kernelVersion });
     const h = await settled(first);
     expect(h).toMatchObject({ status: "ok", guest_boot: "ok", guest_boot_error: null, guest_kernel: image!.kernelVersion, guest_probe: { cached: false } });
     expect(["kvm", "tcg"]).toContain(h.accelerator);
