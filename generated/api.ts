@@ -208,21 +208,61 @@ export interface components {
             retryable: boolean;
         };
         Health: {
-            /** @enum {string} */
-            status: "ok";
+            /**
+             * @description `degraded`: no micro-VM can boot on this host (see `guest_boot_error`); mock and auto runs still work.
+             * @enum {string}
+             */
+            status: "ok" | "degraded";
             /** @description Name of the persistence provider. */
             persistence: string;
             version?: string;
             /**
-             * @description Accelerator micro-VMs use (null when QEMU or the guest image is unavailable).
+             * @description Accelerator micro-VMs use; `probing` while the guest-boot probe runs; null when no
+             *     micro-VM can boot (QEMU or the guest image missing, or the probe boot failed) or
+             *     micro-VMs are disabled.
              * @enum {string|null}
              */
-            accelerator?: "kvm" | "tcg" | null;
+            accelerator?: "kvm" | "tcg" | "probing" | null;
             /** @description Kernel version of the guest image. */
             guest_kernel?: string | null;
+            /**
+             * @description Whether a micro-VM really boots here: `ok` once a probe guest reached its ready
+             *     marker under `accelerator` (or a cached verdict for this host kernel, QEMU version
+             *     and guest image says so), `failed` when none can. Null when micro-VMs are disabled.
+             * @enum {string|null}
+             */
+            guest_boot?: "probing" | "ok" | "failed" | null;
+            /** @description Why no micro-VM can boot (QEMU's own message when it gave one); null unless guest_boot is failed. */
+            guest_boot_error?: string | null;
+            /** @description How guest_boot was settled (null while probing or when micro-VMs are disabled). */
+            guest_probe?: {
+                /** @description The verdict came from the probe cache in the state dir (no VM was booted). */
+                cached: boolean;
+                /** @description Time from daemon start to the verdict. */
+                duration_ms: number;
+                /** Format: date-time */
+                finished_at: string;
+            } | null;
+            /** @description The latest micro-VM boots that failed (probe and stage boots), newest first; bounded by --boot-failures-kept. */
+            recent_boot_failures?: components["schemas"]["BootFailure"][];
             sandbox_modes?: ("mock" | "local" | "auto")[];
             /** @description State files found corrupt at startup and moved aside. */
             quarantined_files?: string[];
+        };
+        BootFailure: {
+            /** Format: date-time */
+            at: string;
+            /**
+             * @description The daemon's guest-boot probe, or a stage boot of a run.
+             * @enum {string}
+             */
+            source: "probe" | "stage";
+            /** @enum {string|null} */
+            accelerator: "kvm" | "tcg" | null;
+            run_id: string | null;
+            stage: string | null;
+            /** @description What failed: QEMU's exit and last output, or the boot deadline. */
+            reason: string;
         };
         /**
          * @description JSON null (OpenAPI 3.0 has no null type; this is how a nullable reference is spelled).
@@ -511,27 +551,18 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The daemon is up. */
+            /**
+             * @description The daemon is up. It answers at once after start: the guest-boot probe (a real
+             *     micro-VM boot under the accelerator it selects) runs in the background, and
+             *     `accelerator`/`guest_boot` say `probing` until it settles. `status: degraded`
+             *     means no micro-VM can boot on this host (`guest_boot_error` says why): runs with
+             *     sandbox mode `local` fail at once with that reason, `auto` runs use the mock.
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    /**
-                     * @example {
-                     *       "status": "ok",
-                     *       "persistence": "json-files",
-                     *       "version": "0.1.0",
-                     *       "accelerator": "tcg",
-                     *       "guest_kernel": "6.1.0-56-cloud-amd64",
-                     *       "sandbox_modes": [
-                     *         "mock",
-                     *         "local",
-                     *         "auto"
-                     *       ],
-                     *       "quarantined_files": []
-                     *     }
-                     */
                     "application/json": components["schemas"]["Health"];
                 };
             };

@@ -83,7 +83,13 @@ async function serve(argv: string[], env: Env): Promise<number> {
     limits,
     vm: { accel, kernel: values.kernel, initramfs: values.initramfs },
   });
-  for (const l of listens) await daemon.listen(l);
+  try {
+    for (const l of listens) await daemon.listen(l);
+  } catch (e) {
+    // Stop what start-up began (the guest-boot probe's VM) before exiting with the error.
+    await daemon.close();
+    throw e;
+  }
   log.info({ state_dir: stateDir }, "daemon ready");
 
   let stopping = false;

@@ -1,11 +1,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { parse as parseYaml } from "yaml";
 import pino, { type Logger } from "pino";
 import type { Express } from "express";
 import type { Document } from "openapi-backend";
-import { createApi, createApp } from "./http/app.js";
+import { createApi, createApp, precompileValidators } from "./http/app.js";
+import { loadDefinitionFile } from "./http/definition.js";
 import { healthHandlers, type Health } from "./http/handlers/health.js";
 import { runHandlers } from "./http/handlers/runs.js";
 import { sessionHandlers } from "./http/handlers/sessions.js";
@@ -16,7 +16,7 @@ import { RunService, type VmProvider } from "./runs/service.js";
 import { RunStore } from "./store/runs.js";
 import { SessionStore } from "./store/sessions.js";
 import { DEFAULT_LIMITS, type Limits } from "./limits.js";
-import { detectVm, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
+import { noVmHealth, startVmSetup, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
 import { lockStateDir, type StateLock } from "./state-lock.js";
 
 /** The checkout (or installed package) root: openapi.yaml and build/guest live there. */
@@ -57,7 +57,7 @@ export interface Daemon {
 /** Parsed once per process; each daemon gets its own copy (openapi-backend dereferences it in place). */
 let definition: Document | undefined;
 function loadDefinition(): Document {
-  definition ??= parseYaml(fs.readFileSync(path.join(PROJECT_ROOT, "openapi.yaml"), "utf8"), { maxAliasCount: -1 }) as Document;
+  definition ??= loadDefinitionFile(PROJECT_ROOT);
   return structuredClone(definition);
 }
 
@@ -87,21 +87,25 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
   if (opts.vm === false) vm = { sandbox: null, unavailableReason: "micro-VMs are disabled for this daemon" };
   else if (opts.vm && "unavailableReason" in opts.vm) vm = opts.vm;
   else {
-    vmSetup = await detectVm({ ...opts.vm, stateDir: opts.stateDir, projectRoot: PROJECT_ROOT, log });
+    // In the background: /v1/health answers at once and says `probing` until it settles.
+    vmSetup = startVmSetup({ ...opts.vm, stateDir: opts.stateDir, projectRoot: PROJECT_ROOT, log, limits, now });
     vm = vmSetup.provider;
   }
 
   const service = new RunService({ store, ids, now, log, vm, limits });
   const quarantined = service.restore();
-  const health = (): Health => ({
-    status: "ok",
-    persistence: "json-files",
-    version: VERSION,
-    accelerator: vmSetup?.accelerator ?? null,
-    guest_kernel: vmSetup?.kernelVersion ?? null,
-    sandbox_modes: vm.sandbox ? ["mock", "local", "auto"] : ["mock", "auto"],
-    quarantined_files: quarantined,
-  });
+  const health = (): Health => {
+    const guest = vmSetup ? vmSetup.health() : noVmHealth();
+    return {
+      status: guest.guest_boot === "failed" ? "degraded" : "ok",
+      persistence: "json-files",
+      version: VERSION,
+      ...guest,
+      // While probing, local runs are accepted (they wait for the probe).
+      sandbox_modes: vm.sandbox || guest.guest_boot === "probing" ? ["mock", "local", "auto"] : ["mock", "auto"],
+      quarantined_files: quarantined,
+    };
+  };
 
   const handlers = {
     ...healthHandlers(health),
@@ -110,6 +114,7 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     ...sessionHandlers(sessions, now),
   };
   const api = await createApi(loadDefinition());
+  const stopPrecompile = precompileValidators(api);
   const openApp = createApp({ api, handlers, log, token: null });
   const authApp = opts.auth ? createApp({ api, handlers, log, token: opts.auth.token }) : openApp;
   const listeners: Listener[] = [];
@@ -131,6 +136,7 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
       if (closed) return;
       closed = true;
       try {
+        stopPrecompile();
         const stopping = Promise.all(listeners.map((l) => l.close()));
         await service.shutdown(10_000);
         await vmSetup?.stopAll(5_000);

@@ -89,6 +89,10 @@ export async function createApi(definition: Document): Promise<OpenAPIBackend> {
     // Auth is enforced by bearerAuth() per listener, not by openapi-backend.
     definition: { ...definition, security: [] },
     strict: false,
+    // quick: no meta-validation of the definition (`make lint` does that) and request
+    // validators compiled on first use instead of all at start: that took ~1 s of CPU
+    // before the daemon could answer anything. precompileValidators() warms them up.
+    quick: true,
     validate: true,
     ajvOpts: { allErrors: true, strict: false },
     customizeAjv: (ajv) => {
@@ -98,6 +102,29 @@ export async function createApi(definition: Document): Promise<OpenAPIBackend> {
   });
   await api.init();
   return api;
+}
+
+/**
+ * Compiles the request validators one operation per event-loop turn, starting `delayMs`
+ * after start (the first requests, e.g. health checks, go first), so that requests
+ * arriving meanwhile are served between them; the first request of an operation not
+ * compiled yet compiles its own. Returns a function that stops it.
+ */
+export function precompileValidators(api: OpenAPIBackend, delayMs = 300): () => void {
+  const ids = api.getOperations().map((op) => op.operationId).filter((id): id is string => !!id);
+  let immediate: NodeJS.Immediate | undefined;
+  const next = () => {
+    const id = ids.shift();
+    if (!id) return;
+    api.validator.getRequestValidatorsForOperation(id);
+    immediate = setImmediate(next);
+  };
+  const timer = setTimeout(next, delayMs);
+  timer.unref();
+  return () => {
+    clearTimeout(timer);
+    clearImmediate(immediate);
+  };
 }
 
 export function createApp(opts: AppOptions): express.Express {

@@ -24,6 +24,11 @@ export interface VmProvider {
   sandbox: Sandbox | null;
   /** Why `sandbox` is null (shown in the run's error for `mode: local`). */
   unavailableReason: string;
+  /**
+   * Resolves once `sandbox`/`unavailableReason` are final (the daemon's guest-boot probe
+   * has settled; bounded by the probe's deadlines) or `signal` aborts. Absent: final now.
+   */
+  ready?: (signal: AbortSignal) => Promise<void>;
 }
 
 export interface RunServiceDeps {
@@ -203,6 +208,12 @@ export class RunService {
     if (run.terminal) return;
     run.append({ type: "run.spec.loaded", message: `spec ${spec.name} (${spec.kind}) loaded`, payload: { name: spec.name, kind: spec.kind } });
 
+    // Runs that may use a micro-VM wait for the guest-boot probe rather than start on a
+    // guess: the probe settles within its deadlines, and decides local vs. mock for auto.
+    if (spec.sandbox.mode !== "mock" && this.deps.vm.ready) {
+      await this.deps.vm.ready(run.abort.signal);
+      if (run.terminal) return;
+    }
     const sandbox = this.pickSandbox(run, spec);
     if (!sandbox) return this.fail(run, exec, `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`);
     let result: EngineResult;
