@@ -202,7 +202,7 @@ export interface components {
         SafeId: string;
         ApiError: {
             /** @enum {string} */
-            code: "INVALID_SPEC" | "INVALID_POLICY" | "INVALID_PARAMS" | "NOT_FOUND" | "ALREADY_TERMINAL" | "UNAUTHORIZED" | "PAYLOAD_TOO_LARGE" | "STRUCTURED_OUTPUT_MISSING" | "STRUCTURED_OUTPUT_MALFORMED" | "ARTIFACT_NOT_FOUND" | "RESOURCE_LIMIT_EXCEEDED" | "INTERNAL_ERROR";
+            code: "INVALID_SPEC" | "INVALID_POLICY" | "INVALID_PARAMS" | "NOT_FOUND" | "ALREADY_TERMINAL" | "UNAUTHORIZED" | "PAYLOAD_TOO_LARGE" | "STRUCTURED_OUTPUT_MISSING" | "STRUCTURED_OUTPUT_MALFORMED" | "ARTIFACT_NOT_FOUND" | "RESOURCE_LIMIT_EXCEEDED" | "INSUFFICIENT_STORAGE" | "INTERNAL_ERROR";
             /** @description Human-readable; names the offending field for validation errors. */
             message: string;
             retryable: boolean;
@@ -221,8 +221,17 @@ export interface components {
             /** @description Kernel version of the guest image. */
             guest_kernel?: string | null;
             sandbox_modes?: ("mock" | "local" | "auto")[];
-            /** @description State files found corrupt at startup and moved aside. */
+            /** @description State files (or damaged session-log lines) found not to conform to their schema and moved aside to `quarantine/` (a path outside `quarantine/` could not be moved and is not loaded). */
             quarantined_files?: string[];
+            /**
+             * @description Whether the state dir takes writes: `low_space` (full, or below the free-space floor),
+             *     `read_only`, `failing` (I/O errors). Unless `ok`, new runs and session messages get
+             *     507 INSUFFICIENT_STORAGE; runs and sessions are still served.
+             * @enum {string}
+             */
+            storage?: "ok" | "low_space" | "read_only" | "failing";
+            /** @description Why storage is not `ok` (null when it is). */
+            storage_reason?: string | null;
         };
         /**
          * @description JSON null (OpenAPI 3.0 has no null type; this is how a nullable reference is spelled).
@@ -510,7 +519,9 @@ export interface operations {
                      *         "local",
                      *         "auto"
                      *       ],
-                     *       "quarantined_files": []
+                     *       "quarantined_files": [],
+                     *       "storage": "ok",
+                     *       "storage_reason": null
                      *     }
                      */
                     "application/json": components["schemas"]["Health"];
@@ -692,6 +703,15 @@ export interface operations {
                 };
             };
             413: components["responses"]["PayloadTooLarge"];
+            /** @description The state dir cannot take the run now (full, below the free-space floor, or read-only); nothing was recorded. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
         };
     };
     getRun: {
@@ -839,6 +859,22 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["RunNotFound"];
             413: components["responses"]["PayloadTooLarge"];
+            /** @description The cancellation could not be recorded durably (state dir full or read-only); the run was left as it was. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INSUFFICIENT_STORAGE",
+                     *       "message": "state dir is full (ENOSPC)",
+                     *       "retryable": true
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
         };
     };
     listRunStages: {
@@ -1096,6 +1132,15 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             413: components["responses"]["PayloadTooLarge"];
+            /** @description The message could not be stored whole (state dir full, below the free-space floor, or read-only); the log is unchanged. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
         };
     };
 }

@@ -15,6 +15,8 @@ import { defaultIds, type IdSource } from "./ids.js";
 import { RunService, type VmProvider } from "./runs/service.js";
 import { RunStore } from "./store/runs.js";
 import { SessionStore } from "./store/sessions.js";
+import { compileStateSchemas } from "./store/schemas.js";
+import { StorageGuard } from "./store/storage.js";
 import { DEFAULT_LIMITS, type Limits } from "./limits.js";
 import { detectVm, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
 
@@ -66,8 +68,18 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
   const ids = opts.ids ?? defaultIds(now);
   const limits: Limits = { ...DEFAULT_LIMITS, ...opts.limits };
   fs.mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+  const storage = new StorageGuard(opts.stateDir, limits.minFreeBytes, log);
+  const schemas = compileStateSchemas(loadDefinition() as { components?: { schemas?: Record<string, unknown> } });
   const store = new RunStore(opts.stateDir);
-  const sessions = new SessionStore(opts.stateDir);
+  const quarantined: string[] = [];
+  const sessions = new SessionStore(opts.stateDir, {
+    schemas,
+    storage,
+    onQuarantine: (file, reason) => {
+      quarantined.push(file);
+      log.error({ file, reason }, "damaged session log lines quarantined");
+    },
+  });
 
   let vmSetup: VmSetup | null = null;
   let vm: VmProvider;
@@ -78,8 +90,10 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
     vm = vmSetup.provider;
   }
 
-  const service = new RunService({ store, ids, now, log, vm, limits });
-  const quarantined = service.restore();
+  const service = new RunService({ store, ids, now, log, vm, limits, storage, schemas });
+  // A state dir that can be read but not written is served read-only (writes get 507).
+  storage.checkWritable();
+  quarantined.push(...service.restore());
   const health = (): Health => ({
     status: "ok",
     persistence: "json-files",
@@ -88,6 +102,7 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
     guest_kernel: vmSetup?.kernelVersion ?? null,
     sandbox_modes: vm.sandbox ? ["mock", "local", "auto"] : ["mock", "auto"],
     quarantined_files: quarantined,
+    ...storage.health(),
   });
 
   const handlers = {
@@ -119,7 +134,12 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
       const stopping = Promise.all(listeners.map((l) => l.close()));
       await service.shutdown(10_000);
       await vmSetup?.stopAll(5_000);
-      store.close();
+      storage.close();
+      try {
+        store.close();
+      } catch (e) {
+        log.error({ err: e }, "could not flush the event logs at shutdown"); // a full or read-only state dir
+      }
       await stopping;
     },
   };
