@@ -81,6 +81,7 @@ bench: deps build guest
 	npx --no-install tsx bench/events-append.ts
 	npx --no-install tsx bench/events-throughput.ts
 	npx --no-install tsx bench/boot.ts
+	npx --no-install tsx bench/crash-cycles.ts
 
 clean:
 	rm -rf dist build
