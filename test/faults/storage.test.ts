@@ -98,7 +98,7 @@ async function waitStatus(url: string, id: string, ok: (s: string) => boolean, m
 }
 
 function expectStorageError(reply: { status: number; json: unknown; text: string }): void {
-  expect(reply.status, reply.text).toBe(507);
+  expect(reply.status, reply.text.slice(0, 300)).toBe(507);
   expect(isApiError(reply.json)).toBe(true);
   expect(reply.json).toMatchObject({ code: "INSUFFICIENT_STORAGE", retryable: true });
 }
