@@ -133,10 +133,11 @@ export function wholeLinesLength(fd: number, size: number = fs.fstatSync(fd).siz
  * Appends `text` to the file open at `fd` (O_APPEND) whose valid content is `validBytes`
  * long: anything past that (a torn tail, a failed earlier append) is cut first; on a
  * failed write the file is cut back to `validBytes`, so a log never holds a partial line.
- * Returns the new valid length.
+ * Returns the new valid length. `checkSize: false` skips the length check when the caller
+ * knows the file ends at `validBytes` (its last append through this fd succeeded).
  */
-export function appendAtomically(fd: number, validBytes: number, text: string, what: string): number {
-  if (fs.fstatSync(fd).size !== validBytes) fs.ftruncateSync(fd, validBytes);
+export function appendAtomically(fd: number, validBytes: number, text: string, what: string, checkSize = true): number {
+  if (checkSize && fs.fstatSync(fd).size !== validBytes) fs.ftruncateSync(fd, validBytes);
   const buf = Buffer.from(text);
   try {
     writeAll(fd, buf, what);

@@ -33,6 +33,8 @@ export class RunStore {
   private readonly eventFds = new Map<string, number>();
   /** Bytes of each run's events.jsonl that hold whole, acknowledged lines; appends continue from there. */
   private readonly eventBytes = new Map<string, number>();
+  /** Logs that may hold bytes past eventBytes (just opened, or after a failed append): checked before the next append. */
+  private readonly unsure = new Set<string>();
 
   constructor(readonly stateDir: string) {
     this.runsDir = path.join(stateDir, "runs");
@@ -58,9 +60,17 @@ export class RunStore {
       ensureDir(this.dir(id));
       fd = fs.openSync(path.join(this.dir(id), "events.jsonl"), "a", 0o600);
       this.eventFds.set(id, fd);
+      this.unsure.add(id);
     }
     // A log this daemon did not load is new: anything in it is left by a create that failed.
-    this.eventBytes.set(id, appendAtomically(fd, this.eventBytes.get(id) ?? 0, line + "\n", `runs/${id}/events.jsonl`));
+    const valid = this.eventBytes.get(id) ?? 0;
+    try {
+      this.eventBytes.set(id, appendAtomically(fd, valid, line + "\n", `runs/${id}/events.jsonl`, this.unsure.has(id)));
+      this.unsure.delete(id);
+    } catch (e) {
+      this.unsure.add(id);
+      throw e;
+    }
   }
 
   /** Replaces a run's whole event log (migration of a Rust run file). */
@@ -84,6 +94,7 @@ export class RunStore {
       // the fd is gone either way
     }
     this.eventBytes.delete(id);
+    this.unsure.delete(id);
     try {
       fs.rmSync(this.dir(id), { recursive: true, force: true });
     } catch {
