@@ -109,8 +109,13 @@ export class StorageGuard {
     return err;
   }
 
-  /** Startup: is the state dir writable at all? */
+  /** Startup: is the state dir writable at all? (Also removes probe files a killed daemon left.) */
   checkWritable(): void {
+    try {
+      for (const f of fs.readdirSync(this.dir)) if (/^\.probe\.\d+\.tmp$/.test(f)) fs.rmSync(path.join(this.dir, f), { force: true });
+    } catch {
+      // read-only: the probe below says so
+    }
     this.probe();
     if (this.condition !== "ok") this.startProbing();
   }

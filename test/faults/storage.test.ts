@@ -2,7 +2,7 @@
 // read-only or immutable one, a free-space floor, torn and non-conforming state files,
 // and a crash between a run's terminal event and its run.json. Real faults (a 2 MiB
 // tmpfs filled to ENOSPC, `mount -o remount,ro`, `chattr +i`) need root and are
-// skipped otherwise; state a crash leaves is written by hand. Every test checks that
+// skipped (with the reason) otherwise; state a crash leaves is written by hand. Every test checks that
 // the daemon survived the fault and still answers /v1/health.
 import fs from "node:fs";
 import path from "node:path";
@@ -23,10 +23,11 @@ import {
   type RunStateLike,
 } from "../reliability/harness.js";
 import { eventId, eventLine, readEventsFile, runFile, writeRun } from "../reliability/statefiles.js";
-import { chattrWorks, IS_ROOT, mountTmpfs, type SmallDisk } from "./tmpfs.js";
+import { cannotMount, chattrWorks, mountTmpfs, type SmallDisk } from "./tmpfs.js";
 
-const NOT_ROOT = "needs root (tmpfs mounts, remount ro, chattr): run as root, as CI does";
-if (!IS_ROOT) console.warn(`test/faults/storage.test.ts: tests with real faults skipped: ${NOT_ROOT}`);
+const NO_FAULTS = cannotMount();
+const REAL_FAULTS = NO_FAULTS === null;
+if (NO_FAULTS) console.warn(`test/faults/storage.test.ts: the tests with real storage faults are skipped: ${NO_FAULTS}`);
 
 const daemons: DaemonProc[] = [];
 const disks: SmallDisk[] = [];
@@ -132,7 +133,7 @@ async function expectStorageFailure(url: string, id: string): Promise<void> {
 describe("storage faults", () => {
   // Before: the stage's completion write failed with ENOSPC inside RunService.execute →
   // fail → persist, an unhandled rejection, and the daemon exited 1 with every run on it.
-  it.skipIf(!IS_ROOT)("1. the state dir fills up during a run: the run fails with the reason, the daemon serves on and recovers", async () => {
+  it.skipIf(!REAL_FAULTS)("1. the state dir fills up during a run: the run fails with the reason, the daemon serves on and recovers", async () => {
     const s = setup(true);
     const { d, url } = await daemon(s);
     const created = await request(url, "/v1/runs", { body: { file: slowSpec(s, 1.5), run_id: "victim" } });
@@ -154,7 +155,7 @@ describe("storage faults", () => {
 
   // Before: 500, yet the run stayed in memory as running; a retry answered 200 running,
   // it never executed, and it was gone after a restart.
-  it.skipIf(!IS_ROOT)("2. POST /v1/runs on a full disk: 507 INSUFFICIENT_STORAGE, no trace in memory or on disk; works once space returns", async () => {
+  it.skipIf(!REAL_FAULTS)("2. POST /v1/runs on a full disk: 507 INSUFFICIENT_STORAGE, no trace in memory or on disk; works once space returns", async () => {
     const s = setup(true);
     const { d, url } = await daemon(s);
     const spec = quickSpec(s);
@@ -180,7 +181,7 @@ describe("storage faults", () => {
 
   // Before: 200, but only 458,752 bytes reached disk, and from then on every GET of that
   // session answered 500.
-  it.skipIf(!IS_ROOT)("3. a 1 MB session message with 444 KiB free: 507, the log unchanged and readable; a damaged log is repaired, not a 500", async () => {
+  it.skipIf(!REAL_FAULTS)("3. a 1 MB session message with 444 KiB free: 507, the log unchanged and readable; a damaged log is repaired, not a 500", async () => {
     const s = setup(true);
     const { d, url } = await daemon(s);
     const first = await request(url, "/v1/sessions/s1/messages", { body: { role: "user", content: "first" } });
@@ -225,7 +226,7 @@ describe("storage faults", () => {
   // open for writing, as the daemon does with an active run's event log: under a running
   // daemon the read-only fault is `chattr +i` (EPERM); the remount is done between a
   // kill -9 and the restart.
-  it.skipIf(!IS_ROOT)("4. an immutable or read-only state dir: the run fails, the daemon serves on; a restart on it starts read-only", async () => {
+  it.skipIf(!REAL_FAULTS)("4. an immutable or read-only state dir: the run fails, the daemon serves on; a restart on it starts read-only", async () => {
     const s = setup(true);
     let { d, url } = await daemon(s);
     const slow = slowSpec(s, 1.5);
@@ -355,7 +356,7 @@ describe("storage faults", () => {
 
   // Before: any of these write failures was an unhandled rejection or an uncaught
   // exception, and the daemon exited 1.
-  it.skipIf(!IS_ROOT)("8. every write path has an owner: runs, cancels and session appends through repeated full-disk faults; nothing unhandled", async () => {
+  it.skipIf(!REAL_FAULTS)("8. every write path has an owner: runs, cancels and session appends through repeated full-disk faults; nothing unhandled", async () => {
     const s = setup(true);
     const { d, url } = await daemon(s);
     const specs = [slowSpec(s, 0.3), slowSpec(s, 0.6), quickSpec(s)];

@@ -7,6 +7,21 @@ import { tempDir } from "../reliability/harness.js";
 
 export const IS_ROOT = typeof process.getuid === "function" && process.getuid() === 0;
 
+/** Why real storage faults cannot be injected here (null when they can): not root, or no permission to mount (a container without CAP_SYS_ADMIN). */
+export function cannotMount(): string | null {
+  if (!IS_ROOT) return "not root (tmpfs mounts, remount ro and chattr need root; CI runs as root)";
+  const dir = tempDir("vbx-mount-probe-");
+  try {
+    run("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", dir]);
+    run("umount", [dir]);
+    return null;
+  } catch (e) {
+    return `cannot mount a tmpfs: ${(e as Error).message.split("\n")[0]}`;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function run(cmd: string, args: string[]): void {
   execFileSync(cmd, args, { stdio: ["ignore", "ignore", "pipe"], timeout: 10_000 });
 }
