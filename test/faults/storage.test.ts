@@ -181,7 +181,7 @@ describe("storage faults", () => {
 
   // Before: 200, but only 458,752 bytes reached disk, and from then on every GET of that
   // session answered 500.
-  it.skipIf(!REAL_FAULTS)("3. a 1 MB session message with 444 KiB free: 507, the log unchanged and readable; a damaged log is repaired, not a 500", async () => {
+  it.skipIf(!REAL_FAULTS)("3. a 1 MB session message with 444 KiB free: 507, the log unchanged and readable", async () => {
     const s = setup(true);
     const { d, url } = await daemon(s);
     const first = await request(url, "/v1/sessions/s1/messages", { body: { role: "user", content: "first" } });
@@ -203,8 +203,14 @@ describe("storage faults", () => {
     expect(ok.status).toBe(200);
     const after = (await request(url, "/v1/sessions/s1/messages")).json as Array<{ content: string }>;
     expect(after.map((m) => m.content.length)).toEqual([5, 1_000_000]);
+    await survives(d, url);
+  });
 
-    // A log damaged by hand: a garbage line and a line that is JSON but not a message.
+  // Before: a complete line that was not JSON made every GET of the session answer 500.
+  it("3b. a session log damaged anyway (a garbage line, a line that is not a message) is repaired on read, never a 500", async () => {
+    const s = setup(false);
+    fs.mkdirSync(path.join(s.stateDir, "sessions"), { recursive: true });
+    const { d, url } = await daemon(s);
     const good = (n: number) => JSON.stringify({ ts_ms: 1_700_000_000_000 + n, role: "user", content: `m${n}` });
     const damaged = path.join(s.stateDir, "sessions", "s2.jsonl");
     fs.writeFileSync(damaged, [good(1), "{garbage", good(2), '{"role":1}', good(3)].join("\n") + "\n");
