@@ -859,7 +859,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["RunNotFound"];
             413: components["responses"]["PayloadTooLarge"];
-            /** @description The cancellation could not be recorded durably (state dir full or read-only); the run was left as it was. */
+            /** @description The cancellation could not be recorded yet (state dir full or read-only). The run's work is stopped and the cancellation is recorded as soon as the state dir takes writes; retry to confirm. */
             507: {
                 headers: {
                     [name: string]: unknown;

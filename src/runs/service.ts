@@ -425,7 +425,20 @@ export class RunService {
     const run = this.get(id);
     if (!run.terminal) {
       const why = reason ?? "run marked cancelled";
-      this.endFromOutside(run, "cancelled", "run cancelled", why);
+      const end = () => {
+        if (!run.terminal) this.endFromOutside(run, "cancelled", "run cancelled", why);
+        else run.persist();
+      };
+      try {
+        end();
+      } catch (e) {
+        if (!isStorageError(e)) throw e;
+        // Not acknowledged (507), but not half-done either: the work stops now and the
+        // cancellation is recorded as soon as the state dir takes it (a retry confirms).
+        if (!run.abort.signal.aborted) run.abort.abort(new Error("run cancelled"));
+        this.owed.set(run.id, end);
+        throw this.deps.storage.fault(e);
+      }
       this.deps.log.info({ run_id: id, status: "cancelled", reason: why }, "run cancelled");
     }
     return { run_id: run.id, state: run.status, terminal_event_id: run.file.terminal_event_id };

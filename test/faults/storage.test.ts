@@ -252,7 +252,7 @@ describe("storage faults", () => {
     } else console.warn("chattr +i is not supported on this kernel's tmpfs: the immutable variant is skipped");
 
     // (b) kill -9 with a run active, restart on the state dir remounted read-only
-    expect((await request(url, "/v1/runs", { body: { file: slowSpec(s, 300), run_id: "was-active" } })).status).toBe(200);
+    for (const id of ["was-active", "cancel-me"]) expect((await request(url, "/v1/runs", { body: { file: slowSpec(s, 300), run_id: id } })).status).toBe(200);
     await killHard(d);
     s.disk!.readOnly(true);
     ({ d, url } = await daemon(s));
@@ -262,12 +262,18 @@ describe("storage faults", () => {
     expect(((await request(url, "/v1/runs")).json as { runs: RunStateLike[] }).runs.map((x) => x.id)).toContain("was-active");
     expectStorageError(await request(url, "/v1/runs", { body: { file: slow } }));
     expectStorageError(await request(url, "/v1/sessions/s/messages", { body: { role: "user", content: "x" } }));
-    // Its failure is recorded once the state dir takes writes again.
-    expect(TERMINAL.has((await getRun(url, "was-active")).status)).toBe(false);
+    // A cancel that cannot be recorded is not acknowledged, and is recorded once it can be.
+    expectStorageError(await request(url, "/v1/runs/cancel-me/cancel", { method: "POST", body: { reason: "frozen" } }));
+    // Their ends are recorded once the state dir takes writes again; not served as terminal before.
+    for (const id of ["was-active", "cancel-me"]) expect(TERMINAL.has((await getRun(url, id)).status)).toBe(false);
     await survives(d, url);
     s.disk!.readOnly(false);
     const r = await waitStatus(url, "was-active", (st) => TERMINAL.has(st));
     expect([r.status, r.terminal_reason]).toEqual(["failed", "daemon_restarted"]);
+    const cancelled = await waitStatus(url, "cancel-me", (st) => TERMINAL.has(st));
+    expect([cancelled.status, cancelled.terminal_reason]).toEqual(["cancelled", "frozen"]);
+    const again = await request(url, "/v1/runs/cancel-me/cancel", { method: "POST", body: {} });
+    expect(again.json).toMatchObject({ state: "cancelled", terminal_event_id: cancelled.terminal_event_id });
     expect((await request(url, "/v1/runs", { body: { file: quickSpec(s) } })).status).toBe(200);
     await survives(d, url);
   });
@@ -367,6 +373,7 @@ describe("storage faults", () => {
     const { d, url } = await daemon(s);
     const specs = [slowSpec(s, 0.3), slowSpec(s, 0.6), quickSpec(s)];
     const ids: string[] = [];
+    const cancelRefused: string[] = [];
     let n = 0;
     for (let round = 0; round < 3; round++) {
       for (let i = 0; i < 4; i++) {
@@ -383,11 +390,14 @@ describe("storage faults", () => {
         request(url, "/v1/runs", { body: { file: specs[2] } }),
       ]);
       for (const r of results) expect([200, 507]).toContain(r.status);
+      if (results[0].status === 507) cancelRefused.push(ids[ids.length - 1]);
       await waitFor(async () => (await health(url)).storage !== "ok", 10_000, "the fault was never noticed");
       await survives(d, url);
       s.disk!.free();
     }
     for (const id of ids) await waitStatus(url, id, (st) => TERMINAL.has(st));
+    // A cancel refused with 507 stopped the run and was recorded once space returned.
+    for (const id of cancelRefused) expect((await getRun(url, id)).status).toBe("cancelled");
     for (const id of ids) {
       const { events, badLines, torn } = readEventsFile(path.join(s.stateDir, "runs", id, "events.jsonl"));
       expect([badLines, torn], id).toEqual([[], false]);
