@@ -165,11 +165,6 @@ export class RunService {
     }
   }
 
-  /** Runs whose failure or final state could not be written yet (reported in the log; retried). */
-  get owedRuns(): number {
-    return this.owed.size;
-  }
-
   /**
    * The owner of every failed write of a run's execution: the run's work is stopped and
    * the run fails with the storage error as its reason, as soon as that can be recorded.
@@ -266,11 +261,11 @@ export class RunService {
       spec = await loadSpec(run.file.file);
     } catch (e) {
       const reason = e instanceof SpecError ? e.message : `cannot load spec: ${(e as Error).message}`;
-      if (run.terminal) return;
+      if (run.terminal || run.abort.signal.aborted) return;
       run.append({ type: "spec.parse_failed", level: "error", message: reason });
       return this.fail(run, exec, reason);
     }
-    if (run.terminal) return;
+    if (run.terminal || run.abort.signal.aborted) return;
     run.append({ type: "run.spec.loaded", message: `spec ${spec.name} (${spec.kind}) loaded`, payload: { name: spec.name, kind: spec.kind } });
 
     const sandbox = this.pickSandbox(run, spec);
@@ -286,7 +281,8 @@ export class RunService {
   }
 
   private fail(run: Run, exec: Execution, reason: string): void {
-    if (run.terminal) return;
+    // Aborted: ended (cancel) or stopped by a fault whose owner records the end.
+    if (run.terminal || run.abort.signal.aborted) return;
     this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });
     run.persist();
   }
