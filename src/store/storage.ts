@@ -64,6 +64,7 @@ export class StorageGuard {
   private timer: NodeJS.Timeout | null = null;
   private readonly listeners: Array<() => void> = [];
   private closed = false;
+  private lastLogged: { reason: string | null; at: number } = { reason: null, at: 0 };
 
   constructor(
     private readonly dir: string,
@@ -102,7 +103,12 @@ export class StorageGuard {
     const condition = conditionOf(e);
     if (!condition) return e instanceof Error ? e : new Error(String(e));
     const err = e instanceof StorageError ? e : new StorageError(condition, describe(condition, e));
-    if (this.condition !== condition || this.reason !== err.message) this.log.error({ condition, reason: err.message }, "state dir write failed");
+    // A fault that keeps coming back (probe works, real writes fail) is logged once a minute, not once a probe.
+    const now = Date.now();
+    if (this.lastLogged.reason !== err.message || now - this.lastLogged.at > 60_000) {
+      this.log.error({ condition, reason: err.message }, "state dir write failed");
+      this.lastLogged = { reason: err.message, at: now };
+    }
     this.condition = condition;
     this.reason = err.message;
     this.startProbing();
