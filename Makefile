@@ -126,6 +126,7 @@ bench: deps build guest
 	npx --no-install tsx bench/output-flood.ts
 	npx --no-install tsx bench/hostile.ts
 	npx --no-install tsx bench/startup.ts
+	npx --no-install tsx bench/crash-cycles.ts
 
 clean:
 	rm -rf dist build

@@ -202,14 +202,14 @@ export interface components {
         SafeId: string;
         ApiError: {
             /** @enum {string} */
-            code: "INVALID_SPEC" | "INVALID_POLICY" | "INVALID_PARAMS" | "NOT_FOUND" | "ALREADY_TERMINAL" | "UNAUTHORIZED" | "PAYLOAD_TOO_LARGE" | "STRUCTURED_OUTPUT_MISSING" | "STRUCTURED_OUTPUT_MALFORMED" | "ARTIFACT_NOT_FOUND" | "RESOURCE_LIMIT_EXCEEDED" | "INTERNAL_ERROR";
+            code: "INVALID_SPEC" | "INVALID_POLICY" | "INVALID_PARAMS" | "NOT_FOUND" | "ALREADY_TERMINAL" | "UNAUTHORIZED" | "PAYLOAD_TOO_LARGE" | "STRUCTURED_OUTPUT_MISSING" | "STRUCTURED_OUTPUT_MALFORMED" | "ARTIFACT_NOT_FOUND" | "RESOURCE_LIMIT_EXCEEDED" | "INSUFFICIENT_STORAGE" | "INTERNAL_ERROR";
             /** @description Human-readable; names the offending field for validation errors. */
             message: string;
             retryable: boolean;
         };
         Health: {
             /**
-             * @description `degraded`: no micro-VM can boot on this host (see `guest_boot_error`); mock and auto runs still work.
+             * @description `degraded`: no micro-VM can boot on this host (see `guest_boot_error`; mock and auto runs still work), or the state dir does not take new runs (see `storage`).
              * @enum {string}
              */
             status: "ok" | "degraded";
@@ -246,8 +246,17 @@ export interface components {
             /** @description The latest micro-VM boots that failed (probe and stage boots), newest first; bounded by --boot-failures-kept. */
             recent_boot_failures?: components["schemas"]["BootFailure"][];
             sandbox_modes?: ("mock" | "local" | "auto")[];
-            /** @description State files found corrupt at startup and moved aside. */
+            /** @description State files (or damaged session-log lines) found not to conform to their schema and moved aside to `quarantine/` (a path outside `quarantine/` could not be moved and is not loaded). */
             quarantined_files?: string[];
+            /**
+             * @description Whether the state dir takes writes: `low_space` (full, or below the free-space floor),
+             *     `read_only`, `failing` (I/O errors). Unless `ok`, new runs and session messages get
+             *     507 INSUFFICIENT_STORAGE; runs and sessions are still served.
+             * @enum {string}
+             */
+            storage?: "ok" | "low_space" | "read_only" | "failing";
+            /** @description Why storage is not `ok` (null when it is). */
+            storage_reason?: string | null;
         };
         BootFailure: {
             /** Format: date-time */
@@ -557,6 +566,8 @@ export interface operations {
              *     `accelerator`/`guest_boot` say `probing` until it settles. `status: degraded`
              *     means no micro-VM can boot on this host (`guest_boot_error` says why): runs with
              *     sandbox mode `local` fail at once with that reason, `auto` runs use the mock.
+             *     It also means the state dir does not take new runs (`storage` is not `ok`):
+             *     creates and session appends answer 507 INSUFFICIENT_STORAGE meanwhile.
              */
             200: {
                 headers: {
@@ -743,6 +754,15 @@ export interface operations {
                 };
             };
             413: components["responses"]["PayloadTooLarge"];
+            /** @description The state dir cannot take the run now (full, below the free-space floor, or read-only); nothing was recorded. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
         };
     };
     getRun: {
@@ -890,6 +910,22 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["RunNotFound"];
             413: components["responses"]["PayloadTooLarge"];
+            /** @description The cancellation could not be recorded yet (state dir full or read-only). The run's work is stopped and the cancellation is recorded as soon as the state dir takes writes; retry to confirm. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INSUFFICIENT_STORAGE",
+                     *       "message": "state dir is full (ENOSPC)",
+                     *       "retryable": true
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
         };
     };
     listRunStages: {
@@ -1154,6 +1190,15 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             413: components["responses"]["PayloadTooLarge"];
+            /** @description The message could not be stored whole (state dir full, below the free-space floor, or read-only); the log is unchanged. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
         };
     };
 }

@@ -15,6 +15,8 @@ import { defaultIds, type IdSource } from "./ids.js";
 import { RunService, type VmProvider } from "./runs/service.js";
 import { RunStore } from "./store/runs.js";
 import { SessionStore } from "./store/sessions.js";
+import { compileStateSchemas } from "./store/schemas.js";
+import { StorageGuard } from "./store/storage.js";
 import { DEFAULT_LIMITS, type Limits } from "./limits.js";
 import { noVmHealth, startVmSetup, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
 import { lockStateDir, type StateLock } from "./state-lock.js";
@@ -79,8 +81,18 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
 }
 
 async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, now: () => number, ids: IdSource, limits: Limits): Promise<Daemon> {
+  const storage = new StorageGuard(opts.stateDir, limits.minFreeBytes, log);
+  const schemas = compileStateSchemas(loadDefinition() as { components?: { schemas?: Record<string, unknown> } });
   const store = new RunStore(opts.stateDir);
-  const sessions = new SessionStore(opts.stateDir);
+  const quarantined: string[] = [];
+  const sessions = new SessionStore(opts.stateDir, {
+    schemas,
+    storage,
+    onQuarantine: (file, reason) => {
+      quarantined.push(file);
+      log.error({ file, reason }, "damaged session log lines quarantined");
+    },
+  });
 
   let vmSetup: VmSetup | null = null;
   let vm: VmProvider;
@@ -92,18 +104,23 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     vm = vmSetup.provider;
   }
 
-  const service = new RunService({ store, ids, now, log, vm, limits });
-  const quarantined = service.restore();
+  const service = new RunService({ store, ids, now, log, vm, limits, storage, schemas });
+  // A state dir that can be read but not written is served read-only (writes get 507).
+  storage.checkWritable();
+  quarantined.push(...service.restore());
   const health = (): Health => {
     const guest = vmSetup ? vmSetup.health() : noVmHealth();
+    const disk = storage.health();
     return {
-      status: guest.guest_boot === "failed" ? "degraded" : "ok",
+      // Degraded: no guest can boot, or the state dir refuses new runs.
+      status: guest.guest_boot === "failed" || disk.storage !== "ok" ? "degraded" : "ok",
       persistence: "json-files",
       version: VERSION,
       ...guest,
       // While probing, local runs are accepted (they wait for the probe).
       sandbox_modes: vm.sandbox || guest.guest_boot === "probing" ? ["mock", "local", "auto"] : ["mock", "auto"],
       quarantined_files: quarantined,
+      ...disk,
     };
   };
 
@@ -140,7 +157,12 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
         const stopping = Promise.all(listeners.map((l) => l.close()));
         await service.shutdown(10_000);
         await vmSetup?.stopAll(5_000);
-        store.close();
+        storage.close();
+        try {
+          store.close();
+        } catch (e) {
+          log.error({ err: e }, "could not flush the event logs at shutdown"); // a full or read-only state dir
+        }
         await stopping;
       } finally {
         // Only once every VM is stopped and the state flushed may another daemon take over.

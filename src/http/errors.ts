@@ -2,6 +2,7 @@ import type { ErrorObject } from "ajv";
 import type { NextFunction, Request, Response } from "express";
 import type { Logger } from "pino";
 import { ApiError } from "../errors.js";
+import { StorageError } from "../store/storage.js";
 
 /**
  * The one place where failures become ApiError replies: request validation errors
@@ -44,6 +45,8 @@ export function sendError(res: Response, err: ApiError): void {
 export function errorMiddleware(log: Logger) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
     if (err instanceof ApiError) return sendError(res, err);
+    // Nothing was acknowledged (a failed write is rolled back): the client may retry once space returns.
+    if (err instanceof StorageError) return sendError(res, new ApiError("INSUFFICIENT_STORAGE", err.message));
     if ((err as { type?: string }).type === "request.aborted") return; // the client is gone
     // body-parser failures (too large, bad encoding, broken gzip/deflate, …) carry a 4xx status.
     const status = (err as { status?: number }).status;
