@@ -33,10 +33,14 @@ export interface paths {
         put?: never;
         /**
          * Start a run
-         * @description Starts a run of the spec file `file`. With a caller-supplied `run_id` the call is
-         *     idempotent: an active run with that id is returned as it is (200), a terminal one
-         *     answers 409 ALREADY_TERMINAL. A spec file that cannot be loaded does not fail the
-         *     request: the run records `spec.parse_failed` and then fails.
+         * @description Starts a run of the spec file `file` (a path on the daemon's host) or of the spec
+         *     given inline as `spec` (exactly one of the two), with an optional `input` for its
+         *     first stages' stdin. With a caller-supplied `run_id` the call is idempotent: an
+         *     active run with that id is returned as it is (200), a terminal one answers 409
+         *     ALREADY_TERMINAL. A spec file that cannot be loaded does not fail the request: the
+         *     run records `spec.parse_failed` and then fails. An inline spec is validated here:
+         *     an invalid one answers 400 INVALID_SPEC naming the field under `body/spec`, and
+         *     no run is created.
          */
         post: operations["createRun"];
         delete?: never;
@@ -242,12 +246,39 @@ export interface components {
             /** @default 30 */
             cancel_grace_period_secs: number;
         };
+        /**
+         * @description Exactly one of `file` (a spec file on the daemon's host) or `spec` (the spec
+         *     itself) is required; with neither or both the reply is 400 INVALID_SPEC
+         *     `body: exactly one of file or spec is required`.
+         */
         CreateRunRequest: {
-            /** @description Path of the run-spec file (YAML if it ends .yaml/.yml, else JSON). */
-            file: string;
+            /** @description Path of the run-spec file on the daemon's host (YAML if it ends .yaml/.yml, else JSON). */
+            file?: string;
+            spec?: components["schemas"]["InlineSpec"];
+            /**
+             * @description Handed to the run as stdin: of a workflow's first steps (those without
+             *     `depends_on`), of an agent, of a pipeline's first stage. At most 1 MiB of UTF-8
+             *     by default (`voidbox serve --max-run-input`); over it 400 INVALID_SPEC naming
+             *     `body/input`. Stored in the run's directory before the reply.
+             */
+            input?: string;
             run_id?: components["schemas"]["SafeId"];
             policy?: components["schemas"]["RunPolicy"];
-        };
+        } & ({
+            file: string;
+        } | {
+            spec: components["schemas"]["InlineSpec"];
+        });
+        /**
+         * @description The run spec inline: a JSON object, or its YAML or JSON text (at most 1 MiB,
+         *     and as an object at most 1 MiB once encoded as JSON). It is validated when the
+         *     run is created: an invalid spec answers 400 INVALID_SPEC naming the field
+         *     (`body/spec/sandbox/mode: must be one of mock, local, auto`). The spec is stored
+         *     in the run's directory before the reply, and the run's `file` is `inline:spec.json`.
+         */
+        InlineSpec: {
+            [key: string]: unknown;
+        } | string;
         CreateRunResponse: {
             run_id: string;
             attempt_id: number;
@@ -349,6 +380,11 @@ export interface components {
         RunState: {
             id: string;
             status: components["schemas"]["RunStatus"];
+            /**
+             * @description The `file` the run was created with; `inline:spec.json` for a run created with an
+             *     inline `spec` (stored as `spec.json`, as sent, in the run's directory under the
+             *     daemon's state dir; its `input`, if any, beside it as `input`).
+             */
             file: string;
             report: components["schemas"]["RunReport"] | components["schemas"]["Null"];
             error: string | null;
@@ -652,18 +688,6 @@ export interface operations {
         };
         requestBody: {
             content: {
-                /**
-                 * @example {
-                 *       "file": "examples/hello.yaml",
-                 *       "run_id": "build-42",
-                 *       "policy": {
-                 *         "max_parallel_microvms_per_run": 2,
-                 *         "max_stage_retries": 1,
-                 *         "stage_timeout_secs": 600,
-                 *         "cancel_grace_period_secs": 10
-                 *       }
-                 *     }
-                 */
                 "application/json": components["schemas"]["CreateRunRequest"];
             };
         };

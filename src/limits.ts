@@ -23,6 +23,10 @@ export interface Limits {
   requestTimeoutMs: number;
   /** A keep-alive connection with no request in flight is closed after this. */
   idleTimeoutMs: number;
+  /** Bytes of a run's `input` (POST /v1/runs); over it 400 naming body/input. */
+  maxRunInputBytes: number;
+  /** A comment line is sent on an idle event stream (SSE) this often, so proxies and clients see it is alive. */
+  sseHeartbeatMs: number;
   /** When non-empty, `POST /v1/runs {file}` may only name files under these directories (realpath). */
   specRoots: string[];
 }
@@ -37,6 +41,8 @@ export const DEFAULT_LIMITS: Limits = {
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 60_000,
   idleTimeoutMs: 5_000,
+  maxRunInputBytes: 1024 * 1024,
+  sseHeartbeatMs: 15_000,
   specRoots: [],
 };
 
@@ -53,6 +59,8 @@ export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes
   "headers-timeout": { key: "headersTimeoutMs", kind: "ms", help: "ms a client has to send a request head" },
   "request-timeout": { key: "requestTimeoutMs", kind: "ms", help: "ms a client has to send a whole request" },
   "idle-timeout": { key: "idleTimeoutMs", kind: "ms", help: "ms an idle keep-alive connection is kept" },
+  "max-run-input": { key: "maxRunInputBytes", kind: "bytes", help: "bytes of a run's input (POST /v1/runs input)" },
+  "sse-heartbeat": { key: "sseHeartbeatMs", kind: "ms", help: "ms between heartbeat comments on an idle event stream" },
 };
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };

@@ -90,7 +90,8 @@ export async function createApi(definition: Document): Promise<OpenAPIBackend> {
     definition: { ...definition, security: [] },
     strict: false,
     validate: true,
-    ajvOpts: { allErrors: true, strict: false },
+    // verbose: errors carry their schema and data, so oneOf/anyOf failures can be worded (see errors.ts).
+    ajvOpts: { allErrors: true, strict: false, verbose: true },
     customizeAjv: (ajv) => {
       addFormats.default(ajv);
       return ajv;

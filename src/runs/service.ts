@@ -14,6 +14,7 @@ import type { RunEvent, RunFile, RunState } from "./model.js";
 import { normaliseStatus, v2EventName } from "./naming.js";
 import { decidePublication, type StageOutputs } from "./publication.js";
 import { Run } from "./run.js";
+import { checkRunInputs, INLINE_SPEC_FILE, storeRunInputs, type RunInputs } from "./inline.js";
 
 type CreateRunRequest = components["schemas"]["CreateRunRequest"];
 type CreateRunResponse = components["schemas"]["CreateRunResponse"];
@@ -93,6 +94,8 @@ function appendOutputLines(run: Run, output: string, maxLines: number): void {
 interface Execution {
   outputs: Map<string, StageOutputs>;
   done: Promise<void>;
+  /** The inline spec and the input, when the create carried them. */
+  inputs: RunInputs;
 }
 
 /**
@@ -144,6 +147,7 @@ export class RunService {
 
   /** Synchronous up to the insert, so concurrent creates with one run_id start one run. */
   create(req: CreateRunRequest): CreateRunResponse {
+    const inputs = checkRunInputs(req, this.deps.limits);
     if (req.run_id !== undefined) {
       const existing = this.runs.get(req.run_id);
       if (existing) {
@@ -155,11 +159,13 @@ export class RunService {
     while (this.runs.has(id)) id = this.deps.ids.runId();
     const now = new Date(this.deps.now()).toISOString();
     const policy: RunPolicy | null = req.policy ? { ...DEFAULT_POLICY, ...req.policy } : null;
+    const file = inputs.inline ? INLINE_SPEC_FILE : req.file!;
+    storeRunInputs(this.deps.store, id, inputs);
     const run = new Run(
       {
         id,
         status: "running",
-        file: req.file,
+        file,
         report: null,
         error: null,
         attempt_id: 1,
@@ -180,11 +186,11 @@ export class RunService {
     this.runs.set(id, run);
     // run.json first: a crash before it exists leaves only an unacknowledged, removable directory.
     run.persist();
-    run.append({ type: "run.started", message: `run created for ${req.file}` });
+    run.append({ type: "run.started", message: `run created for ${file}` });
     run.append({ type: "env.provisioned", message: `environment env-${id} provisioned`, environment_id: `env-${id}` });
     run.persist();
-    this.deps.log.info({ run_id: id, file: req.file, status: "running" }, "run created");
-    const exec: Execution = { outputs: new Map(), done: Promise.resolve() };
+    this.deps.log.info({ run_id: id, file, status: "running" }, "run created");
+    const exec: Execution = { outputs: new Map(), done: Promise.resolve(), inputs };
     this.executions.set(id, exec);
     exec.done = this.execute(run, exec, policy ?? DEFAULT_POLICY).finally(() => this.executions.delete(id));
     return { run_id: id, attempt_id: run.file.attempt_id, state: run.status };
@@ -193,7 +199,7 @@ export class RunService {
   private async execute(run: Run, exec: Execution, policy: RunPolicy): Promise<void> {
     let spec: RunSpec;
     try {
-      spec = await loadSpec(run.file.file, { roots: this.deps.limits.specRoots });
+      spec = exec.inputs.inline?.spec ?? (await loadSpec(run.file.file, { roots: this.deps.limits.specRoots }));
     } catch (e) {
       const reason = e instanceof SpecError ? e.message : `cannot load spec: ${(e as Error).message}`;
       if (run.terminal) return;
@@ -207,7 +213,7 @@ export class RunService {
     if (!sandbox) return this.fail(run, exec, `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`);
     let result: EngineResult;
     try {
-      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now, limits: this.deps.limits });
+      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now, limits: this.deps.limits, input: exec.inputs.input });
     } catch (e) {
       return this.fail(run, exec, (e as Error).message);
     }
