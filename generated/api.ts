@@ -77,7 +77,33 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** List a run's events */
+        /**
+         * List a run's events, or follow them live
+         * @description Without `Accept: text/event-stream` (no Accept, `*\/*`, `application/json`): the
+         *     events so far as a JSON array.
+         *
+         *     With `Accept: text/event-stream`: the events as Server-Sent Events, live. Each
+         *     event is one frame:
+         *
+         *     ```
+         *     id: <event_id>
+         *     event: <event_type>        (the v2 name with api_version=v2)
+         *     data: <the RunEvent JSON, byte for byte as in the JSON reply>
+         *
+         *     ```
+         *
+         *     The stream starts after `Last-Event-ID` (header; an EventSource sends it when it
+         *     reconnects) or else after `from_event_id`; an unknown id starts from the first
+         *     event. Every `sse-heartbeat` ms (default 15000) a comment line `: heartbeat`
+         *     is sent. The server closes the stream once the run is terminal and every event
+         *     appended so far has been sent: the last event is the one after the terminal
+         *     event's group — `log.closed` (or `log.truncated`) when the run has report output,
+         *     otherwise the terminal event itself (`run.finished`, `run.failed`,
+         *     `run.cancelled`). A stream of an already terminal run sends what is left and
+         *     closes. Each open stream holds one connection of the listener and counts
+         *     against its `--max-connections`; the listener's request and idle timeouts do not
+         *     cut an open stream.
+         */
         get: operations["listRunEvents"];
         put?: never;
         post?: never;
@@ -773,7 +799,10 @@ export interface operations {
                 /** @description `v2` replaces each event's event_type with its PascalCase event_type_v2; anything else is legacy. */
                 api_version?: components["parameters"]["ApiVersion"];
             };
-            header?: never;
+            header?: {
+                /** @description For `text/event-stream` only: resume after this event id (takes precedence over `from_event_id`). */
+                "Last-Event-ID"?: string;
+            };
             path: {
                 run_id: components["parameters"]["RunId"];
             };
@@ -781,7 +810,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The events, in seq order (a bare array). */
+            /** @description The events, in seq order (a bare array), or their live stream. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -820,6 +849,18 @@ export interface operations {
                      *     ]
                      */
                     "application/json": components["schemas"]["RunEvent"][];
+                    /**
+                     * @example id: 0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c00
+                     *     event: run.started
+                     *     data: {"ts_ms":1795237200000,"level":"info","event_type":"run.started","message":"run created for examples/hello.yaml","run_id":"build-42","event_id":"0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c00","seq":0,"attempt_id":1,"timestamp":"2026-11-24T05:00:00.000Z","event_type_v2":"RunStarted","payload":null}
+                     *
+                     *     : heartbeat
+                     *
+                     *     id: 0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c0d
+                     *     event: run.finished
+                     *     data: {"ts_ms":1795237203400,"level":"info","event_type":"run.finished","message":"run succeeded","run_id":"build-42","event_id":"0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c0d","seq":1,"attempt_id":1,"timestamp":"2026-11-24T05:00:03.400Z","event_type_v2":"RunCompleted","payload":{"exit_code":0}}
+                     */
+                    "text/event-stream": string;
                 };
             };
             400: components["responses"]["InvalidParams"];

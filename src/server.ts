@@ -92,7 +92,7 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   const handlers = {
     ...healthHandlers(health),
-    ...runHandlers(service),
+    ...runHandlers(service, { heartbeatMs: limits.sseHeartbeatMs }),
     ...stageHandlers(service, store),
     ...sessionHandlers(sessions, now),
   };
