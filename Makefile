@@ -82,6 +82,7 @@ bench: deps build guest
 	npx --no-install tsx bench/events-throughput.ts
 	npx --no-install tsx bench/boot.ts
 	npx --no-install tsx bench/output-flood.ts
+	npx --no-install tsx bench/sse-latency.ts
 
 clean:
 	rm -rf dist build
