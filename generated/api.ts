@@ -102,7 +102,8 @@ export interface paths {
          *     `run.cancelled`). A stream of an already terminal run sends what is left and
          *     closes. Each open stream holds one connection of the listener and counts
          *     against its `--max-connections`; the listener's request and idle timeouts do not
-         *     cut an open stream.
+         *     cut an open stream. A client that does not read what was sent for
+         *     `--sse-stall-timeout` ms (default 60000) is disconnected; it can resume.
          */
         get: operations["listRunEvents"];
         put?: never;

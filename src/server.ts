@@ -92,7 +92,7 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   const handlers = {
     ...healthHandlers(health),
-    ...runHandlers(service, { heartbeatMs: limits.sseHeartbeatMs }),
+    ...runHandlers(service, { heartbeatMs: limits.sseHeartbeatMs, stallTimeoutMs: limits.sseStallTimeoutMs }),
     ...stageHandlers(service, store),
     ...sessionHandlers(sessions, now),
   };

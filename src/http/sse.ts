@@ -7,6 +7,8 @@ const BATCH_BYTES = 64 * 1024;
 export interface EventStreamOptions {
   /** A comment line is written this often, so clients and proxies see the stream is alive. */
   heartbeatMs: number;
+  /** A client that has not taken what was written for this long is cut off; it can resume with Last-Event-ID. */
+  stallTimeoutMs: number;
 }
 
 /** q of each media range of an Accept header, by lower-case type. */
@@ -50,7 +52,8 @@ function frame(run: Run, i: number, v2: boolean): string {
  * stream sends on a microtask after an append, so it never closes between them.
  *
  * The stream keeps only its index into the run's events: a client that does not read
- * gets no more writes until the socket drains, so nothing piles up in memory.
+ * gets no more writes until the socket drains, so nothing piles up in memory; one that
+ * stays stalled for `stallTimeoutMs` loses the connection (and may resume).
  */
 export function eventStream(run: Run, start: number, v2: boolean, opts: EventStreamOptions) {
   return (_req: IncomingMessage, res: ServerResponse): void => {
@@ -65,6 +68,11 @@ export function eventStream(run: Run, start: number, v2: boolean, opts: EventStr
     let blocked = false; // a write returned false: wait for 'drain'
     let scheduled = false;
     let done = false;
+    let stall: NodeJS.Timeout | undefined;
+    const block = () => {
+      blocked = true;
+      stall ??= setTimeout(() => res.destroy(), opts.stallTimeoutMs);
+    };
 
     const flush = () => {
       scheduled = false;
@@ -72,10 +80,7 @@ export function eventStream(run: Run, start: number, v2: boolean, opts: EventStr
       while (next < run.events.length) {
         let chunk = "";
         while (next < run.events.length && chunk.length < BATCH_BYTES) chunk += frame(run, next++, v2);
-        if (!res.write(chunk)) {
-          blocked = true;
-          return;
-        }
+        if (!res.write(chunk)) return block();
       }
       if (run.terminal) {
         stop();
@@ -89,10 +94,12 @@ export function eventStream(run: Run, start: number, v2: boolean, opts: EventStr
     };
     const onDrain = () => {
       blocked = false;
+      clearTimeout(stall);
+      stall = undefined;
       flush();
     };
     const beat = setInterval(() => {
-      if (!blocked && !done) blocked = !res.write(": heartbeat\n\n");
+      if (!blocked && !done && !res.write(": heartbeat\n\n")) block();
     }, opts.heartbeatMs);
     const unsubscribe = run.subscribe(schedule);
     const stop = () => {
@@ -100,6 +107,7 @@ export function eventStream(run: Run, start: number, v2: boolean, opts: EventStr
       done = true;
       unsubscribe();
       clearInterval(beat);
+      clearTimeout(stall);
       res.off("drain", onDrain);
     };
     res.on("drain", onDrain);

@@ -198,13 +198,14 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     const writes: string[] = [];
     let ended = false;
     const res = Object.assign(new EventEmitter(), {
+      destroy: () => undefined,
       writeHead: () => undefined,
       flushHeaders: () => undefined,
       socket: null,
       write: (chunk: string) => (writes.push(chunk), accept),
       end: () => (ended = true),
     });
-    eventStream(run, 0, false, { heartbeatMs: 60_000 })({} as http.IncomingMessage, res as unknown as http.ServerResponse);
+    eventStream(run, 0, false, { heartbeatMs: 60_000, stallTimeoutMs: 60_000 })({} as http.IncomingMessage, res as unknown as http.ServerResponse);
     expect(writes).toHaveLength(1);
     await new Promise((r) => setImmediate(r));
     expect(writes).toHaveLength(1);
@@ -216,5 +217,25 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     expect(writes.join("").split("\n\n").filter(Boolean)).toHaveLength(run.events.length);
     res.emit("close");
     expect(run.listenerCount).toBe(0);
+  });
+
+  it("a client that stays stalled past the stall timeout loses the connection", async () => {
+    const t = await daemon();
+    const id = await createInline(t, SLEEPY);
+    const run = runOf(t, id);
+    let destroyed = false;
+    const res = Object.assign(new EventEmitter(), {
+      destroy: () => ((destroyed = true), res.emit("close")),
+      writeHead: () => undefined,
+      flushHeaders: () => undefined,
+      socket: null,
+      write: () => false,
+      end: () => undefined,
+    });
+    eventStream(run, 0, false, { heartbeatMs: 60_000, stallTimeoutMs: 30 })({} as http.IncomingMessage, res as unknown as http.ServerResponse);
+    expect(run.listenerCount).toBe(1);
+    await waitFor(() => destroyed, "the stalled stream to be cut off");
+    expect(run.listenerCount).toBe(0);
+    expect((await api(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
   });
 });
