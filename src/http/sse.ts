@@ -61,6 +61,7 @@ export function eventStream(run: Run, start: number, v2: boolean, opts: EventStr
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-cache",
       "x-accel-buffering": "no", // reverse proxies: do not hold events back
+      connection: "close", // the connection slot is freed when the stream ends
     });
     res.flushHeaders();
     res.socket?.setNoDelay(true);

@@ -184,6 +184,18 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     expect(s.frames[s.frames.length - 1].event).toBe("run.cancelled");
   });
 
+  it("a daemon shutting down ends its streams with the runs' terminal events", async () => {
+    const t = await startDaemon(tmpDir());
+    const id = await createInline(t, SLEEPY);
+    const s = follow(t.url, `/v1/runs/${id}/events`);
+    await waitFor(() => s.frames.length > 0 && runOf(t, id).listenerCount === 1, "the stream to be attached");
+    await t.d.close();
+    await waitFor(() => s.ended || s.error, "the stream to end");
+    expect(s.error).toBeUndefined(); // ended by the server, not cut
+    expect(s.ended).toBe(true);
+    expect(s.frames[s.frames.length - 1].event).toBe("run.failed");
+  });
+
   it("back-pressure: nothing more is written until the socket drains", async () => {
     const t = await daemon();
     // A 60 KB line: the events take more than one write batch.
