@@ -127,6 +127,7 @@ bench: deps build guest
 	npx --no-install tsx bench/hostile.ts
 	npx --no-install tsx bench/startup.ts
 	npx --no-install tsx bench/crash-cycles.ts
+	npx --no-install tsx bench/sse-latency.ts
 
 clean:
 	rm -rf dist build

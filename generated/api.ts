@@ -33,10 +33,14 @@ export interface paths {
         put?: never;
         /**
          * Start a run
-         * @description Starts a run of the spec file `file`. With a caller-supplied `run_id` the call is
-         *     idempotent: an active run with that id is returned as it is (200), a terminal one
-         *     answers 409 ALREADY_TERMINAL. A spec file that cannot be loaded does not fail the
-         *     request: the run records `spec.parse_failed` and then fails.
+         * @description Starts a run of the spec file `file` (a path on the daemon's host) or of the spec
+         *     given inline as `spec` (exactly one of the two), with an optional `input` for its
+         *     first stages' stdin. With a caller-supplied `run_id` the call is idempotent: an
+         *     active run with that id is returned as it is (200), a terminal one answers 409
+         *     ALREADY_TERMINAL. A spec file that cannot be loaded does not fail the request: the
+         *     run records `spec.parse_failed` and then fails. An inline spec is validated here:
+         *     an invalid one answers 400 INVALID_SPEC naming the field under `body/spec`, and
+         *     no run is created.
          */
         post: operations["createRun"];
         delete?: never;
@@ -73,7 +77,34 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** List a run's events */
+        /**
+         * List a run's events, or follow them live
+         * @description Without `Accept: text/event-stream` (no Accept, `*\/*`, `application/json`): the
+         *     events so far as a JSON array.
+         *
+         *     With `Accept: text/event-stream`: the events as Server-Sent Events, live. Each
+         *     event is one frame:
+         *
+         *     ```
+         *     id: <event_id>
+         *     event: <event_type>        (the v2 name with api_version=v2)
+         *     data: <the RunEvent JSON, byte for byte as in the JSON reply>
+         *
+         *     ```
+         *
+         *     The stream starts after `Last-Event-ID` (header; an EventSource sends it when it
+         *     reconnects) or else after `from_event_id`; an unknown id starts from the first
+         *     event. Every `sse-heartbeat` ms (default 15000) a comment line `: heartbeat`
+         *     is sent. The server closes the stream once the run is terminal and every event
+         *     appended so far has been sent: the last event is the one after the terminal
+         *     event's group — `log.closed` (or `log.truncated`) when the run has report output,
+         *     otherwise the terminal event itself (`run.finished`, `run.failed`,
+         *     `run.cancelled`). A stream of an already terminal run sends what is left and
+         *     closes. Each open stream holds one connection of the listener and counts
+         *     against its `--max-connections`; the listener's request and idle timeouts do not
+         *     cut an open stream. A client that does not read what was sent for
+         *     `--sse-stall-timeout` ms (default 60000) is disconnected; it can resume.
+         */
         get: operations["listRunEvents"];
         put?: never;
         post?: never;
@@ -291,12 +322,39 @@ export interface components {
             /** @default 30 */
             cancel_grace_period_secs: number;
         };
+        /**
+         * @description Exactly one of `file` (a spec file on the daemon's host) or `spec` (the spec
+         *     itself) is required; with neither or both the reply is 400 INVALID_SPEC
+         *     `body: exactly one of file or spec is required`.
+         */
         CreateRunRequest: {
-            /** @description Path of the run-spec file (YAML if it ends .yaml/.yml, else JSON). */
-            file: string;
+            /** @description Path of the run-spec file on the daemon's host (YAML if it ends .yaml/.yml, else JSON). */
+            file?: string;
+            spec?: components["schemas"]["InlineSpec"];
+            /**
+             * @description Handed to the run as stdin: of a workflow's first steps (those without
+             *     `depends_on`), of an agent, of a pipeline's first stage. At most 1 MiB of UTF-8
+             *     by default (`voidbox serve --max-run-input`); over it 400 INVALID_SPEC naming
+             *     `body/input`. Stored in the run's directory before the reply.
+             */
+            input?: string;
             run_id?: components["schemas"]["SafeId"];
             policy?: components["schemas"]["RunPolicy"];
-        };
+        } & ({
+            file: string;
+        } | {
+            spec: components["schemas"]["InlineSpec"];
+        });
+        /**
+         * @description The run spec inline: a JSON object, or its YAML or JSON text (at most 1 MiB,
+         *     and as an object at most 1 MiB once encoded as JSON). It is validated when the
+         *     run is created: an invalid spec answers 400 INVALID_SPEC naming the field
+         *     (`body/spec/sandbox/mode: must be one of mock, local, auto`). The spec is stored
+         *     in the run's directory before the reply, and the run's `file` is `inline:spec.json`.
+         */
+        InlineSpec: {
+            [key: string]: unknown;
+        } | string;
         CreateRunResponse: {
             run_id: string;
             attempt_id: number;
@@ -398,6 +456,11 @@ export interface components {
         RunState: {
             id: string;
             status: components["schemas"]["RunStatus"];
+            /**
+             * @description The `file` the run was created with; `inline:spec.json` for a run created with an
+             *     inline `spec` (stored as `spec.json`, as sent, in the run's directory under the
+             *     daemon's state dir; its `input`, if any, beside it as `input`).
+             */
             file: string;
             report: components["schemas"]["RunReport"] | components["schemas"]["Null"];
             error: string | null;
@@ -695,18 +758,6 @@ export interface operations {
         };
         requestBody: {
             content: {
-                /**
-                 * @example {
-                 *       "file": "examples/hello.yaml",
-                 *       "run_id": "build-42",
-                 *       "policy": {
-                 *         "max_parallel_microvms_per_run": 2,
-                 *         "max_stage_retries": 1,
-                 *         "stage_timeout_secs": 600,
-                 *         "cancel_grace_period_secs": 10
-                 *       }
-                 *     }
-                 */
                 "application/json": components["schemas"]["CreateRunRequest"];
             };
         };
@@ -801,7 +852,10 @@ export interface operations {
                 /** @description `v2` replaces each event's event_type with its PascalCase event_type_v2; anything else is legacy. */
                 api_version?: components["parameters"]["ApiVersion"];
             };
-            header?: never;
+            header?: {
+                /** @description For `text/event-stream` only: resume after this event id (takes precedence over `from_event_id`). */
+                "Last-Event-ID"?: string;
+            };
             path: {
                 run_id: components["parameters"]["RunId"];
             };
@@ -809,7 +863,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The events, in seq order (a bare array). */
+            /** @description The events, in seq order (a bare array), or their live stream. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -848,6 +902,18 @@ export interface operations {
                      *     ]
                      */
                     "application/json": components["schemas"]["RunEvent"][];
+                    /**
+                     * @example id: 0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c00
+                     *     event: run.started
+                     *     data: {"ts_ms":1795237200000,"level":"info","event_type":"run.started","message":"run created for examples/hello.yaml","run_id":"build-42","event_id":"0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c00","seq":0,"attempt_id":1,"timestamp":"2026-11-24T05:00:00.000Z","event_type_v2":"RunStarted","payload":null}
+                     *
+                     *     : heartbeat
+                     *
+                     *     id: 0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c0d
+                     *     event: run.finished
+                     *     data: {"ts_ms":1795237203400,"level":"info","event_type":"run.finished","message":"run succeeded","run_id":"build-42","event_id":"0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c0d","seq":1,"attempt_id":1,"timestamp":"2026-11-24T05:00:03.400Z","event_type_v2":"RunCompleted","payload":{"exit_code":0}}
+                     */
+                    "text/event-stream": string;
                 };
             };
             400: components["responses"]["InvalidParams"];

@@ -126,7 +126,7 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
 
   const handlers = {
     ...healthHandlers(health),
-    ...runHandlers(service),
+    ...runHandlers(service, { heartbeatMs: limits.sseHeartbeatMs, stallTimeoutMs: limits.sseStallTimeoutMs }),
     ...stageHandlers(service, store),
     ...sessionHandlers(sessions, now),
   };

@@ -39,8 +39,9 @@ function parseBody(buf: unknown): unknown {
   }
 }
 
-/** Writes a reply in one go with an explicit Content-Length (never chunked). */
-function send(res: Response, reply: Reply): void {
+/** Writes a reply in one go with an explicit Content-Length (never chunked); a stream writes itself. */
+function send(req: Request, res: Response, reply: Reply): void {
+  if ("stream" in reply) return reply.stream(req, res);
   const body = "json" in reply ? JSON.stringify(reply.json) : reply.raw;
   res.writeHead(reply.status ?? 200, {
     "content-type": "json" in reply ? "application/json; charset=utf-8" : reply.contentType,
@@ -94,7 +95,8 @@ export async function createApi(definition: Document): Promise<OpenAPIBackend> {
     // before the daemon could answer anything. precompileValidators() warms them up.
     quick: true,
     validate: true,
-    ajvOpts: { allErrors: true, strict: false },
+    // verbose: errors carry their schema and data, so oneOf/anyOf failures can be worded (see errors.ts).
+    ajvOpts: { allErrors: true, strict: false, verbose: true },
     customizeAjv: (ajv) => {
       addFormats.default(ajv);
       return ajv;
@@ -176,7 +178,7 @@ export function createApp(opts: AppOptions): express.Express {
     if (validation.errors?.length) throw validationError(validation.errors);
     const parsed = api.router.parseRequest(request, op);
     const handler = opts.handlers[op.operationId as keyof HandlerMap] as (input: unknown) => Reply;
-    send(res, handler({ params: parsed.params, query: parsed.query, body: parsed.requestBody }));
+    send(req, res, handler({ params: parsed.params, query: parsed.query, body: parsed.requestBody, headers: req.headers }));
   });
   app.use(errorMiddleware(opts.log));
   return app;

@@ -23,6 +23,8 @@ export class Run {
   private readonly v2Json: string[] = [];
   private readonly eventIndex = new Map<string, number>();
   activeMicrovms = 0;
+  /** Told after each append (event streams); each defers its own work. */
+  private readonly listeners = new Set<() => void>();
   /** Aborted on cancel: stops the engine's work. */
   readonly abort = new AbortController();
 
@@ -78,6 +80,7 @@ export class Run {
     this.deps.store.appendEvent(this.id, json);
     this.remember(ev, json);
     this.file.updated_at = ev.timestamp;
+    for (const l of this.listeners) l();
     return ev;
   }
 
@@ -143,8 +146,31 @@ export class Run {
   /** The whole list, encoded, is kept until the next append: followers poll it repeatedly. */
   private encoded: { legacy?: Buffer; v2?: Buffer; count: number } = { count: -1 };
 
+  /**
+   * Calls `fn` after every append, synchronously (it should only schedule work: the
+   * appender may be mid-transition). Returns the function that unsubscribes.
+   */
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  get listenerCount(): number {
+    return this.listeners.size;
+  }
+
+  /** Index of the first event after `eventId`; 0 when it is absent or unknown. */
+  indexAfter(eventId: string | undefined): number {
+    return eventId !== undefined && this.eventIndex.has(eventId) ? this.eventIndex.get(eventId)! + 1 : 0;
+  }
+
+  /** Event `i` encoded as the JSON replies carry it. */
+  eventJson(i: number, v2: boolean): string {
+    return (v2 ? this.v2Json : this.legacyJson)[i];
+  }
+
   eventsJson(fromEventId: string | undefined, v2: boolean): Buffer {
-    const start = fromEventId !== undefined && this.eventIndex.has(fromEventId) ? this.eventIndex.get(fromEventId)! + 1 : 0;
+    const start = this.indexAfter(fromEventId);
     const src = v2 ? this.v2Json : this.legacyJson;
     if (start > 0) return Buffer.from("[" + src.slice(start).join(",") + "]");
     if (this.encoded.count !== src.length) this.encoded = { count: src.length };

@@ -17,6 +17,7 @@ import type { RunEvent, RunFile, RunState } from "./model.js";
 import { normaliseStatus, v2EventName } from "./naming.js";
 import { decidePublication, type StageOutputs } from "./publication.js";
 import { Run } from "./run.js";
+import { checkRunInputs, INLINE_SPEC_FILE, storeRunInputs, type RunInputs } from "./inline.js";
 
 type CreateRunRequest = components["schemas"]["CreateRunRequest"];
 type CreateRunResponse = components["schemas"]["CreateRunResponse"];
@@ -105,6 +106,8 @@ function appendOutputLines(run: Run, output: string, maxLines: number): void {
 interface Execution {
   outputs: Map<string, StageOutputs>;
   done: Promise<void>;
+  /** The inline spec and the input, when the create carried them. */
+  inputs: RunInputs;
 }
 
 /**
@@ -235,6 +238,7 @@ export class RunService {
 
   /** Synchronous up to the insert, so concurrent creates with one run_id start one run. */
   create(req: CreateRunRequest): CreateRunResponse {
+    const inputs = checkRunInputs(req, this.deps.limits);
     if (req.run_id !== undefined) {
       const existing = this.runs.get(req.run_id);
       if (existing) {
@@ -247,11 +251,12 @@ export class RunService {
     while (this.runs.has(id)) id = this.deps.ids.runId();
     const now = new Date(this.deps.now()).toISOString();
     const policy: RunPolicy | null = req.policy ? { ...DEFAULT_POLICY, ...req.policy } : null;
+    const file = inputs.inline ? INLINE_SPEC_FILE : req.file!;
     const run = new Run(
       {
         id,
         status: "running",
-        file: req.file,
+        file,
         report: null,
         error: null,
         attempt_id: 1,
@@ -273,7 +278,8 @@ export class RunService {
     // directory without run.json, which is removed (here, or at the next start). Nothing
     // is in memory until the run is durable, so a failed create leaves no trace.
     try {
-      run.append({ type: "run.started", message: `run created for ${req.file}` });
+      storeRunInputs(this.deps.store, id, inputs);
+      run.append({ type: "run.started", message: `run created for ${file}` });
       run.append({ type: "env.provisioned", message: `environment env-${id} provisioned`, environment_id: `env-${id}` });
       run.persist();
     } catch (e) {
@@ -281,8 +287,8 @@ export class RunService {
       throw this.deps.storage.fault(e);
     }
     this.runs.set(id, run);
-    this.deps.log.info({ run_id: id, file: req.file, status: "running" }, "run created");
-    const exec: Execution = { outputs: new Map(), done: Promise.resolve() };
+    this.deps.log.info({ run_id: id, file, status: "running" }, "run created");
+    const exec: Execution = { outputs: new Map(), done: Promise.resolve(), inputs };
     this.executions.set(id, exec);
     exec.done = this.execute(run, exec, policy ?? DEFAULT_POLICY)
       .catch((e: unknown) => this.storageFault(run, e)) // every write of the execution has this owner
@@ -293,7 +299,7 @@ export class RunService {
   private async execute(run: Run, exec: Execution, policy: RunPolicy): Promise<void> {
     let spec: RunSpec;
     try {
-      spec = await loadSpec(run.file.file, { roots: this.deps.limits.specRoots });
+      spec = exec.inputs.inline?.spec ?? (await loadSpec(run.file.file, { roots: this.deps.limits.specRoots }));
     } catch (e) {
       const reason = e instanceof SpecError ? e.message : `cannot load spec: ${(e as Error).message}`;
       if (run.terminal || run.abort.signal.aborted) return;
@@ -313,7 +319,7 @@ export class RunService {
     if (!sandbox) return this.fail(run, exec, `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`);
     let result: EngineResult;
     try {
-      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now, limits: this.deps.limits });
+      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now, limits: this.deps.limits, input: exec.inputs.input });
     } catch (e) {
       return this.fail(run, exec, (e as Error).message);
     }
