@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
@@ -7,6 +8,10 @@ import type { Express } from "express";
 import type { Document } from "openapi-backend";
 import { createApi, createApp } from "./http/app.js";
 import { healthHandlers, type Health } from "./http/handlers/health.js";
+import { fleetHandlers, type DrainStatus } from "./http/handlers/fleet.js";
+import { NodeSlots } from "./engine/node-slots.js";
+import { Metrics } from "./metrics.js";
+import { GatedSandbox } from "./sandbox/gated.js";
 import { runHandlers } from "./http/handlers/runs.js";
 import { sessionHandlers } from "./http/handlers/sessions.js";
 import { stageHandlers } from "./http/handlers/stages.js";
@@ -52,6 +57,14 @@ export interface Daemon {
   listen(spec: string): Promise<Listener>;
   /** Stops accepting, fails active runs durably, stops every VM, flushes state. */
   close(): Promise<void>;
+  /**
+   * Starts a drain (idempotent; also `POST /v1/drain`): new runs are refused, active
+   * ones finish, then the daemon closes; runs still active after `drainTimeoutMs` fail
+   * (`daemon_shutdown`) as in close(). Resolves once closed.
+   */
+  drain(): Promise<void>;
+  /** Resolves when a drain, however started, has closed the daemon. */
+  readonly drained: Promise<void>;
 }
 
 /** Parsed once per process; each daemon gets its own copy (openapi-backend dereferences it in place). */
@@ -91,8 +104,21 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     vm = vmSetup.provider;
   }
 
-  const service = new RunService({ store, ids, now, log, vm, limits });
+  const slots = new NodeSlots(limits.maxVms, limits.maxGuestMemoryMib);
+  let service: RunService | undefined;
+  const metrics = new Metrics({
+    stateDir: opts.stateDir,
+    vmsLive: () => slots.usage().vms,
+    stagesWaiting: () => slots.usage().waiting,
+    activeRuns: () => service?.activeCount() ?? 0,
+    draining: () => service?.draining ?? false,
+  });
+  // Every micro-VM, whoever provides the sandbox, goes through the node's slots.
+  if (vm.sandbox) vm = { sandbox: new GatedSandbox(vm.sandbox, slots, metrics), unavailableReason: vm.unavailableReason };
+  service = new RunService({ store, ids, now, log, vm, limits, slots, metrics });
+  const runs = service;
   const quarantined = service.restore();
+  const hostVcpus = os.cpus().length;
   const health = (): Health => ({
     status: "ok",
     persistence: "json-files",
@@ -101,23 +127,81 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     guest_kernel: vmSetup?.kernelVersion ?? null,
     sandbox_modes: vm.sandbox ? ["mock", "local", "auto"] : ["mock", "auto"],
     quarantined_files: quarantined,
+    capacity: capacity(),
   });
+  const capacity = (): NonNullable<Health["capacity"]> => {
+    const u = slots.usage();
+    return {
+      accelerator: vmSetup?.accelerator ?? null,
+      vcpus: hostVcpus,
+      guest_memory_mib: limits.maxGuestMemoryMib,
+      max_vms: limits.maxVms,
+      vms_in_use: u.vms,
+      vcpus_in_use: u.vcpus,
+      guest_memory_in_use_mib: u.memoryMib,
+      stages_waiting_for_vm: u.waiting,
+      warm_vms_ready: 0, // no pre-booted pool yet
+      active_runs: runs.activeCount(),
+      accepts_runs: runs.refusal() === null,
+      draining: runs.draining,
+    };
+  };
+
+  let closeDaemon: () => Promise<void> = async () => {};
+  let drainRun: Promise<void> | undefined;
+  let markDrained!: () => void;
+  const drained = new Promise<void>((r) => (markDrained = r));
+  const drain = (): Promise<void> => {
+    drainRun ??= (async () => {
+      runs.startDrain();
+      log.info({ active_runs: runs.activeCount(), timeout_ms: limits.drainTimeoutMs }, "draining: no new runs; waiting for active runs");
+      const idle = await runs.waitIdle(limits.drainTimeoutMs);
+      if (!idle) log.warn({ active_runs: runs.activeCount() }, "drain timeout: failing the runs still active");
+      await closeDaemon();
+      log.info("drained");
+      markDrained();
+    })();
+    return drainRun;
+  };
+  const drainStatus = (): DrainStatus => {
+    void drain();
+    return { draining: true, active_runs: runs.activeCount(), drain_timeout_secs: Math.round(limits.drainTimeoutMs / 1000) };
+  };
 
   const handlers = {
     ...healthHandlers(health),
+    ...fleetHandlers({ metrics: async () => ({ text: await metrics.text(), contentType: metrics.contentType }), drain: drainStatus }),
     ...runHandlers(service),
     ...stageHandlers(service, store),
     ...sessionHandlers(sessions, now),
   };
   const api = await createApi(loadDefinition());
-  const openApp = createApp({ api, handlers, log, token: null });
-  const authApp = opts.auth ? createApp({ api, handlers, log, token: opts.auth.token }) : openApp;
+  const onRequest = metrics.httpRequest.bind(metrics);
+  const openApp = createApp({ api, handlers, log, token: null, onRequest });
+  const authApp = opts.auth ? createApp({ api, handlers, log, token: opts.auth.token, onRequest }) : openApp;
   const listeners: Listener[] = [];
   let closed = false;
 
+  closeDaemon = async () => {
+    if (closed) return;
+    closed = true;
+    try {
+      const stopping = Promise.all(listeners.map((l) => l.close()));
+      await runs.shutdown(10_000);
+      await vmSetup?.stopAll(5_000);
+      store.close();
+      await stopping;
+    } finally {
+      // Only once every VM is stopped and the state flushed may another daemon take over.
+      await lock.release();
+    }
+  };
+
   return {
     app: openApp,
-    service,
+    service: runs,
+    drain,
+    drained,
     async listen(spec: string) {
       const target = parseListen(spec);
       // The Unix socket is protected by its file mode; TCP needs the bearer token.
@@ -127,19 +211,6 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
       log.info({ url: l.url, auth: target.kind === "tcp" && !!opts.auth }, "listening");
       return l;
     },
-    async close() {
-      if (closed) return;
-      closed = true;
-      try {
-        const stopping = Promise.all(listeners.map((l) => l.close()));
-        await service.shutdown(10_000);
-        await vmSetup?.stopAll(5_000);
-        store.close();
-        await stopping;
-      } finally {
-        // Only once every VM is stopped and the state flushed may another daemon take over.
-        await lock.release();
-      }
-    },
+    close: () => closeDaemon(),
   };
 }

@@ -17,5 +17,6 @@ export interface HandlerInput<O extends OperationId> {
 /** What a handler returns: a JSON value, or raw bytes (with their content type). */
 export type Reply = { status?: number; json: unknown } | { status?: number; raw: string | Buffer; contentType: string };
 
-export type Handler<O extends OperationId> = (input: HandlerInput<O>) => Reply;
+/** Synchronous, except where a reply must be gathered (the metrics scrape). */
+export type Handler<O extends OperationId> = (input: HandlerInput<O>) => Reply | Promise<Reply>;
 export type HandlerMap = { [O in OperationId]: Handler<O> };

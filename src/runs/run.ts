@@ -1,6 +1,7 @@
 import type { IdSource } from "../ids.js";
 import type { RunStore } from "../store/runs.js";
 import { EVENT_CONTEXT_KEYS, type EngineEvent, type StagePatch, type StagePlan } from "../engine/types.js";
+import type { Metrics } from "../metrics.js";
 import { v2EventName } from "./naming.js";
 import { TERMINAL, type RunEvent, type RunFile, type RunState, type RunStatus, type StageRecord, type StageView } from "./model.js";
 
@@ -8,6 +9,7 @@ export interface RunDeps {
   store: RunStore;
   ids: IdSource;
   now: () => number;
+  metrics?: Pick<Metrics, "eventAppended" | "runFinished">;
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -73,7 +75,9 @@ export class Run {
     };
     for (const k of EVENT_CONTEXT_KEYS) if (e[k] !== undefined) ev[k] = e[k];
     this.remember(ev);
+    const t0 = process.hrtime.bigint();
     this.deps.store.appendEvent(this.id, this.legacyJson[this.legacyJson.length - 1]);
+    this.deps.metrics?.eventAppended(Number(process.hrtime.bigint() - t0) / 1e9);
     this.file.updated_at = ev.timestamp;
     return ev;
   }
@@ -85,6 +89,7 @@ export class Run {
     this.file.status = status;
     this.file.finished_at = ev.timestamp;
     this.file.terminal_event_id = ev.event_id;
+    this.deps.metrics?.runFinished(status);
     return ev;
   }
 
