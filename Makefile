@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # The guest: QEMU, busybox, the Debian cloud kernel (fallback) and the kernel source +
 # toolchain for the minimal guest kernel (guest/build-kernel.sh).
 APT_PACKAGES := qemu-system-x86 busybox-static linux-image-cloud-amd64 cpio lz4 zstd xz-utils \
-                linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev
+                linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev systemd
 GUEST_DIR := build/guest
 EXAMPLE ?= examples/hello.yaml
 
@@ -16,13 +16,14 @@ help:
 	@echo "make test   build everything and run the whole test suite"
 	@echo "make bench  run the benchmarks (bench/)"
 
-# System packages: QEMU, the guest kernel and busybox come from Debian.
+# System packages: QEMU, the guest kernel and busybox come from Debian; systemd for
+# `systemd-analyze verify` of deploy/voidbox.service (test/fleet).
 system-deps:
 	@missing=""; \
 	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
 	[ -x /bin/busybox ] || missing="$$missing busybox-static"; \
 	ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || missing="$$missing linux-image-cloud-amd64"; \
-	for t in cpio lz4 zstd xz gcc make bc bison flex; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	for t in cpio lz4 zstd xz gcc make bc bison flex systemd-analyze; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	ls /usr/src/linux-source-6.1.tar.* >/dev/null 2>&1 || missing="$$missing linux-source-6.1"; \
 	dpkg -s libelf-dev libssl-dev >/dev/null 2>&1 || missing="$$missing libelf-dev"; \
 	if [ -n "$$missing" ]; then \
