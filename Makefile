@@ -84,6 +84,7 @@ bench: deps build guest
 	npx --no-install tsx bench/boot.ts
 	npx --no-install tsx bench/output-flood.ts
 	npx --no-install tsx bench/hostile.ts
+	npx --no-install tsx bench/metrics.ts
 
 clean:
 	rm -rf dist build

@@ -69,8 +69,8 @@ export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes
   "headers-timeout": { key: "headersTimeoutMs", kind: "ms", help: "ms a client has to send a request head" },
   "request-timeout": { key: "requestTimeoutMs", kind: "ms", help: "ms a client has to send a whole request" },
   "idle-timeout": { key: "idleTimeoutMs", kind: "ms", help: "ms an idle keep-alive connection is kept" },
-  "max-vms": { key: "maxVms", kind: "count", help: "micro-VMs alive at once on this daemon (default: 2 per host core)" },
-  "max-guest-memory": { key: "maxGuestMemoryMib", kind: "mib", help: "MiB all live guests may take (default: 75% of host memory)" },
+  "max-vms": { key: "maxVms", kind: "count", help: "micro-VMs alive at once on this daemon, all runs together (2 per host core)" },
+  "max-guest-memory": { key: "maxGuestMemoryMib", kind: "mib", help: "MiB of guest memory all live micro-VMs may take (75% of host memory)" },
   "drain-timeout": { key: "drainTimeoutMs", kind: "secs", help: "seconds a drain waits for active runs before failing them" },
 };
 
