@@ -105,19 +105,18 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
   }
 
   const slots = new NodeSlots(limits.maxVms, limits.maxGuestMemoryMib);
-  let service: RunService | undefined;
-  const metrics = new Metrics({
+  // Gauges are read at scrape time, once `runs` exists.
+  const metrics: Metrics = new Metrics({
     stateDir: opts.stateDir,
     vmsLive: () => slots.usage().vms,
     stagesWaiting: () => slots.usage().waiting,
-    activeRuns: () => service?.activeCount() ?? 0,
-    draining: () => service?.draining ?? false,
+    activeRuns: () => runs.activeCount(),
+    draining: () => runs.draining,
   });
   // Every micro-VM, whoever provides the sandbox, goes through the node's slots.
   if (vm.sandbox) vm = { sandbox: new GatedSandbox(vm.sandbox, slots, metrics), unavailableReason: vm.unavailableReason };
-  service = new RunService({ store, ids, now, log, vm, limits, slots, metrics });
-  const runs = service;
-  const quarantined = service.restore();
+  const runs: RunService = new RunService({ store, ids, now, log, vm, limits, slots, metrics });
+  const quarantined = runs.restore();
   const hostVcpus = os.cpus().length;
   const health = (): Health => ({
     status: "ok",
@@ -147,42 +146,9 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     };
   };
 
-  let closeDaemon: () => Promise<void> = async () => {};
-  let drainRun: Promise<void> | undefined;
-  let markDrained!: () => void;
-  const drained = new Promise<void>((r) => (markDrained = r));
-  const drain = (): Promise<void> => {
-    drainRun ??= (async () => {
-      runs.startDrain();
-      log.info({ active_runs: runs.activeCount(), timeout_ms: limits.drainTimeoutMs }, "draining: no new runs; waiting for active runs");
-      const idle = await runs.waitIdle(limits.drainTimeoutMs);
-      if (!idle) log.warn({ active_runs: runs.activeCount() }, "drain timeout: failing the runs still active");
-      await closeDaemon();
-      log.info("drained");
-      markDrained();
-    })();
-    return drainRun;
-  };
-  const drainStatus = (): DrainStatus => {
-    void drain();
-    return { draining: true, active_runs: runs.activeCount(), drain_timeout_secs: Math.round(limits.drainTimeoutMs / 1000) };
-  };
-
-  const handlers = {
-    ...healthHandlers(health),
-    ...fleetHandlers({ metrics: async () => ({ text: await metrics.text(), contentType: metrics.contentType }), drain: drainStatus }),
-    ...runHandlers(service),
-    ...stageHandlers(service, store),
-    ...sessionHandlers(sessions, now),
-  };
-  const api = await createApi(loadDefinition());
-  const onRequest = metrics.httpRequest.bind(metrics);
-  const openApp = createApp({ api, handlers, log, token: null, onRequest });
-  const authApp = opts.auth ? createApp({ api, handlers, log, token: opts.auth.token, onRequest }) : openApp;
   const listeners: Listener[] = [];
   let closed = false;
-
-  closeDaemon = async () => {
+  const close = async () => {
     if (closed) return;
     closed = true;
     try {
@@ -197,6 +163,37 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     }
   };
 
+  let drainRun: Promise<void> | undefined;
+  let markDrained!: () => void;
+  const drained = new Promise<void>((r) => (markDrained = r));
+  const drain = (): Promise<void> => {
+    drainRun ??= (async () => {
+      runs.startDrain();
+      log.info({ active_runs: runs.activeCount(), timeout_ms: limits.drainTimeoutMs }, "draining: no new runs; waiting for active runs");
+      const idle = await runs.waitIdle(limits.drainTimeoutMs);
+      if (!idle) log.warn({ active_runs: runs.activeCount() }, "drain timeout: failing the runs still active");
+      await close();
+      log.info("drained");
+      markDrained();
+    })();
+    return drainRun;
+  };
+  const drainStatus = (): DrainStatus => {
+    void drain();
+    return { draining: true, active_runs: runs.activeCount(), drain_timeout_secs: Math.round(limits.drainTimeoutMs / 1000) };
+  };
+
+  const handlers = {
+    ...healthHandlers(health),
+    ...fleetHandlers({ metrics: async () => ({ text: await metrics.text(), contentType: metrics.contentType }), drain: drainStatus }),
+    ...runHandlers(runs),
+    ...stageHandlers(runs, store),
+    ...sessionHandlers(sessions, now),
+  };
+  const api = await createApi(loadDefinition());
+  const onRequest = metrics.httpRequest.bind(metrics);
+  const openApp = createApp({ api, handlers, log, token: null, onRequest });
+  const authApp = opts.auth ? createApp({ api, handlers, log, token: opts.auth.token, onRequest }) : openApp;
   return {
     app: openApp,
     service: runs,
@@ -211,6 +208,6 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
       log.info({ url: l.url, auth: target.kind === "tcp" && !!opts.auth }, "listening");
       return l;
     },
-    close: () => closeDaemon(),
+    close,
   };
 }
