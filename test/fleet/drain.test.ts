@@ -133,10 +133,10 @@ describe("drain (the built daemon)", () => {
 
   it("SIGUSR2 and `voidbox drain` drain an idle daemon, which exits 0", async () => {
     const dir = home();
-    const viaSignal = await spawnBuilt({ args: ["--listen", `unix://${path.join(dir, "run", "a.sock")}`, "--state-dir", path.join(dir, "a")], env: childEnv(dir) });
+    const viaSignal = await spawnBuilt({ args: ["--listen", `unix://${path.join(dir, "run", "a.sock")}`, "--state-dir", path.join(dir, "a"), "--accel", "tcg"], env: childEnv(dir) });
     procs.push(viaSignal);
     const sock = path.join(dir, "run", "b.sock");
-    const viaCli = await spawnBuilt({ args: ["--listen", `unix://${sock}`, "--state-dir", path.join(dir, "b")], env: childEnv(dir) });
+    const viaCli = await spawnBuilt({ args: ["--listen", `unix://${sock}`, "--state-dir", path.join(dir, "b"), "--accel", "tcg"], env: childEnv(dir) });
     procs.push(viaCli);
 
     viaSignal.child.kill("SIGUSR2");
