@@ -1,5 +1,5 @@
 import type { NodeSlots } from "../engine/node-slots.js";
-import type { Sandbox, StageVm, StageVmOptions } from "./types.js";
+import type { Sandbox, SandboxKind, StageVm, StageVmOptions } from "./types.js";
 
 export interface BootObserver {
   /** A micro-VM finished booting; `warm` when it came from a pre-booted pool (none yet). */
@@ -12,7 +12,7 @@ export interface BootObserver {
  * when the VM is stopped or its boot failed.
  */
 export class GatedSandbox implements Sandbox {
-  readonly kind;
+  readonly kind: SandboxKind;
 
   constructor(
     private readonly inner: Sandbox,
