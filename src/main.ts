@@ -9,8 +9,10 @@ import { isLoopbackHost, parseListen } from "./http/listen.js";
 import { createDaemon } from "./server.js";
 import { DEFAULT_LIMITS, limitsFromFlags, SERVE_LIMIT_FLAGS } from "./limits.js";
 
-function showDefault(v: number, kind: "bytes" | "count" | "ms"): string {
+function showDefault(v: number, kind: "bytes" | "count" | "ms" | "mib" | "secs"): string {
   if (kind === "ms") return `${v} ms`;
+  if (kind === "secs") return `${v / 1000} s`;
+  if (kind === "mib") return `${v} MiB`;
   if (kind === "count") return String(v);
   for (const [unit, size] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) if (v >= size && v % size === 0) return `${v / size}${unit}`;
   return String(v);
@@ -26,13 +28,15 @@ usage:
       URL unix:// paths are at most 107 bytes; --no-auth is only accepted for loopback TCP addresses
       one daemon per --state-dir: a second one exits 2 naming the holder's pid and URLs
       --spec-root DIR: POST /v1/runs {file} may only name files under DIR (repeatable; default: anywhere)
+      SIGTERM/SIGINT: active runs fail (daemon_shutdown) and the daemon exits; SIGUSR2 (or voidbox drain):
+      no new runs, active ones finish (at most --drain-timeout), then exit 0
       limits (sizes take KiB/MiB/GiB suffixes):
 ${Object.entries(SERVE_LIMIT_FLAGS)
   .map(([flag, f]) => `        --${flag.padEnd(20)} ${f.help} (default ${showDefault(DEFAULT_LIMITS[f.key], f.kind)})`)
   .join("\n")}
   voidbox run FILE [--run-id ID] [--daemon URL] [--token-file FILE] [--json]
       start a run and show its events live until it ends; exits with the run's exit code
-  voidbox status RUN_ID | events RUN_ID | cancel RUN_ID [--reason TEXT] | list [--state active|terminal] | health
+  voidbox status RUN_ID | events RUN_ID | cancel RUN_ID [--reason TEXT] | list [--state active|terminal] | health | drain
       [--daemon URL] [--token-file FILE]   (default daemon: ${"$"}VOIDBOX_DAEMON_URL, else the Unix socket)
 `;
 
@@ -120,6 +124,15 @@ async function serve(argv: string[], env: Env): Promise<number> {
   process.on("unhandledRejection", (reason) => log.error({ err: reason }, "BUG: unhandled promise rejection (daemon keeps serving)"));
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  // A drain (SIGUSR2, POST /v1/drain or `voidbox drain`) lets active runs finish, then exits 0.
+  process.on("SIGUSR2", () => {
+    log.info({ signal: "SIGUSR2" }, "drain requested");
+    void daemon.drain();
+  });
+  void daemon.drained.then(() => {
+    log.flush();
+    process.exit(0);
+  });
   return -1; // keeps running
 }
 
@@ -174,6 +187,7 @@ async function simpleCommand(cmd: string, argv: string[], env: Env): Promise<num
   };
   const out = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + "\n");
   if (cmd === "health") out(await client.health());
+  else if (cmd === "drain") out(await client.drain());
   else if (cmd === "status") out(await client.getRun(need()));
   else if (cmd === "events") for (const e of await client.events(need())) process.stdout.write(formatEvent(e) + "\n");
   else if (cmd === "cancel") out(await client.cancelRun(need(), values.reason));
@@ -194,6 +208,7 @@ async function main(): Promise<number> {
     case "cancel":
     case "list":
     case "health":
+    case "drain":
       return simpleCommand(cmd, rest, env);
     case undefined:
     case "help":

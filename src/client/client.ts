@@ -7,6 +7,7 @@ export type CreateRunRequest = components["schemas"]["CreateRunRequest"];
 export type CreateRunResponse = components["schemas"]["CreateRunResponse"];
 export type CancelRunResponse = components["schemas"]["CancelRunResponse"];
 export type Health = components["schemas"]["Health"];
+export type DrainStatus = components["schemas"]["DrainStatus"];
 export type ApiErrorBody = components["schemas"]["ApiError"];
 
 const TERMINAL_EVENTS = new Set(["run.finished", "run.failed", "run.cancelled"]);
@@ -64,6 +65,8 @@ export class Client {
   }
 
   health = () => this.request<Health>("GET", "/v1/health");
+  /** Starts a drain: no new runs, active ones finish, then the daemon exits. */
+  drain = () => this.request<DrainStatus>("POST", "/v1/drain");
   createRun = (req: CreateRunRequest) => this.request<CreateRunResponse>("POST", "/v1/runs", req);
   getRun = (id: string) => this.request<RunState>("GET", `/v1/runs/${encodeURIComponent(id)}`);
   listRuns = (state?: "active" | "terminal") => this.request<{ runs: RunState[] }>("GET", `/v1/runs${state ? `?state=${state}` : ""}`);
