@@ -54,6 +54,8 @@ export interface QemuSandboxOptions {
   onBootFailure?: (f: { runId: string; stage: string; attempt: number; reason: string }) => void;
 }
 
+/** After the guest channel closes during boot, how long QEMU's exit may take to be seen. */
+const CHANNEL_EXIT_GRACE_MS = 1000;
 /** How long an aborted command may take to be confirmed dead by the guest. */
 const ABORT_CONFIRM_MS = 5000;
 /** Bound on a readFile round trip (16 MiB over virtio-serial takes well under this). */
@@ -122,6 +124,7 @@ function waitReady(vm: QemuVm, timeoutMs: number, signal?: AbortSignal): Promise
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      clearTimeout(channelTimer);
       signal?.removeEventListener("abort", onAbort);
       vm.onFrame = () => {};
       vm.onChannelError = () => {};
@@ -136,7 +139,12 @@ function waitReady(vm: QemuVm, timeoutMs: number, signal?: AbortSignal): Promise
       else if (f.type === "ERROR") finish({ ok: false, reason: `guest error: ${f.payload.toString("utf8")}` });
       else finish({ ok: false, reason: `unexpected ${f.type} frame before ready` });
     };
-    vm.onChannelError = (e) => finish({ ok: false, reason: `guest channel: ${e.message}` });
+    // A QEMU that refuses to start closes the channel and exits at about the same time:
+    // its exit (with QEMU's own message) says more, so it gets a moment to arrive first.
+    let channelTimer: NodeJS.Timeout | undefined;
+    vm.onChannelError = (e) => {
+      channelTimer ??= setTimeout(() => finish({ ok: false, reason: `guest channel: ${e.message}` }), CHANNEL_EXIT_GRACE_MS);
+    };
     vm.onExit = (e) =>
       finish({ ok: false, reason: `QEMU exited during boot (code ${e.exitCode}, signal ${e.signal})` });
     if (vm.exited) vm.onExit(vm.exited);
