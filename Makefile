@@ -9,12 +9,15 @@ APT_PACKAGES := qemu-system-x86 busybox-static linux-image-cloud-amd64 cpio lz4 
 GUEST_DIR := build/guest
 EXAMPLE ?= examples/hello.yaml
 
-.PHONY: help deps system-deps node-deps build generate check-generated lint guest run test bench clean
+.PHONY: help deps system-deps node-deps build generate check-generated lint guest run test bench clean mock conformance
 
 help:
 	@echo "make run    build everything and run $(EXAMPLE) in micro-VMs, showing its events"
 	@echo "make test   build everything and run the whole test suite"
 	@echo "make bench  run the benchmarks (bench/)"
+	@echo "make mock   serve openapi.yaml with the Prism mock on 127.0.0.1:$(PORT) (PORT= to change)"
+	@echo "make conformance URL=http://HOST:PORT [TOKEN=… | TOKEN_FILE=…] [MOCK=1]"
+	@echo "           run the contract suite against any running implementation"
 
 # System packages: QEMU, the guest kernel and busybox come from Debian.
 system-deps:
@@ -83,6 +86,12 @@ bench: deps build guest
 	npx --no-install tsx bench/boot.ts
 	npx --no-install tsx bench/output-flood.ts
 	npx --no-install tsx bench/hostile.ts
+
+# The mock consumers develop against: the spec itself answering with its examples
+# (`Prefer: code=404` / `Prefer: example=…` pick a reply; see README "The mock").
+PORT ?= 4010
+mock: node-deps
+	npx --no-install prism mock openapi.yaml -h 127.0.0.1 -p $(PORT)
 
 clean:
 	rm -rf dist build
