@@ -9,7 +9,7 @@ APT_PACKAGES := qemu-system-x86 busybox-static linux-image-cloud-amd64 cpio lz4 
 GUEST_DIR := build/guest
 EXAMPLE ?= examples/hello.yaml
 
-.PHONY: help deps system-deps node-deps build generate check-generated lint guest run test bench clean mock conformance
+.PHONY: help deps system-deps node-deps build generate check-generated lint guest run test bench clean mock conformance conformance-ci
 
 help:
 	@echo "make run    build everything and run $(EXAMPLE) in micro-VMs, showing its events"
@@ -77,6 +77,7 @@ test: deps lint build guest
 	@mkdir -p build
 	npx --no-install vitest run --reporter=default --reporter=json --outputFile.json=build/vitest.json
 	@node -e 'const r=require("./build/vitest.json"); console.log(`$${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'
+	$(MAKE) --no-print-directory conformance-ci
 	@left=$$(pgrep -a -f '[q]emu-system.*voidbox' || true); \
 	if [ -n "$$left" ]; then echo "QEMU processes outlived the suite:"; echo "$$left"; exit 1; fi
 
@@ -92,6 +93,38 @@ bench: deps build guest
 PORT ?= 4010
 mock: node-deps
 	npx --no-install prism mock openapi.yaml -h 127.0.0.1 -p $(PORT)
+
+# The contract suite against any running implementation (ours, another, a mock): no files
+# are shared with it. The last line is `N passed, N failed, N skipped`.
+conformance: node-deps
+	@[ -n "$(URL)" ] || { echo "usage: make conformance URL=http://HOST:PORT [TOKEN=... | TOKEN_FILE=...] [MOCK=1]"; exit 2; }
+	@mkdir -p build
+	@VOIDBOX_CONFORMANCE_URL='$(URL)' VOIDBOX_CONFORMANCE_TOKEN='$(TOKEN)' VOIDBOX_CONFORMANCE_TOKEN_FILE='$(TOKEN_FILE)' \
+	  VOIDBOX_CONFORMANCE_MOCK='$(MOCK)' npx --no-install vitest run test/contract/contract.test.ts \
+	  --reporter=default --reporter=json --outputFile.json=build/conformance.json; rc=$$?; \
+	node -e 'const r=require("./build/conformance.json"); console.log(`$${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'; \
+	exit $$rc
+
+# `make conformance` as CI runs it: against the built daemon on TCP with a token, then
+# against `make mock`. Each is started here on a free port and stopped after (bounded waits).
+conformance-ci: build
+	@set -uo pipefail; tmp=$$(mktemp -d); rc=0; \
+	port=$$(node -e 's=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'); \
+	(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $$tmp/token); \
+	node dist/src/main.js serve --listen tcp://127.0.0.1:$$port --state-dir $$tmp/state --token-file $$tmp/token > $$tmp/daemon.log 2>&1 & dpid=$$!; \
+	trap 'kill $$dpid $${mpid:-} 2>/dev/null; wait $$dpid $${mpid:-} 2>/dev/null; rm -rf $$tmp' EXIT; \
+	for i in $$(seq 1 300); do grep -q '"listening"' $$tmp/daemon.log && break; kill -0 $$dpid 2>/dev/null || break; sleep 0.1; done; \
+	grep -q '"listening"' $$tmp/daemon.log || { echo "daemon did not start within 30 s"; cat $$tmp/daemon.log; exit 1; }; \
+	echo "conformance: the daemon at http://127.0.0.1:$$port (TCP, token)"; \
+	$(MAKE) --no-print-directory conformance URL=http://127.0.0.1:$$port TOKEN_FILE=$$tmp/token || rc=1; \
+	kill $$dpid; wait $$dpid 2>/dev/null; \
+	mport=$$(node -e 's=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'); \
+	npx --no-install prism mock openapi.yaml -h 127.0.0.1 -p $$mport > $$tmp/mock.log 2>&1 & mpid=$$!; \
+	for i in $$(seq 1 300); do grep -q 'Prism is listening' $$tmp/mock.log && break; kill -0 $$mpid 2>/dev/null || break; sleep 0.1; done; \
+	grep -q 'Prism is listening' $$tmp/mock.log || { echo "mock did not start within 30 s"; cat $$tmp/mock.log; exit 1; }; \
+	echo "conformance: the mock at http://127.0.0.1:$$mport"; \
+	$(MAKE) --no-print-directory conformance URL=http://127.0.0.1:$$mport MOCK=1 || rc=1; \
+	exit $$rc
 
 clean:
 	rm -rf dist build

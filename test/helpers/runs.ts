@@ -68,7 +68,30 @@ export interface Fixtures {
   fanout: string;
   /** a path that does not exist. */
   missing: string;
+  /** Fixture path → spec text, for sending a fixture inline (see `runRequest`). */
+  texts: ReadonlyMap<string, string>;
   cleanup(): void;
+}
+
+/** How a run's spec reaches the target: a path on the target's filesystem, or inline. */
+export type FixtureMode = "file" | "inline";
+
+/**
+ * The one switch between the two. "inline" lets a target on another host run the suite (no
+ * shared filesystem); the daemon on this branch takes only `file`, so "file" it is until
+ * POST /v1/runs takes an inline `spec`.
+ */
+export const FIXTURE_MODE: FixtureMode = "file";
+
+/**
+ * A POST /v1/runs body as the suite writes it (`{file: fx.hello, …}`), in the fixture mode:
+ * inline, a fixture's `file` becomes `spec` (its text); anything else is sent as it is.
+ */
+export function runRequest(fx: Fixtures, body: unknown, mode: FixtureMode = FIXTURE_MODE): unknown {
+  if (mode === "file" || body === null || typeof body !== "object" || Array.isArray(body)) return body;
+  const { file, ...rest } = body as Record<string, unknown>;
+  const text = typeof file === "string" ? fx.texts.get(file) : undefined;
+  return text === undefined ? body : { ...rest, spec: text };
 }
 
 const specs = {
@@ -160,7 +183,11 @@ workflow:
 export function writeFixtures(): Fixtures {
   const dir = mkdtempSync(path.join(os.tmpdir(), "vbx-specs-"));
   for (const [name, text] of Object.entries(specs)) writeFileSync(path.join(dir, name), text);
+  // `invalid` stays a path: the suite expects it to be accepted and then fail as a run
+  // (spec.parse_failed), which a path the target cannot load does on any host.
+  const texts = new Map(Object.entries(specs).filter(([n]) => n !== "invalid.yaml").map(([n, t]) => [path.join(dir, n), t] as const));
   return {
+    texts,
     dir,
     hello: path.join(dir, "hello.yaml"),
     sleep: path.join(dir, "sleep.yaml"),
