@@ -119,7 +119,7 @@ conformance-ci: build
 	$(MAKE) --no-print-directory conformance URL=http://127.0.0.1:$$port TOKEN_FILE=$$tmp/token || rc=1; \
 	kill $$dpid; wait $$dpid 2>/dev/null; \
 	mport=$$(node -e 's=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'); \
-	npx --no-install prism mock openapi.yaml -h 127.0.0.1 -p $$mport > $$tmp/mock.log 2>&1 & mpid=$$!; \
+	node_modules/.bin/prism mock openapi.yaml -h 127.0.0.1 -p $$mport > $$tmp/mock.log 2>&1 & mpid=$$!; \
 	for i in $$(seq 1 300); do grep -q 'Prism is listening' $$tmp/mock.log && break; kill -0 $$mpid 2>/dev/null || break; sleep 0.1; done; \
 	grep -q 'Prism is listening' $$tmp/mock.log || { echo "mock did not start within 30 s"; cat $$tmp/mock.log; exit 1; }; \
 	echo "conformance: the mock at http://127.0.0.1:$$mport"; \
