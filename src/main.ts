@@ -83,7 +83,13 @@ async function serve(argv: string[], env: Env): Promise<number> {
     limits,
     vm: { accel, kernel: values.kernel, initramfs: values.initramfs },
   });
-  for (const l of listens) await daemon.listen(l);
+  try {
+    for (const l of listens) await daemon.listen(l);
+  } catch (e) {
+    // Stop what start-up began (the guest-boot probe's VM) before exiting with the error.
+    await daemon.close();
+    throw e;
+  }
   log.info({ state_dir: stateDir }, "daemon ready");
 
   let stopping = false;
@@ -107,6 +113,11 @@ async function serve(argv: string[], env: Env): Promise<number> {
       },
     );
   };
+  // Last line of defence. Every write path has an owner that decides what its failure
+  // means (RunService.storageFault, the 507 reply, best-effort housekeeping), so a
+  // rejection nobody handled is a bug: it is logged at error level, visibly, and the
+  // daemon keeps serving the other runs rather than dying with all of them.
+  process.on("unhandledRejection", (reason) => log.error({ err: reason }, "BUG: unhandled promise rejection (daemon keeps serving)"));
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
   return -1; // keeps running

@@ -102,7 +102,7 @@ describe.each(selectedTargets().map((f) => [f.name, f] as const))("HTTP contract
   const longRuns = new Set<string>(); // sleep runs to cancel before shutdown
 
   beforeAll(async () => {
-    fx = writeFixtures();
+    fx = writeFixtures(factory.fixtures);
     target = await factory.start();
     api = ApiClient.for(target);
   });
@@ -385,7 +385,7 @@ describe.each(selectedTargets().map((f) => [f.name, f] as const))("HTTP contract
       const ev = run.events;
       const t = types(ev);
       expect(t.slice(0, 3)).toEqual(["run.started", "env.provisioned", "run.spec.loaded"]);
-      expect(ev[0]!.message).toBe(`run created for ${fx.hello}`);
+      expect(ev[0]!.message).toBe(`run created for ${fx.recorded(fx.hello)}`);
       expect(ev[1]!.environment_id).toBe(`env-${run.id}`);
       for (const needed of [
         "workflow.planned",
@@ -535,7 +535,7 @@ describe.each(selectedTargets().map((f) => [f.name, f] as const))("HTTP contract
       expect(third.body.run_id).toBe(id);
 
       const run = (await api.get<RunState>(`/v1/runs/${id}`)).body;
-      expect(run.file).toBe(fx.sleep);
+      expect(run.file).toBe(fx.recorded(fx.sleep));
       expect(types(run.events).filter((t) => t === "run.started")).toHaveLength(1);
       const list = (await api.get<{ runs: RunState[] }>("/v1/runs")).body.runs;
       expect(list.filter((r) => r.id === id)).toHaveLength(1);

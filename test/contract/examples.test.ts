@@ -61,11 +61,17 @@ describe("openapi.yaml error examples are the server's real replies", () => {
 
   const BAD_ID = "a..b";
   const cases: Array<[label: string, method: string, path: string, body?: string]> = [
-    ["missing file", "POST", "/v1/runs", "{}"],
+    ["an empty object", "POST", "/v1/runs", "{}"],
     ["file of the wrong type", "POST", "/v1/runs", '{"file":42}'],
+    ["empty file", "POST", "/v1/runs", '{"file":""}'],
+    ["both file and spec", "POST", "/v1/runs", '{"file":"x.yaml","spec":"kind: workflow"}'],
+    ["inline spec text that is not YAML", "POST", "/v1/runs", '{"spec":"kind: ["}'],
     ["unsafe run_id", "POST", "/v1/runs", '{"file":"x.yaml","run_id":"a..b"}'],
     ["JSON that is not an object", "POST", "/v1/runs", "[]"],
     ["malformed JSON", "POST", "/v1/runs", '{"file": '],
+    ["neither file nor spec", "POST", "/v1/runs", '{"run_id":"x"}'],
+    ["an invalid inline spec", "POST", "/v1/runs", JSON.stringify({ spec: { api_version: "v1", kind: "workflow", name: "x", sandbox: { mode: "cloud" }, workflow: { steps: [{ name: "a", run: { program: "true" } }], output_step: "a" } } })],
+    ["input over its bound", "POST", "/v1/runs", JSON.stringify({ file: "x.yaml", input: "a".repeat(2 * 1024 * 1024) })],
     ["policy out of range", "POST", "/v1/runs", '{"file":"x.yaml","policy":{"max_parallel_microvms_per_run":0}}'],
     ["unknown policy key", "POST", "/v1/runs", '{"file":"x.yaml","policy":{"turbo":true}}'],
     ["run id already terminal", "POST", "/v1/runs", '{"file":"x.yaml","run_id":"build-42"}'],

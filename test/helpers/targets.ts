@@ -32,6 +32,8 @@ export interface TargetFactory {
   kind: TargetKind;
   /** The target requires a bearer token (so a request without one is 401, not served). */
   requiresToken?: boolean;
+  /** How run specs reach it: paths on this host's filesystem (default), or inline. */
+  fixtures?: "file" | "inline";
   start(): Promise<Target>;
 }
 
@@ -279,6 +281,8 @@ export function urlTarget(env: NodeJS.ProcessEnv = process.env): TargetFactory |
     name,
     kind,
     requiresToken: token !== undefined,
+    // It may run on another host: run specs go inline.
+    fixtures: "inline",
     async start() {
       return { name, kind, url: url.origin, token, async close() {} };
     },

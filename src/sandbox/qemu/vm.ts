@@ -326,6 +326,8 @@ export class QemuVm {
   private stopPromise: Promise<VmProcessExit & { killed: boolean }> | null = null;
   private writeQueue: Buffer[] = [];
   private channelFailed: Error | null = null;
+  private outputDone = false;
+  private outputWaiters: Array<() => void> = [];
 
   onFrame: (f: Frame) => void = () => {};
   onChannelError: (e: Error) => void = () => {};
@@ -407,6 +409,12 @@ export class QemuVm {
       if (!child.pid) this.handleExit({ exitCode: null, signal: null });
     });
     child.on("exit", (code, signal) => this.handleExit({ exitCode: code, signal: signal ?? null }));
+    // 'close' follows 'exit' once QEMU's stdout/stderr are drained (its last error message).
+    child.on("close", () => {
+      this.outputDone = true;
+      for (const w of this.outputWaiters) w();
+      this.outputWaiters = [];
+    });
 
     if (o.pidDir && child.pid) {
       try {
@@ -511,6 +519,19 @@ export class QemuVm {
     } catch {
       // ignore
     }
+  }
+
+  /** Resolves once QEMU's output pipes are drained (so consoleText() is complete), or after timeoutMs. */
+  waitOutput(timeoutMs: number): Promise<void> {
+    if (this.outputDone) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(done, Math.max(0, timeoutMs));
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.outputWaiters.push(done);
+    });
   }
 
   /** Resolves with the exit once QEMU is reaped, or null after timeoutMs. */
