@@ -159,7 +159,7 @@ describe.each(selectedTargets().map((f) => [f.name, f] as const))("HTTP contract
 
     // The spec declares an auth-less listener (`security: [{bearerAuth: []}, {}]`), so Prism
     // serves a request without Authorization; one that is not a bearer token is 401.
-    it.runIf(isPrism)("declared bearer auth: an Authorization that is not a bearer token → 401 UNAUTHORIZED", async () => {
+    it.runIf(isPrism)("declared bearer auth: an Authorization that is not a bearer token → 401 UNAUTHORIZED (mock only: the servers under test run without auth)", async () => {
       for (const [method, path, json] of [
         ["GET", "/v1/health", undefined],
         ["GET", "/v1/runs", undefined],
@@ -366,7 +366,7 @@ describe.each(selectedTargets().map((f) => [f.name, f] as const))("HTTP contract
   });
 
   // ── Section 5: lifecycle (R4: all skipped on Prism) ───────────────────────────────────
-  describe.skipIf(isPrism)("run lifecycle", () => {
+  describe.skipIf(isPrism)("run lifecycle (R4)", () => {
     it("a successful workflow: events, exit_code, finished_at, log chunks", async () => {
       const run = await helloRun();
       expect(run.status).toBe("succeeded");
@@ -877,7 +877,7 @@ describe.each(selectedTargets().map((f) => [f.name, f] as const))("HTTP contract
       if (!isPrism) expect(bad.body.code).toBe("INVALID_SPEC");
     });
 
-    it.runIf(isPrism)("every operation answers its declared example", async () => {
+    it.runIf(isPrism)("every operation answers its declared example (mock only)", async () => {
       const calls: Array<[string, string, unknown?]> = [
         ["GET", "/v1/health"],
         ["POST", "/v1/runs", { file: "examples/hello.yaml", run_id: "build-42" }],
@@ -933,7 +933,7 @@ describe.each(selectedTargets().map((f) => [f.name, f] as const))("HTTP contract
   });
 
   // ── Section 1: bearer auth on TCP (in-process only: the shared targets run without auth) ─
-  it.runIf(factory.kind === "inprocess")("TCP with a token: missing/wrong token → 401 UNAUTHORIZED on every route, health included", async () => {
+  it.runIf(factory.kind === "inprocess")("TCP with a token: missing/wrong token → 401 UNAUTHORIZED on every route, health included (in-process only: starts its own daemon)", async () => {
     const { createDaemon } = (await import("../../src/server.js")) as unknown as {
       createDaemon: (o: { stateDir: string; auth: { token: string } }) => Promise<{
         listen(a: string): Promise<{ url: string }>;
@@ -973,7 +973,7 @@ describe.each(selectedTargets().map((f) => [f.name, f] as const))("HTTP contract
   });
 
   // ── Defect 2: state dir is a parameter, daemons never share ───────────────────────────
-  it.runIf(factory.kind === "inprocess")("two daemons with their own state dirs do not see each other's runs (defect 2)", async () => {
+  it.runIf(factory.kind === "inprocess")("two daemons with their own state dirs do not see each other's runs (defect 2; in-process only: starts its own daemon)", async () => {
     const { createDaemon } = (await import("../../src/server.js")) as unknown as {
       createDaemon: (o: { stateDir: string; auth: null }) => Promise<{
         listen(a: string): Promise<{ url: string }>;
