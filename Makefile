@@ -13,7 +13,7 @@ NODE_MIN := 20
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 S := $(if $(SUDO),$(SUDO) ,)
 
-.PHONY: help node-check deps system-deps kernel-deps node-deps build generate check-generated lint guest kernel test-guest run test bench clean
+.PHONY: help node-check deps system-deps kernel-deps node-deps build generate check-generated lint guest kernel test-guest run test bench clean mock conformance conformance-ci
 
 help:
 	@echo "make run     build everything and run $(EXAMPLE) in micro-VMs, showing its events"
@@ -22,6 +22,9 @@ help:
 	@echo "make kernel  build the minimal guest kernel now, with progress (or wait for the background build)"
 	@echo "make test    build everything, the minimal guest kernel included, and run the whole test suite"
 	@echo "make bench   run the benchmarks (bench/)"
+	@echo "make mock    serve openapi.yaml with the Prism mock on 127.0.0.1:$(PORT) (PORT= to change)"
+	@echo "make conformance URL=http://HOST:PORT [TOKEN=... | TOKEN_FILE=...] [MOCK=1]"
+	@echo "             run the contract suite against any running implementation"
 
 # Node.js >= $(NODE_MIN) first: nothing else works without it, and Debian 12's own nodejs is 18.
 node-check:
@@ -116,6 +119,7 @@ test: node-check deps lint build test-guest
 	@mkdir -p build
 	npx --no-install vitest run --reporter=default --reporter=json --outputFile.json=build/vitest.json
 	@node -e 'const r=require("./build/vitest.json"); console.log(`$${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'
+	$(MAKE) --no-print-directory conformance-ci
 	@left=$$(pgrep -a -f '[q]emu-system.*voidbox' || true); \
 	if [ -n "$$left" ]; then echo "QEMU processes outlived the suite:"; echo "$$left"; exit 1; fi
 
@@ -129,6 +133,44 @@ bench: deps build guest
 	npx --no-install tsx bench/crash-cycles.ts
 	npx --no-install tsx bench/sse-latency.ts
 	npx --no-install tsx bench/metrics.ts
+
+# The mock consumers develop against: the spec itself answering with its examples
+# (`Prefer: code=404` / `Prefer: example=…` pick a reply; see README "The mock").
+PORT ?= 4010
+mock: node-deps
+	npx --no-install prism mock openapi.yaml -h 127.0.0.1 -p $(PORT)
+
+# The contract suite against any running implementation (ours, another, a mock): no files
+# are shared with it. The last line is `N passed, N failed, N skipped`.
+conformance: node-deps
+	@[ -n "$(URL)" ] || { echo "usage: make conformance URL=http://HOST:PORT [TOKEN=... | TOKEN_FILE=...] [MOCK=1]"; exit 2; }
+	@mkdir -p build
+	@VOIDBOX_CONFORMANCE_URL='$(URL)' VOIDBOX_CONFORMANCE_TOKEN='$(TOKEN)' VOIDBOX_CONFORMANCE_TOKEN_FILE='$(TOKEN_FILE)' \
+	  VOIDBOX_CONFORMANCE_MOCK='$(MOCK)' npx --no-install vitest run test/contract/contract.test.ts \
+	  --reporter=default --reporter=json --outputFile.json=build/conformance.json; rc=$$?; \
+	node -e 'const r=require("./build/conformance.json"); console.log(`$${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'; \
+	exit $$rc
+
+# `make conformance` as CI runs it: against the built daemon on TCP with a token, then
+# against `make mock`. Each is started here on a free port and stopped after (bounded waits).
+conformance-ci: build
+	@set -uo pipefail; tmp=$$(mktemp -d); rc=0; \
+	port=$$(node -e 's=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'); \
+	(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $$tmp/token); \
+	node dist/src/main.js serve --listen tcp://127.0.0.1:$$port --state-dir $$tmp/state --token-file $$tmp/token > $$tmp/daemon.log 2>&1 & dpid=$$!; \
+	trap 'kill $$dpid $${mpid:-} 2>/dev/null; wait $$dpid $${mpid:-} 2>/dev/null; rm -rf $$tmp' EXIT; \
+	for i in $$(seq 1 300); do grep -q '"listening"' $$tmp/daemon.log && break; kill -0 $$dpid 2>/dev/null || break; sleep 0.1; done; \
+	grep -q '"listening"' $$tmp/daemon.log || { echo "daemon did not start within 30 s"; cat $$tmp/daemon.log; exit 1; }; \
+	echo "conformance: the daemon at http://127.0.0.1:$$port (TCP, token)"; \
+	$(MAKE) --no-print-directory conformance URL=http://127.0.0.1:$$port TOKEN_FILE=$$tmp/token || rc=1; \
+	kill $$dpid; wait $$dpid 2>/dev/null; \
+	mport=$$(node -e 's=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'); \
+	node_modules/.bin/prism mock openapi.yaml -h 127.0.0.1 -p $$mport > $$tmp/mock.log 2>&1 & mpid=$$!; \
+	for i in $$(seq 1 300); do grep -q 'Prism is listening' $$tmp/mock.log && break; kill -0 $$mpid 2>/dev/null || break; sleep 0.1; done; \
+	grep -q 'Prism is listening' $$tmp/mock.log || { echo "mock did not start within 30 s"; cat $$tmp/mock.log; exit 1; }; \
+	echo "conformance: the mock at http://127.0.0.1:$$mport"; \
+	$(MAKE) --no-print-directory conformance URL=http://127.0.0.1:$$mport MOCK=1 || rc=1; \
+	exit $$rc
 
 clean:
 	rm -rf dist build

@@ -665,13 +665,6 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                /**
-                 * @example {
-                 *       "code": "INVALID_PARAMS",
-                 *       "message": "path/run_id: must match pattern",
-                 *       "retryable": false
-                 *     }
-                 */
                 "application/json": components["schemas"]["ApiError"];
             };
         };
@@ -819,54 +812,354 @@ export interface operations {
                      *             "name": "hello",
                      *             "kind": "workflow",
                      *             "success": true,
-                     *             "output": "HELLO\n",
+                     *             "output": "HELLO FROM 6.1.192-VOIDBOX\nVOIDBOX\n",
                      *             "stages": 2,
                      *             "total_cost_usd": 0,
                      *             "input_tokens": 0,
                      *             "output_tokens": 0
                      *           },
                      *           "error": null,
+                     *           "attempt_id": 1,
+                     *           "started_at": "2026-11-27T18:31:10.609Z",
+                     *           "updated_at": "2026-11-27T18:31:21.013Z",
+                     *           "finished_at": "2026-11-27T18:31:21.012Z",
+                     *           "terminal_reason": null,
+                     *           "terminal_event_id": "01a21e46-b8b4-716f-8e84-6d0841d960ae",
+                     *           "exit_code": 0,
+                     *           "policy": null,
+                     *           "sandbox_mode": "local",
+                     *           "artifact_publication": {
+                     *             "status": "not_started",
+                     *             "manifest": []
+                     *           },
                      *           "events": [
                      *             {
-                     *               "ts_ms": 1795237200000,
+                     *               "ts_ms": 1795804270650,
                      *               "level": "info",
                      *               "event_type": "run.started",
                      *               "message": "run created for examples/hello.yaml",
                      *               "run_id": "build-42",
-                     *               "event_id": "0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c00",
+                     *               "event_id": "01a21e46-903a-7737-a6eb-8ea29e16b684",
                      *               "seq": 0,
                      *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-24T05:00:00.000Z",
+                     *               "timestamp": "2026-11-27T18:31:10.650Z",
                      *               "event_type_v2": "RunStarted",
                      *               "payload": null
                      *             },
                      *             {
-                     *               "ts_ms": 1795237203400,
+                     *               "ts_ms": 1795804270653,
+                     *               "level": "info",
+                     *               "event_type": "env.provisioned",
+                     *               "message": "environment env-build-42 provisioned",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-903d-7032-9e4b-6a2535254040",
+                     *               "seq": 1,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:10.653Z",
+                     *               "event_type_v2": "EnvironmentProvisioned",
+                     *               "payload": null,
+                     *               "environment_id": "env-build-42"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804270819,
+                     *               "level": "info",
+                     *               "event_type": "run.spec.loaded",
+                     *               "message": "spec hello (workflow) loaded",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-90e3-73d7-912a-1788ffd9a1ad",
+                     *               "seq": 2,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:10.819Z",
+                     *               "event_type_v2": "SpecLoaded",
+                     *               "payload": {
+                     *                 "name": "hello",
+                     *                 "kind": "workflow"
+                     *               }
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804270820,
+                     *               "level": "info",
+                     *               "event_type": "sandbox.selected",
+                     *               "message": "stages run in micro-VMs (mode auto)",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-90e4-7705-a3b1-154427bc1589",
+                     *               "seq": 3,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:10.820Z",
+                     *               "event_type_v2": "SandboxSelected",
+                     *               "payload": {
+                     *                 "requested": "auto",
+                     *                 "selected": "local"
+                     *               },
+                     *               "mode": "local"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804270821,
+                     *               "level": "info",
+                     *               "event_type": "workflow.planned",
+                     *               "message": "workflow hello planned: 2 step(s), output step shout",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-90e5-70f9-a555-915c4524d775",
+                     *               "seq": 4,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:10.821Z",
+                     *               "event_type_v2": "WorkflowPlanned",
+                     *               "payload": {
+                     *                 "steps": [
+                     *                   "fetch",
+                     *                   "shout"
+                     *                 ],
+                     *                 "output_step": "shout"
+                     *               }
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804270821,
+                     *               "level": "info",
+                     *               "event_type": "stage.queued",
+                     *               "message": "stage fetch queued",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-90e5-70f9-a555-9786a2e5109e",
+                     *               "seq": 5,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:10.821Z",
+                     *               "event_type_v2": "StageQueued",
+                     *               "payload": {
+                     *                 "depends_on": []
+                     *               },
+                     *               "stage_name": "fetch"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804270821,
+                     *               "level": "info",
+                     *               "event_type": "stage.queued",
+                     *               "message": "stage shout queued",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-90e5-70f9-a555-99b820ac441a",
+                     *               "seq": 6,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:10.821Z",
+                     *               "event_type_v2": "StageQueued",
+                     *               "payload": {
+                     *                 "depends_on": [
+                     *                   "fetch"
+                     *                 ]
+                     *               },
+                     *               "stage_name": "shout"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804270888,
+                     *               "level": "info",
+                     *               "event_type": "stage.started",
+                     *               "message": "stage fetch started (attempt 1)",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-9128-76e5-8c1f-e0fb16257a7b",
+                     *               "seq": 7,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:10.888Z",
+                     *               "event_type_v2": "StageStarted",
+                     *               "payload": {
+                     *                 "stage_attempt": 1
+                     *               },
+                     *               "stage_name": "fetch"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804277244,
+                     *               "level": "info",
+                     *               "event_type": "microvm.spawned",
+                     *               "message": "micro-VM for fetch booted in 6355 ms (tcg)",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-a9fc-7334-87aa-b1cced068d49",
+                     *               "seq": 8,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:17.244Z",
+                     *               "event_type_v2": "MicroVmSpawned",
+                     *               "payload": {
+                     *                 "stage": "fetch",
+                     *                 "accelerator": "tcg",
+                     *                 "pid": 6167,
+                     *                 "boot_ms": 6355
+                     *               },
+                     *               "stage_name": "fetch"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804278189,
+                     *               "level": "info",
+                     *               "event_type": "microvm.exited",
+                     *               "message": "micro-VM for fetch exited",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-adad-7524-91be-38ccfc838ff6",
+                     *               "seq": 9,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:18.189Z",
+                     *               "event_type_v2": "MicroVmExited",
+                     *               "payload": {
+                     *                 "stage": "fetch",
+                     *                 "accelerator": "tcg",
+                     *                 "pid": 6167,
+                     *                 "boot_ms": 6355,
+                     *                 "exit_code": 0,
+                     *                 "signal": null,
+                     *                 "killed": false
+                     *               },
+                     *               "stage_name": "fetch"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804278219,
+                     *               "level": "info",
+                     *               "event_type": "stage.completed",
+                     *               "message": "stage fetch succeeded",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-adcb-777c-b616-a411a8f57e23",
+                     *               "seq": 10,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:18.219Z",
+                     *               "event_type_v2": "StageSucceeded",
+                     *               "payload": {
+                     *                 "duration_ms": 7336,
+                     *                 "exit_code": 0,
+                     *                 "stage_attempt": 1
+                     *               },
+                     *               "stage_name": "fetch"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804278274,
+                     *               "level": "info",
+                     *               "event_type": "stage.started",
+                     *               "message": "stage shout started (attempt 1)",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-ae02-7735-ae71-1fcf64d538d4",
+                     *               "seq": 11,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:18.274Z",
+                     *               "event_type_v2": "StageStarted",
+                     *               "payload": {
+                     *                 "stage_attempt": 1
+                     *               },
+                     *               "stage_name": "shout"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804280850,
+                     *               "level": "info",
+                     *               "event_type": "microvm.spawned",
+                     *               "message": "micro-VM for shout booted in 2575 ms (tcg)",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-b812-70b4-a86c-e6d870eb04ca",
+                     *               "seq": 12,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:20.850Z",
+                     *               "event_type_v2": "MicroVmSpawned",
+                     *               "payload": {
+                     *                 "stage": "shout",
+                     *                 "accelerator": "tcg",
+                     *                 "pid": 6279,
+                     *                 "boot_ms": 2575
+                     *               },
+                     *               "stage_name": "shout"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804281004,
+                     *               "level": "info",
+                     *               "event_type": "microvm.exited",
+                     *               "message": "micro-VM for shout exited",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-b8ac-7222-af87-6b0e9a941678",
+                     *               "seq": 13,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:21.004Z",
+                     *               "event_type_v2": "MicroVmExited",
+                     *               "payload": {
+                     *                 "stage": "shout",
+                     *                 "accelerator": "tcg",
+                     *                 "pid": 6279,
+                     *                 "boot_ms": 2575,
+                     *                 "exit_code": 0,
+                     *                 "signal": null,
+                     *                 "killed": false
+                     *               },
+                     *               "stage_name": "shout"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804281011,
+                     *               "level": "info",
+                     *               "event_type": "stage.completed",
+                     *               "message": "stage shout succeeded",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-b8b3-72f9-b8c1-0d03ddec6d78",
+                     *               "seq": 14,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:21.011Z",
+                     *               "event_type_v2": "StageSucceeded",
+                     *               "payload": {
+                     *                 "duration_ms": 2785,
+                     *                 "exit_code": 0,
+                     *                 "stage_attempt": 1
+                     *               },
+                     *               "stage_name": "shout"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804281012,
                      *               "level": "info",
                      *               "event_type": "run.finished",
                      *               "message": "run succeeded",
                      *               "run_id": "build-42",
-                     *               "event_id": "0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c0d",
-                     *               "seq": 1,
+                     *               "event_id": "01a21e46-b8b4-716f-8e84-6d0841d960ae",
+                     *               "seq": 15,
                      *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-24T05:00:03.400Z",
+                     *               "timestamp": "2026-11-27T18:31:21.012Z",
                      *               "event_type_v2": "RunCompleted",
                      *               "payload": {
                      *                 "exit_code": 0
                      *               }
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804281013,
+                     *               "level": "info",
+                     *               "event_type": "log.chunk",
+                     *               "message": "HELLO FROM 6.1.192-VOIDBOX",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-b8b5-71f4-98de-4f34f4b29e25",
+                     *               "seq": 16,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:21.013Z",
+                     *               "event_type_v2": "LogChunk",
+                     *               "payload": {
+                     *                 "data": "HELLO FROM 6.1.192-VOIDBOX"
+                     *               },
+                     *               "stream": "stdout"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804281013,
+                     *               "level": "info",
+                     *               "event_type": "log.chunk",
+                     *               "message": "VOIDBOX",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-b8b5-71f4-98de-52490c45e721",
+                     *               "seq": 17,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:21.013Z",
+                     *               "event_type_v2": "LogChunk",
+                     *               "payload": {
+                     *                 "data": "VOIDBOX"
+                     *               },
+                     *               "stream": "stdout"
+                     *             },
+                     *             {
+                     *               "ts_ms": 1795804281013,
+                     *               "level": "info",
+                     *               "event_type": "log.closed",
+                     *               "message": "output closed",
+                     *               "run_id": "build-42",
+                     *               "event_id": "01a21e46-b8b5-71f4-98de-54673ca59f7a",
+                     *               "seq": 18,
+                     *               "attempt_id": 1,
+                     *               "timestamp": "2026-11-27T18:31:21.013Z",
+                     *               "event_type_v2": "LogClosed",
+                     *               "payload": null,
+                     *               "stream": "stdout"
                      *             }
                      *           ],
-                     *           "attempt_id": 1,
-                     *           "started_at": "2026-11-24T05:00:00.000Z",
-                     *           "updated_at": "2026-11-24T05:00:03.400Z",
-                     *           "finished_at": "2026-11-24T05:00:03.400Z",
-                     *           "terminal_reason": null,
-                     *           "terminal_event_id": "0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c0d",
-                     *           "exit_code": 0,
                      *           "active_stage_count": 0,
                      *           "active_microvm_count": 0,
-                     *           "policy": null,
-                     *           "sandbox_mode": "mock",
                      *           "stage_states": {
                      *             "fetch": {
                      *               "status": "succeeded",
@@ -878,10 +1171,6 @@ export interface operations {
                      *               "attempt": 1,
                      *               "exit_code": 0
                      *             }
-                     *           },
-                     *           "artifact_publication": {
-                     *             "status": "not_started",
-                     *             "manifest": []
                      *           }
                      *         }
                      *       ]
@@ -923,7 +1212,10 @@ export interface operations {
                     "application/json": components["schemas"]["CreateRunResponse"];
                 };
             };
-            /** @description The body is not a valid CreateRunRequest (INVALID_SPEC) or its policy is invalid (INVALID_POLICY). */
+            /**
+             * @description The body is not JSON or not a valid CreateRunRequest (INVALID_SPEC), or its policy is
+             *     invalid (INVALID_POLICY). The message names the field (`body/<field>: <rule>`).
+             */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1033,46 +1325,410 @@ export interface operations {
                     /**
                      * @example [
                      *       {
-                     *         "ts_ms": 1795237200000,
+                     *         "ts_ms": 1795804270650,
                      *         "level": "info",
                      *         "event_type": "run.started",
                      *         "message": "run created for examples/hello.yaml",
                      *         "run_id": "build-42",
-                     *         "event_id": "0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c00",
+                     *         "event_id": "01a21e46-903a-7737-a6eb-8ea29e16b684",
                      *         "seq": 0,
                      *         "attempt_id": 1,
-                     *         "timestamp": "2026-11-24T05:00:00.000Z",
+                     *         "timestamp": "2026-11-27T18:31:10.650Z",
                      *         "event_type_v2": "RunStarted",
                      *         "payload": null
                      *       },
                      *       {
-                     *         "ts_ms": 1795237203400,
+                     *         "ts_ms": 1795804270653,
+                     *         "level": "info",
+                     *         "event_type": "env.provisioned",
+                     *         "message": "environment env-build-42 provisioned",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-903d-7032-9e4b-6a2535254040",
+                     *         "seq": 1,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:10.653Z",
+                     *         "event_type_v2": "EnvironmentProvisioned",
+                     *         "payload": null,
+                     *         "environment_id": "env-build-42"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804270819,
+                     *         "level": "info",
+                     *         "event_type": "run.spec.loaded",
+                     *         "message": "spec hello (workflow) loaded",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-90e3-73d7-912a-1788ffd9a1ad",
+                     *         "seq": 2,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:10.819Z",
+                     *         "event_type_v2": "SpecLoaded",
+                     *         "payload": {
+                     *           "name": "hello",
+                     *           "kind": "workflow"
+                     *         }
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804270820,
+                     *         "level": "info",
+                     *         "event_type": "sandbox.selected",
+                     *         "message": "stages run in micro-VMs (mode auto)",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-90e4-7705-a3b1-154427bc1589",
+                     *         "seq": 3,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:10.820Z",
+                     *         "event_type_v2": "SandboxSelected",
+                     *         "payload": {
+                     *           "requested": "auto",
+                     *           "selected": "local"
+                     *         },
+                     *         "mode": "local"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804270821,
+                     *         "level": "info",
+                     *         "event_type": "workflow.planned",
+                     *         "message": "workflow hello planned: 2 step(s), output step shout",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-90e5-70f9-a555-915c4524d775",
+                     *         "seq": 4,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:10.821Z",
+                     *         "event_type_v2": "WorkflowPlanned",
+                     *         "payload": {
+                     *           "steps": [
+                     *             "fetch",
+                     *             "shout"
+                     *           ],
+                     *           "output_step": "shout"
+                     *         }
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804270821,
+                     *         "level": "info",
+                     *         "event_type": "stage.queued",
+                     *         "message": "stage fetch queued",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-90e5-70f9-a555-9786a2e5109e",
+                     *         "seq": 5,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:10.821Z",
+                     *         "event_type_v2": "StageQueued",
+                     *         "payload": {
+                     *           "depends_on": []
+                     *         },
+                     *         "stage_name": "fetch"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804270821,
+                     *         "level": "info",
+                     *         "event_type": "stage.queued",
+                     *         "message": "stage shout queued",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-90e5-70f9-a555-99b820ac441a",
+                     *         "seq": 6,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:10.821Z",
+                     *         "event_type_v2": "StageQueued",
+                     *         "payload": {
+                     *           "depends_on": [
+                     *             "fetch"
+                     *           ]
+                     *         },
+                     *         "stage_name": "shout"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804270888,
+                     *         "level": "info",
+                     *         "event_type": "stage.started",
+                     *         "message": "stage fetch started (attempt 1)",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-9128-76e5-8c1f-e0fb16257a7b",
+                     *         "seq": 7,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:10.888Z",
+                     *         "event_type_v2": "StageStarted",
+                     *         "payload": {
+                     *           "stage_attempt": 1
+                     *         },
+                     *         "stage_name": "fetch"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804277244,
+                     *         "level": "info",
+                     *         "event_type": "microvm.spawned",
+                     *         "message": "micro-VM for fetch booted in 6355 ms (tcg)",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-a9fc-7334-87aa-b1cced068d49",
+                     *         "seq": 8,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:17.244Z",
+                     *         "event_type_v2": "MicroVmSpawned",
+                     *         "payload": {
+                     *           "stage": "fetch",
+                     *           "accelerator": "tcg",
+                     *           "pid": 6167,
+                     *           "boot_ms": 6355
+                     *         },
+                     *         "stage_name": "fetch"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804278189,
+                     *         "level": "info",
+                     *         "event_type": "microvm.exited",
+                     *         "message": "micro-VM for fetch exited",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-adad-7524-91be-38ccfc838ff6",
+                     *         "seq": 9,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:18.189Z",
+                     *         "event_type_v2": "MicroVmExited",
+                     *         "payload": {
+                     *           "stage": "fetch",
+                     *           "accelerator": "tcg",
+                     *           "pid": 6167,
+                     *           "boot_ms": 6355,
+                     *           "exit_code": 0,
+                     *           "signal": null,
+                     *           "killed": false
+                     *         },
+                     *         "stage_name": "fetch"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804278219,
+                     *         "level": "info",
+                     *         "event_type": "stage.completed",
+                     *         "message": "stage fetch succeeded",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-adcb-777c-b616-a411a8f57e23",
+                     *         "seq": 10,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:18.219Z",
+                     *         "event_type_v2": "StageSucceeded",
+                     *         "payload": {
+                     *           "duration_ms": 7336,
+                     *           "exit_code": 0,
+                     *           "stage_attempt": 1
+                     *         },
+                     *         "stage_name": "fetch"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804278274,
+                     *         "level": "info",
+                     *         "event_type": "stage.started",
+                     *         "message": "stage shout started (attempt 1)",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-ae02-7735-ae71-1fcf64d538d4",
+                     *         "seq": 11,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:18.274Z",
+                     *         "event_type_v2": "StageStarted",
+                     *         "payload": {
+                     *           "stage_attempt": 1
+                     *         },
+                     *         "stage_name": "shout"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804280850,
+                     *         "level": "info",
+                     *         "event_type": "microvm.spawned",
+                     *         "message": "micro-VM for shout booted in 2575 ms (tcg)",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-b812-70b4-a86c-e6d870eb04ca",
+                     *         "seq": 12,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:20.850Z",
+                     *         "event_type_v2": "MicroVmSpawned",
+                     *         "payload": {
+                     *           "stage": "shout",
+                     *           "accelerator": "tcg",
+                     *           "pid": 6279,
+                     *           "boot_ms": 2575
+                     *         },
+                     *         "stage_name": "shout"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804281004,
+                     *         "level": "info",
+                     *         "event_type": "microvm.exited",
+                     *         "message": "micro-VM for shout exited",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-b8ac-7222-af87-6b0e9a941678",
+                     *         "seq": 13,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:21.004Z",
+                     *         "event_type_v2": "MicroVmExited",
+                     *         "payload": {
+                     *           "stage": "shout",
+                     *           "accelerator": "tcg",
+                     *           "pid": 6279,
+                     *           "boot_ms": 2575,
+                     *           "exit_code": 0,
+                     *           "signal": null,
+                     *           "killed": false
+                     *         },
+                     *         "stage_name": "shout"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804281011,
+                     *         "level": "info",
+                     *         "event_type": "stage.completed",
+                     *         "message": "stage shout succeeded",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-b8b3-72f9-b8c1-0d03ddec6d78",
+                     *         "seq": 14,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:21.011Z",
+                     *         "event_type_v2": "StageSucceeded",
+                     *         "payload": {
+                     *           "duration_ms": 2785,
+                     *           "exit_code": 0,
+                     *           "stage_attempt": 1
+                     *         },
+                     *         "stage_name": "shout"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804281012,
                      *         "level": "info",
                      *         "event_type": "run.finished",
                      *         "message": "run succeeded",
                      *         "run_id": "build-42",
-                     *         "event_id": "0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c0d",
-                     *         "seq": 1,
+                     *         "event_id": "01a21e46-b8b4-716f-8e84-6d0841d960ae",
+                     *         "seq": 15,
                      *         "attempt_id": 1,
-                     *         "timestamp": "2026-11-24T05:00:03.400Z",
+                     *         "timestamp": "2026-11-27T18:31:21.012Z",
                      *         "event_type_v2": "RunCompleted",
                      *         "payload": {
                      *           "exit_code": 0
                      *         }
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804281013,
+                     *         "level": "info",
+                     *         "event_type": "log.chunk",
+                     *         "message": "HELLO FROM 6.1.192-VOIDBOX",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-b8b5-71f4-98de-4f34f4b29e25",
+                     *         "seq": 16,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:21.013Z",
+                     *         "event_type_v2": "LogChunk",
+                     *         "payload": {
+                     *           "data": "HELLO FROM 6.1.192-VOIDBOX"
+                     *         },
+                     *         "stream": "stdout"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804281013,
+                     *         "level": "info",
+                     *         "event_type": "log.chunk",
+                     *         "message": "VOIDBOX",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-b8b5-71f4-98de-52490c45e721",
+                     *         "seq": 17,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:21.013Z",
+                     *         "event_type_v2": "LogChunk",
+                     *         "payload": {
+                     *           "data": "VOIDBOX"
+                     *         },
+                     *         "stream": "stdout"
+                     *       },
+                     *       {
+                     *         "ts_ms": 1795804281013,
+                     *         "level": "info",
+                     *         "event_type": "log.closed",
+                     *         "message": "output closed",
+                     *         "run_id": "build-42",
+                     *         "event_id": "01a21e46-b8b5-71f4-98de-54673ca59f7a",
+                     *         "seq": 18,
+                     *         "attempt_id": 1,
+                     *         "timestamp": "2026-11-27T18:31:21.013Z",
+                     *         "event_type_v2": "LogClosed",
+                     *         "payload": null,
+                     *         "stream": "stdout"
                      *       }
                      *     ]
                      */
                     "application/json": components["schemas"]["RunEvent"][];
                     /**
-                     * @example id: 0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c00
+                     * @example id: 01a21e46-903a-7737-a6eb-8ea29e16b684
                      *     event: run.started
-                     *     data: {"ts_ms":1795237200000,"level":"info","event_type":"run.started","message":"run created for examples/hello.yaml","run_id":"build-42","event_id":"0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c00","seq":0,"attempt_id":1,"timestamp":"2026-11-24T05:00:00.000Z","event_type_v2":"RunStarted","payload":null}
+                     *     data: {"ts_ms":1795804270650,"level":"info","event_type":"run.started","message":"run created for examples/hello.yaml","run_id":"build-42","event_id":"01a21e46-903a-7737-a6eb-8ea29e16b684","seq":0,"attempt_id":1,"timestamp":"2026-11-27T18:31:10.650Z","event_type_v2":"RunStarted","payload":null}
+                     *
+                     *     id: 01a21e46-903d-7032-9e4b-6a2535254040
+                     *     event: env.provisioned
+                     *     data: {"ts_ms":1795804270653,"level":"info","event_type":"env.provisioned","message":"environment env-build-42 provisioned","run_id":"build-42","event_id":"01a21e46-903d-7032-9e4b-6a2535254040","seq":1,"attempt_id":1,"timestamp":"2026-11-27T18:31:10.653Z","event_type_v2":"EnvironmentProvisioned","payload":null,"environment_id":"env-build-42"}
+                     *
+                     *     id: 01a21e46-90e3-73d7-912a-1788ffd9a1ad
+                     *     event: run.spec.loaded
+                     *     data: {"ts_ms":1795804270819,"level":"info","event_type":"run.spec.loaded","message":"spec hello (workflow) loaded","run_id":"build-42","event_id":"01a21e46-90e3-73d7-912a-1788ffd9a1ad","seq":2,"attempt_id":1,"timestamp":"2026-11-27T18:31:10.819Z","event_type_v2":"SpecLoaded","payload":{"name":"hello","kind":"workflow"}}
+                     *
+                     *     id: 01a21e46-90e4-7705-a3b1-154427bc1589
+                     *     event: sandbox.selected
+                     *     data: {"ts_ms":1795804270820,"level":"info","event_type":"sandbox.selected","message":"stages run in micro-VMs (mode auto)","run_id":"build-42","event_id":"01a21e46-90e4-7705-a3b1-154427bc1589","seq":3,"attempt_id":1,"timestamp":"2026-11-27T18:31:10.820Z","event_type_v2":"SandboxSelected","payload":{"requested":"auto","selected":"local"},"mode":"local"}
+                     *
+                     *     id: 01a21e46-90e5-70f9-a555-915c4524d775
+                     *     event: workflow.planned
+                     *     data: {"ts_ms":1795804270821,"level":"info","event_type":"workflow.planned","message":"workflow hello planned: 2 step(s), output step shout","run_id":"build-42","event_id":"01a21e46-90e5-70f9-a555-915c4524d775","seq":4,"attempt_id":1,"timestamp":"2026-11-27T18:31:10.821Z","event_type_v2":"WorkflowPlanned","payload":{"steps":["fetch","shout"],"output_step":"shout"}}
+                     *
+                     *     id: 01a21e46-90e5-70f9-a555-9786a2e5109e
+                     *     event: stage.queued
+                     *     data: {"ts_ms":1795804270821,"level":"info","event_type":"stage.queued","message":"stage fetch queued","run_id":"build-42","event_id":"01a21e46-90e5-70f9-a555-9786a2e5109e","seq":5,"attempt_id":1,"timestamp":"2026-11-27T18:31:10.821Z","event_type_v2":"StageQueued","payload":{"depends_on":[]},"stage_name":"fetch"}
+                     *
+                     *     id: 01a21e46-90e5-70f9-a555-99b820ac441a
+                     *     event: stage.queued
+                     *     data: {"ts_ms":1795804270821,"level":"info","event_type":"stage.queued","message":"stage shout queued","run_id":"build-42","event_id":"01a21e46-90e5-70f9-a555-99b820ac441a","seq":6,"attempt_id":1,"timestamp":"2026-11-27T18:31:10.821Z","event_type_v2":"StageQueued","payload":{"depends_on":["fetch"]},"stage_name":"shout"}
+                     *
+                     *     id: 01a21e46-9128-76e5-8c1f-e0fb16257a7b
+                     *     event: stage.started
+                     *     data: {"ts_ms":1795804270888,"level":"info","event_type":"stage.started","message":"stage fetch started (attempt 1)","run_id":"build-42","event_id":"01a21e46-9128-76e5-8c1f-e0fb16257a7b","seq":7,"attempt_id":1,"timestamp":"2026-11-27T18:31:10.888Z","event_type_v2":"StageStarted","payload":{"stage_attempt":1},"stage_name":"fetch"}
+                     *
+                     *     id: 01a21e46-a9fc-7334-87aa-b1cced068d49
+                     *     event: microvm.spawned
+                     *     data: {"ts_ms":1795804277244,"level":"info","event_type":"microvm.spawned","message":"micro-VM for fetch booted in 6355 ms (tcg)","run_id":"build-42","event_id":"01a21e46-a9fc-7334-87aa-b1cced068d49","seq":8,"attempt_id":1,"timestamp":"2026-11-27T18:31:17.244Z","event_type_v2":"MicroVmSpawned","payload":{"stage":"fetch","accelerator":"tcg","pid":6167,"boot_ms":6355},"stage_name":"fetch"}
                      *
                      *     : heartbeat
                      *
-                     *     id: 0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c0d
+                     *     id: 01a21e46-adad-7524-91be-38ccfc838ff6
+                     *     event: microvm.exited
+                     *     data: {"ts_ms":1795804278189,"level":"info","event_type":"microvm.exited","message":"micro-VM for fetch exited","run_id":"build-42","event_id":"01a21e46-adad-7524-91be-38ccfc838ff6","seq":9,"attempt_id":1,"timestamp":"2026-11-27T18:31:18.189Z","event_type_v2":"MicroVmExited","payload":{"stage":"fetch","accelerator":"tcg","pid":6167,"boot_ms":6355,"exit_code":0,"signal":null,"killed":false},"stage_name":"fetch"}
+                     *
+                     *     id: 01a21e46-adcb-777c-b616-a411a8f57e23
+                     *     event: stage.completed
+                     *     data: {"ts_ms":1795804278219,"level":"info","event_type":"stage.completed","message":"stage fetch succeeded","run_id":"build-42","event_id":"01a21e46-adcb-777c-b616-a411a8f57e23","seq":10,"attempt_id":1,"timestamp":"2026-11-27T18:31:18.219Z","event_type_v2":"StageSucceeded","payload":{"duration_ms":7336,"exit_code":0,"stage_attempt":1},"stage_name":"fetch"}
+                     *
+                     *     id: 01a21e46-ae02-7735-ae71-1fcf64d538d4
+                     *     event: stage.started
+                     *     data: {"ts_ms":1795804278274,"level":"info","event_type":"stage.started","message":"stage shout started (attempt 1)","run_id":"build-42","event_id":"01a21e46-ae02-7735-ae71-1fcf64d538d4","seq":11,"attempt_id":1,"timestamp":"2026-11-27T18:31:18.274Z","event_type_v2":"StageStarted","payload":{"stage_attempt":1},"stage_name":"shout"}
+                     *
+                     *     id: 01a21e46-b812-70b4-a86c-e6d870eb04ca
+                     *     event: microvm.spawned
+                     *     data: {"ts_ms":1795804280850,"level":"info","event_type":"microvm.spawned","message":"micro-VM for shout booted in 2575 ms (tcg)","run_id":"build-42","event_id":"01a21e46-b812-70b4-a86c-e6d870eb04ca","seq":12,"attempt_id":1,"timestamp":"2026-11-27T18:31:20.850Z","event_type_v2":"MicroVmSpawned","payload":{"stage":"shout","accelerator":"tcg","pid":6279,"boot_ms":2575},"stage_name":"shout"}
+                     *
+                     *     id: 01a21e46-b8ac-7222-af87-6b0e9a941678
+                     *     event: microvm.exited
+                     *     data: {"ts_ms":1795804281004,"level":"info","event_type":"microvm.exited","message":"micro-VM for shout exited","run_id":"build-42","event_id":"01a21e46-b8ac-7222-af87-6b0e9a941678","seq":13,"attempt_id":1,"timestamp":"2026-11-27T18:31:21.004Z","event_type_v2":"MicroVmExited","payload":{"stage":"shout","accelerator":"tcg","pid":6279,"boot_ms":2575,"exit_code":0,"signal":null,"killed":false},"stage_name":"shout"}
+                     *
+                     *     id: 01a21e46-b8b3-72f9-b8c1-0d03ddec6d78
+                     *     event: stage.completed
+                     *     data: {"ts_ms":1795804281011,"level":"info","event_type":"stage.completed","message":"stage shout succeeded","run_id":"build-42","event_id":"01a21e46-b8b3-72f9-b8c1-0d03ddec6d78","seq":14,"attempt_id":1,"timestamp":"2026-11-27T18:31:21.011Z","event_type_v2":"StageSucceeded","payload":{"duration_ms":2785,"exit_code":0,"stage_attempt":1},"stage_name":"shout"}
+                     *
+                     *     id: 01a21e46-b8b4-716f-8e84-6d0841d960ae
                      *     event: run.finished
-                     *     data: {"ts_ms":1795237203400,"level":"info","event_type":"run.finished","message":"run succeeded","run_id":"build-42","event_id":"0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c0d","seq":1,"attempt_id":1,"timestamp":"2026-11-24T05:00:03.400Z","event_type_v2":"RunCompleted","payload":{"exit_code":0}}
+                     *     data: {"ts_ms":1795804281012,"level":"info","event_type":"run.finished","message":"run succeeded","run_id":"build-42","event_id":"01a21e46-b8b4-716f-8e84-6d0841d960ae","seq":15,"attempt_id":1,"timestamp":"2026-11-27T18:31:21.012Z","event_type_v2":"RunCompleted","payload":{"exit_code":0}}
+                     *
+                     *     id: 01a21e46-b8b5-71f4-98de-4f34f4b29e25
+                     *     event: log.chunk
+                     *     data: {"ts_ms":1795804281013,"level":"info","event_type":"log.chunk","message":"HELLO FROM 6.1.192-VOIDBOX","run_id":"build-42","event_id":"01a21e46-b8b5-71f4-98de-4f34f4b29e25","seq":16,"attempt_id":1,"timestamp":"2026-11-27T18:31:21.013Z","event_type_v2":"LogChunk","payload":{"data":"HELLO FROM 6.1.192-VOIDBOX"},"stream":"stdout"}
+                     *
+                     *     id: 01a21e46-b8b5-71f4-98de-52490c45e721
+                     *     event: log.chunk
+                     *     data: {"ts_ms":1795804281013,"level":"info","event_type":"log.chunk","message":"VOIDBOX","run_id":"build-42","event_id":"01a21e46-b8b5-71f4-98de-52490c45e721","seq":17,"attempt_id":1,"timestamp":"2026-11-27T18:31:21.013Z","event_type_v2":"LogChunk","payload":{"data":"VOIDBOX"},"stream":"stdout"}
+                     *
+                     *     id: 01a21e46-b8b5-71f4-98de-54673ca59f7a
+                     *     event: log.closed
+                     *     data: {"ts_ms":1795804281013,"level":"info","event_type":"log.closed","message":"output closed","run_id":"build-42","event_id":"01a21e46-b8b5-71f4-98de-54673ca59f7a","seq":18,"attempt_id":1,"timestamp":"2026-11-27T18:31:21.013Z","event_type_v2":"LogClosed","payload":null,"stream":"stdout"}
                      */
                     "text/event-stream": string;
                 };
@@ -1124,13 +1780,6 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    /**
-                     * @example {
-                     *       "code": "INVALID_SPEC",
-                     *       "message": "malformed JSON body",
-                     *       "retryable": false
-                     *     }
-                     */
                     "application/json": components["schemas"]["ApiError"];
                 };
             };
@@ -1176,15 +1825,15 @@ export interface operations {
                      * @example {
                      *       "run_id": "build-42",
                      *       "attempt_id": 1,
-                     *       "updated_at": "2026-11-24T05:00:03.412Z",
+                     *       "updated_at": "2026-11-27T18:31:21.013Z",
                      *       "stages": [
                      *         {
                      *           "name": "fetch",
                      *           "status": "succeeded",
                      *           "attempt": 1,
-                     *           "started_at": "2026-11-24T05:00:01.100Z",
-                     *           "finished_at": "2026-11-24T05:00:02.300Z",
-                     *           "duration_ms": 1200,
+                     *           "started_at": "2026-11-27T18:31:10.853Z",
+                     *           "finished_at": "2026-11-27T18:31:18.189Z",
+                     *           "duration_ms": 7336,
                      *           "exit_code": 0,
                      *           "depends_on": [],
                      *           "group": null
@@ -1193,9 +1842,9 @@ export interface operations {
                      *           "name": "shout",
                      *           "status": "succeeded",
                      *           "attempt": 1,
-                     *           "started_at": "2026-11-24T05:00:02.310Z",
-                     *           "finished_at": "2026-11-24T05:00:03.400Z",
-                     *           "duration_ms": 1090,
+                     *           "started_at": "2026-11-27T18:31:18.219Z",
+                     *           "finished_at": "2026-11-27T18:31:21.004Z",
+                     *           "duration_ms": 2785,
                      *           "exit_code": 0,
                      *           "depends_on": [
                      *             "fetch"
@@ -1270,7 +1919,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "code": "STRUCTURED_OUTPUT_MALFORMED",
-                     *       "message": "result.json of stage main is not valid JSON",
+                     *       "message": "result.json of stage main of run build-42 is not valid JSON",
                      *       "retryable": false
                      *     }
                      */
@@ -1405,13 +2054,6 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    /**
-                     * @example {
-                     *       "code": "INVALID_SPEC",
-                     *       "message": "body/role: must have required property 'role'",
-                     *       "retryable": false
-                     *     }
-                     */
                     "application/json": components["schemas"]["ApiError"];
                 };
             };

@@ -53,17 +53,19 @@ export class ApiClient {
     readonly kind: TargetKind,
     /** The conformance gate replies pass (the gate's own tests give it one with a private tally). */
     private readonly gate: Gate = gateReply,
+    /** The bearer token sent unless a request says otherwise. */
+    readonly token: string = TEST_TOKEN,
   ) {}
 
   static for(target: Target): ApiClient {
-    return new ApiClient(target.url, target.kind);
+    return new ApiClient(target.url, target.kind, gateReply, target.token ?? TEST_TOKEN);
   }
 
   async request<T = any>(method: string, pathname: string, opts: RequestOptions = {}): Promise<ApiResponse<T>> {
     const url = new URL(this.baseUrl + pathname);
     for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
     const headers: Record<string, string> = { accept: "application/json", ...(opts.headers ?? {}) };
-    const token = opts.token === undefined ? TEST_TOKEN : opts.token;
+    const token = opts.token === undefined ? this.token : opts.token;
     if (token !== null) headers.authorization = `Bearer ${token}`;
     let body: string | Uint8Array | undefined;
     if (opts.json !== undefined) body = JSON.stringify(opts.json);

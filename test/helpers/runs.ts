@@ -68,7 +68,32 @@ export interface Fixtures {
   fanout: string;
   /** a path that does not exist. */
   missing: string;
+  /** How POST /v1/runs carries these fixtures (see `runRequest`). */
+  mode: FixtureMode;
+  /** Fixture path → spec text, for sending a fixture inline. */
+  texts: ReadonlyMap<string, string>;
+  /** The `file` a run created from this fixture records: its path, or the inline spec's file. */
+  recorded(file: string): string;
   cleanup(): void;
+}
+
+/** How a run's spec reaches the target: a path on the target's filesystem, or inline. */
+export type FixtureMode = "file" | "inline";
+
+/** The `file` openapi.yaml says a run created with an inline `spec` records. */
+export const INLINE_SPEC_FILE = "inline:spec.json";
+
+/**
+ * The one switch between the two: a POST /v1/runs body as the suite writes it
+ * (`{file: fx.hello, …}`), in the fixtures' mode. Inline (what a target on another host
+ * needs: no shared filesystem), a fixture's `file` becomes `spec` (its YAML text); anything
+ * else is sent as it is.
+ */
+export function runRequest(fx: Fixtures, body: unknown): unknown {
+  if (fx.mode === "file" || body === null || typeof body !== "object" || Array.isArray(body)) return body;
+  const { file, ...rest } = body as Record<string, unknown>;
+  const text = typeof file === "string" ? fx.texts.get(file) : undefined;
+  return text === undefined ? body : { ...rest, spec: text };
 }
 
 const specs = {
@@ -157,10 +182,16 @@ workflow:
 `,
 };
 
-export function writeFixtures(): Fixtures {
+export function writeFixtures(mode: FixtureMode = "file"): Fixtures {
   const dir = mkdtempSync(path.join(os.tmpdir(), "vbx-specs-"));
   for (const [name, text] of Object.entries(specs)) writeFileSync(path.join(dir, name), text);
+  // `invalid` stays a path: the suite expects it to be accepted and then fail as a run
+  // (spec.parse_failed), which a path the target cannot load does on any host.
+  const texts = new Map(Object.entries(specs).filter(([n]) => n !== "invalid.yaml").map(([n, t]) => [path.join(dir, n), t] as const));
   return {
+    mode,
+    texts,
+    recorded: (file) => (mode === "inline" && texts.has(file) ? INLINE_SPEC_FILE : file),
     dir,
     hello: path.join(dir, "hello.yaml"),
     sleep: path.join(dir, "sleep.yaml"),

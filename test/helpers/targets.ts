@@ -1,8 +1,9 @@
 // The three things the contract suite can talk to:
 //   (a) inprocess — createDaemon() from src/server.ts in this test process;
 //   (b) process   — `node <package.json bin.voidbox> serve` (dist/src/main.js; needs `npm run build`);
-//   (c) prism     — `prism mock openapi.yaml`, i.e. the spec itself answering with examples.
-// Each gets its own temp state dir; nothing reads or writes process.env.
+//   (c) prism     — `prism mock openapi.yaml`, i.e. the spec itself answering with examples;
+//   (d) url       — any running implementation at VOIDBOX_CONFORMANCE_URL (`make conformance`).
+// Each local one gets its own temp state dir; process.env is only read, never written.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -12,21 +13,27 @@ import { fileURLToPath } from "node:url";
 
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
-export type TargetKind = "inprocess" | "process" | "prism";
+export type TargetKind = "inprocess" | "process" | "prism" | "url";
 
 export interface Target {
   name: string;
   kind: TargetKind;
   /** Base URL without trailing slash, e.g. http://127.0.0.1:41234 */
   url: string;
-  /** State dir of a real daemon (undefined for prism). */
+  /** State dir of a real daemon (undefined for prism and url). */
   stateDir?: string;
+  /** Bearer token the target requires (undefined: it requires none). */
+  token?: string;
   close(): Promise<void>;
 }
 
 export interface TargetFactory {
   name: string;
   kind: TargetKind;
+  /** The target requires a bearer token (so a request without one is 401, not served). */
+  requiresToken?: boolean;
+  /** How run specs reach it: paths on this host's filesystem (default), or inline. */
+  fixtures?: "file" | "inline";
   start(): Promise<Target>;
 }
 
@@ -255,10 +262,41 @@ export const ALL_TARGETS: TargetFactory[] = [
 ];
 
 /**
+ * A running implementation given by URL (`make conformance`). vitest forces BASE_URL to "/",
+ * hence VOIDBOX_CONFORMANCE_URL. A token comes from VOIDBOX_CONFORMANCE_TOKEN or the file
+ * VOIDBOX_CONFORMANCE_TOKEN_FILE; VOIDBOX_CONFORMANCE_MOCK=1 says the target answers from the
+ * spec alone (e.g. `make mock`), so the suite applies the mock relaxations (R1–R6).
+ */
+export function urlTarget(env: NodeJS.ProcessEnv = process.env): TargetFactory | undefined {
+  const raw = env.VOIDBOX_CONFORMANCE_URL?.trim();
+  if (!raw) return undefined;
+  const url = new URL(raw);
+  if (url.protocol !== "http:") throw new Error(`VOIDBOX_CONFORMANCE_URL must be http://HOST:PORT, got ${raw}`);
+  const tokenFile = env.VOIDBOX_CONFORMANCE_TOKEN_FILE?.trim();
+  const token = env.VOIDBOX_CONFORMANCE_TOKEN?.trim() || (tokenFile ? readFileSync(tokenFile, "utf8").trim() : undefined) || undefined;
+  const mock = /^(1|true|yes)$/i.test(env.VOIDBOX_CONFORMANCE_MOCK?.trim() ?? "");
+  const kind: TargetKind = mock ? "prism" : "url";
+  const name = `${mock ? "mock" : "implementation"} at ${url.origin}`;
+  return {
+    name,
+    kind,
+    requiresToken: token !== undefined,
+    // It may run on another host: run specs go inline.
+    fixtures: "inline",
+    async start() {
+      return { name, kind, url: url.origin, token, async close() {} };
+    },
+  };
+}
+
+/**
  * Optional read-only filter: VOIDBOX_TEST_TARGETS=inprocess,prism runs a subset
- * (e.g. while the server does not build yet). Default: all three.
+ * (e.g. while the server does not build yet). Default: all three; only the URL target when
+ * VOIDBOX_CONFORMANCE_URL is set.
  */
 export function selectedTargets(): TargetFactory[] {
+  const remote = urlTarget();
+  if (remote) return [remote];
   const filter = process.env.VOIDBOX_TEST_TARGETS?.split(",").map((s) => s.trim()).filter(Boolean);
   return filter && filter.length > 0 ? ALL_TARGETS.filter((t) => filter.includes(t.kind)) : ALL_TARGETS;
 }
