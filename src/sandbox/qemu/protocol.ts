@@ -34,7 +34,7 @@
  *   READY    0   payload = guest kernel version (`uname -r`), sent once after boot
  *   OUTC, ERRC ID  while the program runs: ARG = offset of the payload in its stdout /
  *                stderr; payload = the next bytes it wrote (the guest polls its output
- *                every 10-100 ms: at most 64 KiB a frame, never past the EXEC's ARG in
+ *                every 10-100 ms: at most 256 KiB a frame, never past the EXEC's ARG in
  *                all). Chunks of one stream arrive in order and contiguous; all of them
  *                come before OUT/ERR. Hosts that predate them ignore them (they only read
  *                OUT/ERR), and images that predate them send none (the host then takes
