@@ -99,7 +99,7 @@ export class LiveOutput {
     return true;
   }
 
-  /** Emits up to LIVE_CHUNK_BYTES of the stream; unless `final`, never splits a UTF-8 character. */
+  /** Emits up to LIVE_CHUNK_BYTES of the stream, never splitting a UTF-8 character except at the stream's `final` end. */
   private emitOne(stream: OutputStream, final: boolean): void {
     const s = this.streams[stream];
     if (this.events >= this.o.maxEvents) {
@@ -110,7 +110,8 @@ export class LiveOutput {
     }
     const all = s.pending.length === 1 ? s.pending[0] : Buffer.concat(s.pending);
     let n = Math.min(all.length, LIVE_CHUNK_BYTES);
-    if (!final) n = completeUtf8Length(all.subarray(0, n));
+    // At the end only the stream's very last bytes may end inside a character (cut by the cap).
+    if (!final || all.length > n) n = completeUtf8Length(all.subarray(0, n));
     if (n === 0) {
       // Only part of one character so far: wait for the rest (or the end).
       s.pending = [all];

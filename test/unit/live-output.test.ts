@@ -104,6 +104,15 @@ describe("LiveOutput", () => {
     expect(rebuild(payloads(events)).toString()).toBe("hello\n");
     expect(rebuild(payloads(events), "stderr").toString()).toBe("warn\n");
     expect(vi.getTimerCount()).toBe(0);
+
+    // A long end-of-exec fill is cut into chunks at character boundaries, each valid text.
+    const wide = live();
+    const text = "é".repeat(10_000);
+    wide.l.finish({ stdout: Buffer.from(text), stderr: Buffer.alloc(0) });
+    const ps = payloads(wide.events);
+    expect(ps.length).toBe(2);
+    expect(ps.every((p) => p.encoding === "utf8")).toBe(true);
+    expect(rebuild(ps).toString()).toBe(text);
   });
 });
 
