@@ -64,7 +64,14 @@ export class LiveOutput {
     else
       s.timer = setTimeout(() => {
         s.timer = undefined;
-        if (!this.finished && !this.capped && s.pendingBytes > 0) this.emitOne(stream, false);
+        if (this.finished || this.capped || s.pendingBytes === 0) return;
+        try {
+          this.emitOne(stream, false);
+        } catch {
+          // The event could not be recorded (e.g. a full disk): no more live output; the
+          // stage's own end (awaited by the engine) meets the same error and reports it.
+          this.capped = true;
+        }
       }, wait);
   }
 

@@ -276,7 +276,12 @@ class QemuStageVm implements StageVm {
       if (!cmd.onOutput || f.arg !== live[type] || live[type] >= cap || f.payload.length === 0) return;
       const data = f.payload.length > cap - live[type] ? f.payload.subarray(0, cap - live[type]) : f.payload;
       live[type] += data.length;
-      cmd.onOutput(type === "OUTC" ? "stdout" : "stderr", data);
+      try {
+        cmd.onOutput(type === "OUTC" ? "stdout" : "stderr", data);
+      } catch {
+        // Runs in the channel's data handler: a throw here must not take the daemon down.
+        live.OUTC = live.ERRC = cap;
+      }
     };
     const frames = await this.request(
       "exec",

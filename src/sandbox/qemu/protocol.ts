@@ -36,9 +36,10 @@
  *                stderr; payload = the next bytes it wrote (the guest polls its output
  *                every 10-100 ms: at most 256 KiB a frame, never past the EXEC's ARG in
  *                all). Chunks of one stream arrive in order and contiguous; all of them
- *                come before OUT/ERR. Hosts that predate them ignore them (they only read
- *                OUT/ERR), and images that predate them send none (the host then takes
- *                the output from OUT/ERR at the end).
+ *                come before OUT/ERR. The host ignores a chunk that does not continue its
+ *                stream and takes whatever was not streamed from OUT/ERR at the end: so
+ *                images that predate live output (no chunks) still work, and hosts that
+ *                predate it ignore the chunks (they only read OUT/ERR).
  *   OUT, ERR ID  ARG = the stream's full size in bytes; payload = its first bytes, at
  *                most the EXEC's ARG (sent before EXIT). Bounding output in the guest keeps
  *                a flood off the host: it never crosses the channel, and no frame can
