@@ -288,9 +288,10 @@ export interface components {
          *     `bytes` bytes in the attempt's stream (each attempt starts at 0; per stream the
          *     events are contiguous and in order), `data` is the bytes as text when
          *     `encoding` is `utf8`, or base64 when `encoding` is `base64` (the chunk is not
-         *     valid UTF-8; a chunk never splits a UTF-8 character). Writes are coalesced: a
-         *     stream emits at most one partial chunk per 100 ms, and `data` holds at most
-         *     16 KiB. Bounded like all output: only the kept bytes (`--max-stage-output` per
+         *     valid UTF-8). Chunks are cut between characters, so in text output only a
+         *     stream's last chunk, when the byte cap cut a character, can be base64. Writes
+         *     are coalesced: a stream emits at most one partial chunk per 100 ms, and `data`
+         *     holds at most 16 KiB. Bounded like all output: only the kept bytes (`--max-stage-output` per
          *     stream) are streamed, and one attempt emits at most `--max-output-events`
          *     `stage.output` events; when that cap stops the stream early, the attempt's
          *     `stage.output_truncated` event says so with two more payload fields,
