@@ -477,6 +477,26 @@ export interface components {
          *       quotas). Payload `{dropped_count, dropped: [{name, reason, size_bytes?}],
          *       stored_count, stored_bytes, max_artifacts, max_artifact_bytes}`; `reason` is
          *       `duplicate_name`, `over_count_quota` or `over_byte_quota`.
+         *
+         *     Live output. `stage.output` (v2 `StageOutput`, level `info`, `stream` and
+         *     `stage_name` set, `box_name`/`group_id` when the stage has them): part of a
+         *     stage attempt's stdout or stderr, emitted while the step runs and always before
+         *     that attempt's `stage.completed` / `stage.failed`. Payload `{stream, offset,
+         *     bytes, encoding, data, stage_attempt}`: `offset` is the position of these
+         *     `bytes` bytes in the attempt's stream (each attempt starts at 0; per stream the
+         *     events are contiguous and in order), `data` is the bytes as text when
+         *     `encoding` is `utf8`, or base64 when `encoding` is `base64` (the chunk is not
+         *     valid UTF-8). Chunks are cut between characters, so in text output only a
+         *     stream's last chunk, when the byte cap cut a character, can be base64. Writes
+         *     are coalesced: a stream emits at most one partial chunk per 100 ms, and `data`
+         *     holds at most 16 KiB. Bounded like all output: only the kept bytes (`--max-stage-output` per
+         *     stream) are streamed, and one attempt emits at most `--max-output-events`
+         *     `stage.output` events; when that cap stops the stream early, the attempt's
+         *     `stage.output_truncated` event says so with two more payload fields,
+         *     `live_bytes` (bytes streamed) and `limit_events` (it is then emitted even when
+         *     `kept_bytes` equals `total_bytes`). Nothing is emitted after the run's terminal
+         *     event. `log.chunk` keeps its meaning (the output step's lines, after the
+         *     terminal event).
          */
         RunEvent: {
             ts_ms: number;

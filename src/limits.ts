@@ -10,7 +10,7 @@ import { ConfigError } from "./config.js";
 export interface Limits {
   /** Bytes of a stage's stdout (and, separately, stderr) kept per attempt; the rest is dropped and counted. */
   maxStageOutputBytes: number;
-  /** Output events (live output, `log.chunk`) one stage / one run's report may emit; past it one truncation event. */
+  /** `stage.output` events one stage attempt, and `log.chunk` events one run's report, may emit; past it one truncation event. */
   maxOutputEvents: number;
   /** Artifacts one stage may publish. */
   maxArtifactsPerStage: number;
@@ -76,7 +76,7 @@ type NumericLimit = Exclude<keyof Limits, "specRoots">;
 /** `voidbox serve` flag → limit, with how its value is read. */
 export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes" | "count" | "ms" | "mib" | "secs"; help: string }> = {
   "max-stage-output": { key: "maxStageOutputBytes", kind: "bytes", help: "stdout/stderr bytes kept per stage attempt" },
-  "max-output-events": { key: "maxOutputEvents", kind: "count", help: "output events per stage and per run report" },
+  "max-output-events": { key: "maxOutputEvents", kind: "count", help: "stage.output events per stage attempt, log.chunk events per run" },
   "max-artifacts": { key: "maxArtifactsPerStage", kind: "count", help: "artifacts per stage" },
   "max-artifact-bytes": { key: "maxArtifactBytesPerStage", kind: "bytes", help: "artifact bytes per stage" },
   "min-free-space": { key: "minFreeBytes", kind: "bytes", help: "free space the state dir must keep for new runs" },

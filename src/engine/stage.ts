@@ -5,6 +5,7 @@ import { FileTooBigError, SandboxError, capOutput, type ExecResult, type Sandbox
 import type { SandboxSpec } from "../spec/types.js";
 import type { EngineHooks, RunPolicy, StoredArtifact } from "./types.js";
 import type { Semaphore } from "./semaphore.js";
+import { LiveOutput, type LiveStats } from "./live-output.js";
 
 /** Cap on a stage's result file (artifacts are bounded per stage by the limits). */
 export const MAX_RESULT_BYTES = 4 * 1024 * 1024;
@@ -41,7 +42,7 @@ export interface StageContext {
   /** Aborted when the run is cancelled. */
   signal: AbortSignal;
   now: () => number;
-  limits: Pick<Limits, "maxStageOutputBytes" | "maxArtifactsPerStage" | "maxArtifactBytesPerStage">;
+  limits: Pick<Limits, "maxStageOutputBytes" | "maxOutputEvents" | "maxArtifactsPerStage" | "maxArtifactBytesPerStage">;
   /** The run's input: stdin of the first stages (workflow roots, the agent, a pipeline's first stage). */
   input?: Buffer;
 }
@@ -109,7 +110,7 @@ async function runAttempt(ctx: StageContext, job: StageJob, attempt: number): Pr
       initramfs: ctx.sandboxSpec.initramfs,
       signal: attemptAbort.signal,
     });
-    outcome = await execInVm(ctx, job, vm, attemptAbort, () => timedOut, timeoutSecs);
+    outcome = await execInVm(ctx, job, attempt, vm, attemptAbort, () => timedOut, timeoutSecs);
   } catch (e) {
     outcome = { exitCode: -1, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0), error: describeFailure(e, timedOut, timeoutSecs, ctx.signal) };
   } finally {
@@ -140,6 +141,7 @@ async function runAttempt(ctx: StageContext, job: StageJob, attempt: number): Pr
 async function execInVm(
   ctx: StageContext,
   job: StageJob,
+  attempt: number,
   vm: StageVm,
   abort: AbortController,
   timedOut: () => boolean,
@@ -163,12 +165,31 @@ async function execInVm(
     return { exitCode: -1, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0), error: describeFailure(null, timedOut(), timeoutSecs, ctx.signal) };
   }
   abort.signal.addEventListener("abort", onAbort, { once: true });
+  // The program's output as it happens: `stage.output` events, before the stage's end.
+  const live = new LiveOutput({
+    context: { stage_name: job.name, box_name: job.box_name, group_id: job.group_id },
+    attempt,
+    maxBytes: ctx.limits.maxStageOutputBytes,
+    maxEvents: ctx.limits.maxOutputEvents,
+    emit: (e) => ctx.hooks.event(e),
+  });
   try {
-    const r = boundOutput(ctx, job, await vm.exec({ program: job.program, args: job.args, env: job.env, stdin: job.stdin, signal: abort.signal, maxOutputBytes: ctx.limits.maxStageOutputBytes }));
+    const raw = await vm.exec({
+      program: job.program,
+      args: job.args,
+      env: job.env,
+      stdin: job.stdin,
+      signal: abort.signal,
+      maxOutputBytes: ctx.limits.maxStageOutputBytes,
+      onOutput: (stream, data) => live.push(stream, data),
+    });
+    const r = boundOutput(ctx, job, raw, live.finish({ stdout: raw.stdout, stderr: raw.stderr }));
     if (abort.signal.aborted) return { ...r, exitCode: r.exitCode === 0 ? -1 : r.exitCode, error: describeFailure(null, timedOut(), timeoutSecs, ctx.signal) };
     await collectOutput(ctx, job, vm);
     return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
   } finally {
+    // After a failed exec: what was pending still goes out (before the stage's end event).
+    live.finish();
     abort.signal.removeEventListener("abort", onAbort);
   }
 }
@@ -176,21 +197,33 @@ async function execInVm(
 /**
  * Keeps at most maxStageOutputBytes of each stream (the sandbox already should; this
  * also covers guest images that predate the cap) and says so with one
- * `stage.output_truncated` event per truncated stream.
+ * `stage.output_truncated` event per truncated stream — also when the output-event cap
+ * stopped the live `stage.output` events before all kept bytes were sent.
  */
-function boundOutput(ctx: StageContext, job: StageJob, r: ExecResult): ExecResult {
+function boundOutput(ctx: StageContext, job: StageJob, r: ExecResult, live: LiveStats): ExecResult {
   const max = ctx.limits.maxStageOutputBytes;
   const out: ExecResult = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
   for (const [stream, key] of [["stdout", "stdout"], ["stderr", "stderr"]] as const) {
     const { kept, total } = capOutput(r[key], max, r[`${key}Bytes`]);
     out[key] = kept;
-    if (total <= kept.length) continue;
-    out[`${key}Bytes`] = total;
+    const liveBytes = live.bytes[stream];
+    if (total <= kept.length && liveBytes >= kept.length) continue;
+    if (total > kept.length) out[`${key}Bytes`] = total;
+    const cut = liveBytes < kept.length ? `; live output stopped after ${liveBytes} bytes (limit ${ctx.limits.maxOutputEvents} stage.output events)` : "";
     ctx.hooks.event({
       type: "stage.output_truncated",
       level: "warn",
-      message: `stage ${job.name} wrote ${total} bytes to ${stream}; the first ${kept.length} were kept (limit ${max})`,
-      payload: { stream, kept_bytes: kept.length, total_bytes: total, limit_bytes: max },
+      message:
+        total > kept.length
+          ? `stage ${job.name} wrote ${total} bytes to ${stream}; the first ${kept.length} were kept (limit ${max})${cut}`
+          : `stage ${job.name} wrote ${total} bytes to ${stream}, all kept${cut}`,
+      payload: {
+        stream,
+        kept_bytes: kept.length,
+        total_bytes: total,
+        limit_bytes: max,
+        ...(cut ? { live_bytes: liveBytes, limit_events: ctx.limits.maxOutputEvents } : {}),
+      },
       stage_name: job.name,
       box_name: job.box_name,
       group_id: job.group_id,

@@ -18,6 +18,7 @@ const V2_NAMES: Record<string, string> = {
   "stage.completed": "StageSucceeded",
   "stage.failed": "StageFailed",
   "stage.skipped": "StageSkipped",
+  "stage.output": "StageOutput",
   "stage.output_truncated": "StageOutputTruncated",
   "stage.artifacts_dropped": "StageArtifactsDropped",
   "microvm.spawned": "MicroVmSpawned",

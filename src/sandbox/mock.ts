@@ -48,19 +48,24 @@ interface Outcome {
   outTotal?: number;
 }
 
-/** Collects a stream up to `max` bytes and counts the rest. */
+/** Collects a stream up to `max` bytes and counts the rest; `live` sees each kept write as it happens. */
 class Sink {
   private readonly parts: Buffer[] = [];
   private kept = 0;
   total = 0;
-  constructor(private readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly live?: (data: Buffer) => void,
+  ) {}
   add(data: string | Buffer, total = typeof data === "string" ? Buffer.byteLength(data) : data.length): void {
     this.total += total;
     if (this.kept >= this.max) return;
     const b = typeof data === "string" ? enc(data) : data;
     const take = b.subarray(0, Math.min(b.length, this.max - this.kept));
+    if (take.length === 0) return;
     this.parts.push(Buffer.from(take));
     this.kept += take.length;
+    this.live?.(take);
   }
   get bytes(): Buffer {
     return Buffer.concat(this.parts);
@@ -88,7 +93,8 @@ class MockStage implements StageVm {
   async exec(cmd: ExecCommand): Promise<ExecResult> {
     const outMax = cmd.maxOutputBytes ?? Infinity;
     this.produceMax = Math.max(outMax === Infinity ? 0 : outMax, this.ws.maxWorkspaceBytes);
-    const r = await this.run(cmd.program, cmd.args, cmd.stdin, cmd.signal, cmd.env, outMax);
+    // Live output: a script's writes as its commands run; any other program's output at its end (the engine sends what was not delivered live).
+    const r = await this.run(cmd.program, cmd.args, cmd.stdin, cmd.signal, cmd.env, outMax, cmd.onOutput);
     const out = capOutput(Buffer.isBuffer(r.out) ? r.out : enc(r.out), cmd.maxOutputBytes, r.outTotal);
     const err = capOutput(enc(r.err), cmd.maxOutputBytes);
     return { exitCode: r.code, stdout: out.kept, stderr: err.kept, stdoutBytes: out.total, stderrBytes: err.total };
@@ -107,7 +113,15 @@ class MockStage implements StageVm {
     return { exitCode: 0, signal: null, killed: false };
   }
 
-  private async run(program: string, args: string[], stdin: Buffer, signal: AbortSignal, env: Record<string, string> = {}, outMax = Infinity): Promise<Outcome> {
+  private async run(
+    program: string,
+    args: string[],
+    stdin: Buffer,
+    signal: AbortSignal,
+    env: Record<string, string> = {},
+    outMax = Infinity,
+    live?: ExecCommand["onOutput"],
+  ): Promise<Outcome> {
     if (this.stopped) return fail(137, "mock sandbox: stage already stopped\n");
     const name = posix.basename(program);
     switch (name) {
@@ -159,7 +173,7 @@ class MockStage implements StageVm {
       case "bash": {
         const i = args.findIndex((a) => a === "-c" || a === "-lc");
         if (i < 0 || args[i + 1] === undefined) return fail(2, `${name}: mock sandbox only simulates '${name} -c SCRIPT'\n`);
-        return this.script(args[i + 1], stdin, signal, outMax);
+        return this.script(args[i + 1], stdin, signal, outMax, live);
       }
       case AGENT_PROGRAM:
         return this.agent(args, env);
@@ -169,10 +183,10 @@ class MockStage implements StageVm {
   }
 
   /** A tiny shell: lines and `;`/`&&` lists of simple commands, `> FILE` / `>> FILE`, heredocs into files, `exit N`. */
-  private async script(src: string, stdin: Buffer, signal: AbortSignal, outMax: number): Promise<Outcome> {
+  private async script(src: string, stdin: Buffer, signal: AbortSignal, outMax: number, live?: ExecCommand["onOutput"]): Promise<Outcome> {
     const lines = src.split("\n");
-    const out = new Sink(outMax);
-    const errSink = new Sink(outMax);
+    const out = new Sink(outMax, live && ((d) => live("stdout", d)));
+    const errSink = new Sink(outMax, live && ((d) => live("stderr", d)));
     const done = (c: number, more = ""): Outcome => {
       errSink.add(more);
       return { code: c, out: out.bytes, outTotal: out.total, err: errSink.text };

@@ -37,7 +37,16 @@ export interface ExecCommand {
    * dropped where it is produced (in the guest) and only counted. Absent: unbounded.
    */
   maxOutputBytes?: number;
+  /**
+   * Called with the program's output while it runs, as the sandbox gets it: per stream,
+   * in order, each call continuing where the previous ended, never past maxOutputBytes.
+   * A sandbox may deliver less (or nothing, e.g. an old guest image): the caller takes
+   * the rest of the kept bytes from the ExecResult.
+   */
+  onOutput?: (stream: OutputStream, data: Buffer) => void;
 }
+
+export type OutputStream = "stdout" | "stderr";
 
 export interface ExecResult {
   exitCode: number;

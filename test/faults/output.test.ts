@@ -323,8 +323,61 @@ describe.skipIf(!qemuReady)(`row 1 in a micro-VM (built daemon)${qemuReady ? "" 
     expect(run.report.output).toBe("y\n".repeat(32768));
     expect(ofType(run, "log.chunk")).toHaveLength(100);
     expect(ofType(run, "log.truncated")[0].payload).toMatchObject({ kept_lines: 100, dropped_lines: 32768 - 100 });
+    // Live: the kept 64 KiB as a few coalesced stage.output events (within max-output-events), in order.
+    const live = ofType(run, "stage.output");
+    expect(live.length).toBeGreaterThan(0);
+    expect(live.length).toBeLessThanOrEqual(100);
+    let at = 0;
+    for (const o of live) {
+      expect(o.payload).toMatchObject({ stream: "stdout", offset: at, encoding: "utf8" });
+      at += o.payload.bytes;
+    }
+    expect(live.map((o) => o.payload.data).join("")).toBe("y\n".repeat(32768));
+    const types = run.events.map((x: { event_type: string }) => x.event_type);
+    expect(types.lastIndexOf("stage.output")).toBeLessThan(types.indexOf("stage.output_truncated"));
     // One attempt: no protocol error, no retry.
     expect(ofType(run, "stage.started")).toHaveLength(1);
     expect(alive(d!)).toBe(true);
+  }, 180_000);
+
+  // Before: a step's output crossed the guest channel only after the step ended, so the
+  // first line appeared together with the last, after the stage's end event.
+  it("a step's output is visible while it runs: `first` before `second` and before the stage ends", async () => {
+    const url = d!.urls[0];
+    const spec = {
+      api_version: "v1",
+      kind: "workflow",
+      name: "live",
+      sandbox: { mode: "local", memory_mb: 256 },
+      workflow: { steps: [{ name: "talk", run: { program: "sh", args: ["-c", `echo '{"status":"ok"}' > result.json; echo first; sleep 3; echo second`] } }] },
+    };
+    const file = path.join(home, "live.json");
+    fs.writeFileSync(file, JSON.stringify(spec));
+    const created = await request(url, "/v1/runs", { body: { file } });
+    expect(created.status).toBe(200);
+    const id = (created.json as { run_id: string }).run_id;
+    const text = (run: any) => ofType(run, "stage.output").map((o) => o.payload.data).join("");
+    let run: any;
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      run = (await request(url, `/v1/runs/${id}`)).json;
+      if (text(run).includes("first") || ["succeeded", "failed", "cancelled"].includes(run.status)) break;
+      if (Date.now() > deadline) throw new Error(`no stage.output from run ${id}: ${JSON.stringify(run.events?.slice(-3))}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    expect(text(run)).toBe("first\n");
+    expect(ofType(run, "stage.completed")).toHaveLength(0);
+    expect(ofType(run, "stage.output")[0]).toMatchObject({ stage_name: "talk", stream: "stdout", payload: { stream: "stdout", offset: 0 } });
+    for (;;) {
+      run = (await request(url, `/v1/runs/${id}`)).json;
+      if (["succeeded", "failed", "cancelled"].includes(run.status)) break;
+      if (Date.now() > deadline) throw new Error(`run ${id} not terminal`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(run.status, JSON.stringify(run.error)).toBe("succeeded");
+    expect(text(run)).toBe("first\nsecond\n");
+    const types = run.events.map((x: { event_type: string }) => x.event_type);
+    expect(types.lastIndexOf("stage.output")).toBeLessThan(types.indexOf("stage.completed"));
+    expect(ofType(run, "log.chunk").map((c) => c.message)).toEqual(["first", "second"]);
   }, 180_000);
 });

@@ -158,6 +158,8 @@ interface Pending {
   resolve: (f: Frame[]) => void;
   reject: (e: Error) => void;
   frames: Frame[];
+  /** Live output of an exec (OUTC/ERRC): handed on as it comes, never kept in `frames`. */
+  chunk?: (f: Frame) => void;
 }
 
 class QemuStageVm implements StageVm {
@@ -197,6 +199,10 @@ class QemuStageVm implements StageVm {
       p.reject(new SandboxError(`guest error: ${f.payload.toString("utf8")}`));
       return;
     }
+    if (f.type === "OUTC" || f.type === "ERRC") {
+      p.chunk?.(f);
+      return;
+    }
     p.frames.push(f);
     const done = p.kind === "exec" ? f.type === "EXIT" : ["FILE", "NOFILE", "TOOBIG"].includes(f.type);
     if (done) {
@@ -205,7 +211,14 @@ class QemuStageVm implements StageVm {
     }
   }
 
-  private request(kind: Pending["kind"], send: (id: number) => void, timeoutMs: number | null, signal?: AbortSignal, onAbort?: (id: number) => void): Promise<Frame[]> {
+  private request(
+    kind: Pending["kind"],
+    send: (id: number) => void,
+    timeoutMs: number | null,
+    signal?: AbortSignal,
+    onAbort?: (id: number) => void,
+    chunk?: (f: Frame) => void,
+  ): Promise<Frame[]> {
     const run = () =>
       new Promise<Frame[]>((resolve, reject) => {
         if (this.broken) return reject(this.broken);
@@ -221,6 +234,7 @@ class QemuStageVm implements StageVm {
           id,
           kind,
           frames: [],
+          chunk,
           resolve: (f) => {
             cleanup();
             resolve(f);
@@ -270,6 +284,21 @@ class QemuStageVm implements StageVm {
     }
     // Each stream comes back as one frame: never ask for more than a frame may carry.
     const cap = Math.min(cmd.maxOutputBytes ?? MAX_FRAME_PAYLOAD, MAX_FRAME_PAYLOAD);
+    // Bytes of each stream handed on live; a chunk that does not continue them exactly is
+    // ignored (the caller takes what is missing from the final OUT/ERR).
+    const live = { OUTC: 0, ERRC: 0 };
+    const onChunk = (f: Frame) => {
+      const type = f.type as keyof typeof live;
+      if (!cmd.onOutput || f.arg !== live[type] || live[type] >= cap || f.payload.length === 0) return;
+      const data = f.payload.length > cap - live[type] ? f.payload.subarray(0, cap - live[type]) : f.payload;
+      live[type] += data.length;
+      try {
+        cmd.onOutput(type === "OUTC" ? "stdout" : "stderr", data);
+      } catch {
+        // Runs in the channel's data handler: a throw here must not take the daemon down.
+        live.OUTC = live.ERRC = cap;
+      }
+    };
     const frames = await this.request(
       "exec",
       (id) => {
@@ -285,6 +314,7 @@ class QemuStageVm implements StageVm {
           // channel gone; stop() will kill the VM
         }
       },
+      onChunk,
     );
     const stream = (type: "OUT" | "ERR") => {
       const got = frames.filter((f) => f.type === type);

@@ -32,12 +32,21 @@
  *   POWEROFF 0   sync and power off (no reply; QEMU exits)
  * Guest -> host
  *   READY    0   payload = guest kernel version (`uname -r`), sent once after boot
+ *   OUTC, ERRC ID  while the program runs: ARG = offset of the payload in its stdout /
+ *                stderr; payload = the next bytes it wrote (the guest polls its output
+ *                every 10-100 ms: at most 256 KiB a frame, never past the EXEC's ARG in
+ *                all). Chunks of one stream arrive in order and contiguous; all of them
+ *                come before OUT/ERR. The host ignores a chunk that does not continue its
+ *                stream and takes whatever was not streamed from OUT/ERR at the end: so
+ *                images that predate live output (no chunks) still work, and hosts that
+ *                predate it ignore the chunks (they only read OUT/ERR).
  *   OUT, ERR ID  ARG = the stream's full size in bytes; payload = its first bytes, at
  *                most the EXEC's ARG (sent before EXIT). Bounding output in the guest keeps
  *                a flood off the host: it never crosses the channel, and no frame can
  *                outgrow MAX_FRAME_PAYLOAD. (Guest images before the cap send ARG 0 and
  *                everything; the host then truncates.)
- *   EXIT     ID  ARG = exit code (127 when the program was not found)
+ *   EXIT     ID  ARG = exit code (127 when the program was not found); always the last
+ *                frame of an EXEC
  *   FILE     ID  payload = file content;  NOFILE ID  the file does not exist
  *   TOOBIG   ID  ARG = actual size (larger than the READ's max bytes)
  *   ERROR    ID  payload = UTF-8 message (bad request, guest-side checksum failure, ...)
@@ -51,7 +60,7 @@ export const MAX_FRAME_PAYLOAD = 16 * 1024 * 1024;
 export const MAX_HEADER_BYTES = 128;
 
 export type HostFrameType = "STDIN" | "EXEC" | "KILL" | "READ" | "POWEROFF";
-export type GuestFrameType = "READY" | "OUT" | "ERR" | "EXIT" | "FILE" | "NOFILE" | "TOOBIG" | "ERROR";
+export type GuestFrameType = "READY" | "OUTC" | "ERRC" | "OUT" | "ERR" | "EXIT" | "FILE" | "NOFILE" | "TOOBIG" | "ERROR";
 export type FrameType = HostFrameType | GuestFrameType;
 
 export interface Frame {
