@@ -77,6 +77,8 @@ export interface FollowOptions {
   pollIntervalMs?: number;
 }
 
+const TERMINAL_STATES: ReadonlySet<RunStatus> = new Set(["succeeded", "failed", "cancelled"]);
+
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
     if (signal?.aborted) return resolve();
@@ -272,8 +274,10 @@ export class VoidboxClient {
           if (e instanceof SyntaxError) throw e;
           dropped = true;
         }
-        // The daemon closes the stream after the run's last event; anything else is a drop.
-        if (!dropped && terminalSeen) return;
+        // The daemon closes the stream after the run's last event. A clean close before the
+        // terminal event was seen (a resume after it, or a proxy or shutdown closing the
+        // stream) is the end only if the run is terminal.
+        if (!dropped && (terminalSeen || TERMINAL_STATES.has((await this.getRun(runId)).status))) return;
         if (++failures > maxReconnects) throw new DaemonUnreachableError(this.target, "the event stream kept dropping");
         await sleep(Math.min(100 * 2 ** failures, 5_000), signal);
       } finally {

@@ -234,13 +234,13 @@ export interface components {
         /** @description Execution policy. Missing keys take their defaults. */
         RunPolicy: {
             /** @default 4 */
-            max_parallel_microvms_per_run: number;
+            max_parallel_microvms_per_run?: number;
             /** @default 3 */
-            max_stage_retries: number;
+            max_stage_retries?: number;
             /** @default 3600 */
-            stage_timeout_secs: number;
+            stage_timeout_secs?: number;
             /** @default 30 */
-            cancel_grace_period_secs: number;
+            cancel_grace_period_secs?: number;
         };
         CreateRunRequest: {
             /** @description Path of the run-spec file (YAML if it ends .yaml/.yml, else JSON). */
