@@ -1,187 +1,77 @@
 #!/usr/bin/env node
 import fs from "node:fs";
 import path from "node:path";
-import { parseArgs } from "node:util";
-import pino from "pino";
-import { Client, ClientError, type RunEvent } from "./client/client.js";
-import { defaultSocketPath, defaultStateDir, resolveToken, type Env } from "./config.js";
-import { createDaemon } from "./server.js";
-import { limitsFromFlags, SERVE_LIMIT_FLAGS } from "./limits.js";
+import { DaemonUnreachableError, VoidboxError } from "@voidbox/client";
+import { fileURLToPath } from "node:url";
+import { EXIT, UsageError } from "./cli/errors.js";
+import { COMMAND_HELP, USAGE } from "./cli/usage.js";
 
-const USAGE = `voidbox — run workflows, pipelines and agents in QEMU micro-VMs
+/** The package's version: package.json above src/ (from source) or dist/src/ (built). */
+function version(): string {
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    const file = path.join(dir, "package.json");
+    if (fs.existsSync(file)) return (JSON.parse(fs.readFileSync(file, "utf8")) as { version: string }).version;
+    if (path.dirname(dir) === dir) return "unknown";
+  }
+}
 
-usage:
-  voidbox serve [--listen URL]... [--state-dir DIR] [--no-auth] [--token-file FILE]
-                [--accel auto|kvm|tcg] [--kernel FILE --initramfs FILE] [--log-level LEVEL]
-                [--spec-root DIR]... [LIMIT FLAGS]
-      URL: tcp://HOST:PORT or unix:///PATH (default: the Unix socket ${"$"}XDG_RUNTIME_DIR/voidbox.sock, …)
-      --spec-root DIR: POST /v1/runs {file} may only name files under DIR (repeatable; default: anywhere)
-      limits (sizes take KiB/MiB/GiB suffixes):
-${Object.entries(SERVE_LIMIT_FLAGS)
-  .map(([flag, f]) => `        --${flag.padEnd(20)} ${f.help}`)
-  .join("\n")}
-  voidbox run FILE [--run-id ID] [--daemon URL] [--token-file FILE] [--json]
-      start a run and show its events live until it ends; exits with the run's exit code
-  voidbox status RUN_ID | events RUN_ID | cancel RUN_ID [--reason TEXT] | list [--state active|terminal] | health
-      [--daemon URL] [--token-file FILE]   (default daemon: ${"$"}VOIDBOX_DAEMON_URL, else the Unix socket)
-`;
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined) {
+    process.stderr.write(USAGE);
+    return EXIT.usage;
+  }
+  if (cmd === "--version" || cmd === "-V" || cmd === "version") {
+    process.stdout.write(`voidbox ${version()}\n`);
+    return EXIT.ok;
+  }
+  if (cmd === "help" || cmd === "--help" || cmd === "-h") {
+    const topic = rest[0];
+    process.stdout.write(topic && COMMAND_HELP[topic] ? COMMAND_HELP[topic] + "\n" : USAGE);
+    return EXIT.ok;
+  }
+  if (!(cmd in COMMAND_HELP)) throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
+  if (rest.includes("--help") || rest.includes("-h")) {
+    process.stdout.write(COMMAND_HELP[cmd] + "\n");
+    return EXIT.ok;
+  }
+  // Loaded on demand: a client command need not load the daemon, nor `--help` anything.
+  if (cmd === "serve") {
+    await (await import("./cli/serve.js")).serve(rest, process.env);
+    return -1; // keeps running
+  }
+  const commands = await import("./cli/commands.js");
+  if (cmd === "run") return commands.runCommand(rest, process.env);
+  if (cmd === "validate") return commands.validateCommand(rest);
+  return commands.clientCommand(cmd, rest, process.env);
+}
 
-async function serve(argv: string[], env: Env): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      listen: { type: "string", multiple: true },
-      "state-dir": { type: "string" },
-      "no-auth": { type: "boolean", default: false },
-      "token-file": { type: "string" },
-      accel: { type: "string", default: "auto" },
-      kernel: { type: "string" },
-      initramfs: { type: "string" },
-      "log-level": { type: "string", default: env.VOIDBOX_LOG_LEVEL ?? "info" },
-      "spec-root": { type: "string", multiple: true },
-      ...Object.fromEntries(Object.keys(SERVE_LIMIT_FLAGS).map((f) => [f, { type: "string" as const }])),
-    },
-  });
-  const limits = limitsFromFlags(values, (values["spec-root"] ?? []).map((d) => path.resolve(d)));
-  // Asynchronous log writes: under load, lines written while a write is in flight are
-  // coalesced instead of costing a blocking syscall each (flushed at shutdown).
-  const log = pino({ level: values["log-level"], base: { name: "voidbox" } }, pino.destination({ dest: 1, sync: false }));
-  const accel = values.accel;
-  if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw new Error(`--accel must be auto, kvm or tcg (got ${accel})`);
-  if (!!values.kernel !== !!values.initramfs) throw new Error("--kernel and --initramfs go together");
-  const listens = values.listen?.length ? values.listen : [`unix://${defaultSocketPath(env)}`];
-  const tcp = listens.some((l) => l.startsWith("tcp://"));
-  let token: string | null = null;
-  if (tcp && values["no-auth"]) log.warn("--no-auth: TCP listeners accept requests without a bearer token; use only on loopback for development and conformance suites");
-  else if (tcp) token = resolveToken(values["token-file"], env, true);
-
-  const stateDir = path.resolve(values["state-dir"] ?? defaultStateDir(env));
-  const daemon = await createDaemon({
-    stateDir,
-    auth: token ? { token } : null,
-    log,
-    limits,
-    vm: { accel, kernel: values.kernel, initramfs: values.initramfs },
-  });
-  for (const l of listens) await daemon.listen(l);
-  log.info({ state_dir: stateDir }, "daemon ready");
-
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, "shutting down");
-    const hard = setTimeout(() => {
-      log.error("shutdown took too long; exiting");
-      process.exit(1);
-    }, 30_000);
-    hard.unref();
-    daemon.close().then(
-      () => {
-        log.flush();
-        process.exit(0);
-      },
-      (e) => {
-        log.error({ err: e }, "shutdown failed");
-        process.exit(1);
-      },
+function fail(e: unknown): number {
+  if (e instanceof UsageError) {
+    process.stderr.write(`voidbox: ${e.message}\n${e.command ? `see: voidbox ${e.command} --help` : "see: voidbox --help"}\n`);
+    return EXIT.usage;
+  }
+  if (e instanceof DaemonUnreachableError) {
+    process.stderr.write(
+      `voidbox: ${e.message}\n` +
+        `is the daemon running? start one with:  voidbox serve${e.target.startsWith("unix://") ? "" : " --listen tcp://HOST:PORT"}\n` +
+        `(or point at another with --daemon URL or VOIDBOX_DAEMON_URL)\n`,
     );
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-}
-
-function clientFrom(values: { daemon?: string; "token-file"?: string }, env: Env): Client {
-  const url = values.daemon ?? env.VOIDBOX_DAEMON_URL ?? `unix://${defaultSocketPath(env)}`;
-  const token = url.startsWith("unix://") ? null : resolveToken(values["token-file"], env, false);
-  return new Client(url.replace(/^tcp:/, "http:"), token);
-}
-
-function formatEvent(e: RunEvent): string {
-  const where = e.stage_name ? ` [${e.stage_name}]` : "";
-  const p = e.payload as Record<string, unknown> | null;
-  const extra =
-    e.event_type === "microvm.spawned" ? ` [pid ${p?.pid}]` : e.event_type === "stage.completed" || e.event_type === "stage.failed" ? ` (${p?.duration_ms} ms, exit ${p?.exit_code})` : "";
-  return `${e.timestamp}  #${String(e.seq).padStart(3)}  ${e.event_type.padEnd(18)}${where} ${e.message}${extra}`;
-}
-
-async function runCommand(argv: string[], env: Env): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { daemon: { type: "string" }, "token-file": { type: "string" }, "run-id": { type: "string" }, json: { type: "boolean", default: false } },
-  });
-  if (positionals.length !== 1) throw new Error("usage: voidbox run FILE");
-  const file = path.resolve(positionals[0]);
-  if (!fs.existsSync(file)) throw new Error(`spec file not found: ${file}`);
-  const client = clientFrom(values, env);
-  const created = await client.createRun({ file, run_id: values["run-id"] });
-  process.stdout.write(values.json ? "" : `run ${created.run_id} started (${file})\n`);
-  for await (const e of client.follow(created.run_id)) process.stdout.write((values.json ? JSON.stringify(e) : formatEvent(e)) + "\n");
-  const run = await client.getRun(created.run_id);
-  if (!values.json) {
-    const boots = run.events.filter((e) => e.event_type === "microvm.spawned").map((e) => `${e.stage_name}: ${(e.payload as { boot_ms: number }).boot_ms} ms`);
-    process.stdout.write(`\nrun ${run.id}: ${run.status}${run.exit_code !== null ? ` (exit code ${run.exit_code})` : ""}${run.error ? ` — ${run.error}` : ""}\n`);
-    if (run.report?.output) process.stdout.write(`output:\n${run.report.output.trimEnd().replace(/^/gm, "  ")}\n`);
-    if (boots.length) process.stdout.write(`micro-VM boot times: ${boots.join(", ")}\n`);
+    return EXIT.unreachable;
   }
-  return run.status === "succeeded" ? 0 : run.exit_code && run.exit_code > 0 ? run.exit_code : 1;
-}
-
-async function simpleCommand(cmd: string, argv: string[], env: Env): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { daemon: { type: "string" }, "token-file": { type: "string" }, reason: { type: "string" }, state: { type: "string" } },
-  });
-  const client = clientFrom(values, env);
-  const id = positionals[0];
-  const need = () => {
-    if (!id) throw new Error(`usage: voidbox ${cmd} RUN_ID`);
-    return id;
-  };
-  const out = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + "\n");
-  if (cmd === "health") out(await client.health());
-  else if (cmd === "status") out(await client.getRun(need()));
-  else if (cmd === "events") for (const e of await client.events(need())) process.stdout.write(formatEvent(e) + "\n");
-  else if (cmd === "cancel") out(await client.cancelRun(need(), values.reason));
-  else if (cmd === "list") out(await client.listRuns(values.state === "active" || values.state === "terminal" ? values.state : undefined));
-  return 0;
-}
-
-async function main(): Promise<number> {
-  const [cmd, ...rest] = process.argv.slice(2);
-  const env: Env = process.env;
-  switch (cmd) {
-    case "serve":
-      await serve(rest, env);
-      return -1; // keeps running
-    case "run":
-      return runCommand(rest, env);
-    case "status":
-    case "events":
-    case "cancel":
-    case "list":
-    case "health":
-      return simpleCommand(cmd, rest, env);
-    case undefined:
-    case "help":
-    case "--help":
-    case "-h":
-      process.stdout.write(USAGE);
-      return cmd === undefined ? 2 : 0;
-    default:
-      process.stderr.write(`unknown command ${cmd}\n\n${USAGE}`);
-      return 2;
+  if (e instanceof VoidboxError) {
+    process.stderr.write(`voidbox: the daemon refused: ${e.message}\n`);
+    return EXIT.failed;
   }
+  process.stderr.write(`voidbox: ${e instanceof Error ? e.message : String(e)}\n`);
+  return EXIT.failed;
 }
 
-main().then(
+main(process.argv.slice(2)).then(
   (code) => {
     if (code >= 0) process.exitCode = code;
   },
   (e: unknown) => {
-    process.stderr.write(`voidbox: ${e instanceof ClientError || e instanceof Error ? e.message : String(e)}\n`);
-    process.exitCode = 1;
+    process.exitCode = fail(e);
   },
 );

@@ -256,8 +256,9 @@ export class VoidboxClient {
             if (isTerminalEvent(e)) terminalSeen = true;
             yield typed(e);
           }
+          // After the terminal event, one more poll (at once) picks up the output events that follow it.
           if (terminalSeen && events.length === 0) return;
-          if (!terminalSeen || events.length > 0) await sleep(opts.pollIntervalMs ?? 500, signal);
+          if (!terminalSeen) await sleep(opts.pollIntervalMs ?? 500, signal);
           continue;
         }
         let dropped = false;
