@@ -9,12 +9,13 @@ APT_PACKAGES := qemu-system-x86 busybox-static linux-image-cloud-amd64 cpio lz4 
 GUEST_DIR := build/guest
 EXAMPLE ?= examples/hello.yaml
 
-.PHONY: help deps system-deps node-deps build generate check-generated lint guest run test bench clean
+.PHONY: help deps system-deps node-deps node-version build generate check-generated lint guest run test bench docs clean
 
 help:
 	@echo "make run    build everything and run $(EXAMPLE) in micro-VMs, showing its events"
 	@echo "make test   build everything and run the whole test suite"
 	@echo "make bench  run the benchmarks (bench/)"
+	@echo "make docs   render the API reference (openapi.yaml) to build/docs/index.html"
 
 # System packages: QEMU, the guest kernel and busybox come from Debian.
 system-deps:
@@ -31,12 +32,19 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	fi
 
-# npm packages from the committed lockfile; reinstalled only when the lockfile changes.
+# Node.js 20 or later (the CLI, the daemon and the SDK use its fetch and AbortSignal.any).
+node-version:
+	@command -v node >/dev/null || { echo "Node.js >= 20 is required and 'node' is not on PATH: install it from https://nodejs.org/ or with 'apt-get install nodejs' (Debian 13+), or via nvm: 'nvm install 20'"; exit 1; }
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || \
+	  { echo "Node.js >= 20 is required (found $$(node --version)): install it from https://nodejs.org/ or via nvm: 'nvm install 20'"; exit 1; }
+
+# npm packages from the committed lockfile (with the clients/typescript workspace);
+# reinstalled only when the lockfile changes.
 node_modules/.installed: package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-node-deps: node_modules/.installed
+node-deps: node-version node_modules/.installed
 
 deps: system-deps node-deps
 
@@ -71,6 +79,10 @@ run: deps build guest
 	[ -S $$sock ] || { echo "daemon did not start within 60 s"; cat $$tmp/daemon.log; exit 1; }; \
 	node dist/src/main.js health --daemon unix://$$sock | grep -E '"(accelerator|guest_kernel)"' || true; \
 	node dist/src/main.js run --daemon unix://$$sock $(EXAMPLE)
+
+# The API reference, rendered by Redocly from openapi.yaml (no network needed to build it).
+docs: node-deps
+	npx --no-install redocly build-docs openapi.yaml -o build/docs/index.html
 
 test: deps lint build guest
 	@mkdir -p build
