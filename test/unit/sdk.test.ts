@@ -5,7 +5,8 @@ import http from "node:http";
 import path from "node:path";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClient, DaemonUnreachableError, VoidboxError, isTerminalEvent, parseSse, type RunEvent, type VoidboxEvent } from "@voidbox/client";
+import { createClient as createSdkClient, DaemonUnreachableError, VoidboxError, isTerminalEvent, parseSse, type ClientOptions, type RunEvent, type VoidboxEvent } from "@voidbox/client";
+import { gateReply } from "../helpers/conformance.js";
 import { createDaemon, type Daemon } from "../../src/server.js";
 import { tmpDir, workflow, writeSpec } from "./_helpers.js";
 
@@ -30,6 +31,18 @@ beforeAll(async () => {
 afterAll(async () => {
   await daemon?.close();
 });
+
+/** An SDK client whose replies (all but the event stream's) pass the conformance gate, like every test client's. */
+function createClient(opts: ClientOptions | string) {
+  const c = createSdkClient(opts);
+  c.api.use({
+    async onResponse({ request, response }) {
+      const body = Buffer.from(await response.clone().arrayBuffer());
+      gateReply({ method: request.method, path: new URL(request.url).pathname, status: response.status, headers: response.headers, body });
+    },
+  });
+  return c;
+}
 
 async function collect(it: AsyncIterable<VoidboxEvent>): Promise<VoidboxEvent[]> {
   const out: VoidboxEvent[] = [];
@@ -182,11 +195,12 @@ async function sseStub(plan: (n: number) => number | "silent" | null): Promise<S
   };
 }
 
+// The stub is not the daemon: its replies are not gated.
 describe("follow() over SSE", () => {
   it("delivers every event once, resuming with Last-Event-ID after dropped connections", async () => {
     const stub = await sseStub((n) => (n === 1 ? 2 : n === 2 ? 3 : null));
     try {
-      const c = createClient(stub.url);
+      const c = createSdkClient(stub.url);
       const got = await collect(c.follow("r1"));
       expect(got.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
       expect(stub.requests.map((r) => r.lastEventId)).toEqual([undefined, STREAM[1].event_id, STREAM[4].event_id]);
@@ -201,7 +215,7 @@ describe("follow() over SSE", () => {
   it("starts after fromEventId", async () => {
     const stub = await sseStub(() => null);
     try {
-      const got = await collect(createClient(stub.url).follow("r1", { fromEventId: STREAM[3].event_id }));
+      const got = await collect(createSdkClient(stub.url).follow("r1", { fromEventId: STREAM[3].event_id }));
       expect(got.map((e) => e.seq)).toEqual([4, 5, 6]);
       expect(stub.requests[0]).toMatchObject({ lastEventId: STREAM[3].event_id, from: STREAM[3].event_id });
     } finally {
@@ -212,7 +226,7 @@ describe("follow() over SSE", () => {
   it("a silent stream (no event, no heartbeat) is dropped after idleTimeoutMs and resumed", async () => {
     const stub = await sseStub((n) => (n === 1 ? "silent" : null));
     try {
-      const got = await collect(createClient(stub.url).follow("r1", { idleTimeoutMs: 300 }));
+      const got = await collect(createSdkClient(stub.url).follow("r1", { idleTimeoutMs: 300 }));
       expect(got).toHaveLength(STREAM.length);
       expect(stub.requests).toHaveLength(2);
     } finally {
@@ -223,7 +237,7 @@ describe("follow() over SSE", () => {
   it("gives up after maxReconnects when the stream keeps dropping before the end", async () => {
     const stub = await sseStub(() => 0);
     try {
-      await expect(collect(createClient(stub.url).follow("r1", { maxReconnects: 2 }))).rejects.toBeInstanceOf(DaemonUnreachableError);
+      await expect(collect(createSdkClient(stub.url).follow("r1", { maxReconnects: 2 }))).rejects.toBeInstanceOf(DaemonUnreachableError);
       expect(stub.requests).toHaveLength(3);
     } finally {
       await stub.close();
@@ -234,7 +248,7 @@ describe("follow() over SSE", () => {
     const stub = await sseStub((n) => (n === 1 ? "silent" : null));
     try {
       const ac = new AbortController();
-      const it = createClient(stub.url).follow("r1", { signal: ac.signal, idleTimeoutMs: 60_000 });
+      const it = createSdkClient(stub.url).follow("r1", { signal: ac.signal, idleTimeoutMs: 60_000 });
       const pending = collect(it);
       await new Promise<void>((r) => { const t = setInterval(() => stub.requests.length && (clearInterval(t), r()), 5); });
       ac.abort();
