@@ -1,10 +1,11 @@
-// A consumer of the voidbox daemon through the typed SDK (@voidbox/client): start a run,
-// follow its events live, print its output. Type-checked in CI (npm run typecheck).
+// A consumer of the voidbox daemon through the typed SDK (@voidbox/client): start a run
+// from an inline spec (the daemon needs no access to this machine's files), follow its
+// events live, print its output. Type-checked in CI (npm run typecheck).
 //
-//   npx tsx examples/consumer.ts [DAEMON_URL] [SPEC_FILE]
+//   npx tsx examples/consumer.ts [DAEMON_URL] [SPEC_FILE] [INPUT]
 //
 // DAEMON_URL is http://HOST:PORT (token from $VOIDBOX_DAEMON_TOKEN) or unix:///PATH.
-import path from "node:path";
+import fs from "node:fs";
 import { createClient, DaemonUnreachableError, VoidboxError, type VoidboxEvent } from "@voidbox/client";
 
 function describe(e: VoidboxEvent): string {
@@ -32,10 +33,11 @@ function describe(e: VoidboxEvent): string {
 
 async function main(): Promise<number> {
   const url = process.argv[2] ?? process.env.VOIDBOX_DAEMON_URL ?? "http://127.0.0.1:43100";
-  const file = path.resolve(process.argv[3] ?? "examples/hello.yaml");
+  const spec = fs.readFileSync(process.argv[3] ?? "examples/hello.yaml", "utf8");
+  const input = process.argv[4];
   const client = createClient({ url, token: process.env.VOIDBOX_DAEMON_TOKEN ?? null });
   try {
-    const run = await client.createRun({ file });
+    const run = await client.createRun({ spec, input });
     console.log(`run ${run.run_id} is ${run.state}`);
     for await (const e of client.follow(run.run_id)) console.log(describe(e));
     const state = await client.getRun(run.run_id);

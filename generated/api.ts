@@ -33,10 +33,14 @@ export interface paths {
         put?: never;
         /**
          * Start a run
-         * @description Starts a run of the spec file `file`. With a caller-supplied `run_id` the call is
-         *     idempotent: an active run with that id is returned as it is (200), a terminal one
-         *     answers 409 ALREADY_TERMINAL. A spec file that cannot be loaded does not fail the
-         *     request: the run records `spec.parse_failed` and then fails.
+         * @description Starts a run of the spec file `file` (a path on the daemon's host) or of the spec
+         *     given inline as `spec` (exactly one of the two), with an optional `input` for its
+         *     first stages' stdin. With a caller-supplied `run_id` the call is idempotent: an
+         *     active run with that id is returned as it is (200), a terminal one answers 409
+         *     ALREADY_TERMINAL. A spec file that cannot be loaded does not fail the request: the
+         *     run records `spec.parse_failed` and then fails. An inline spec is validated here:
+         *     an invalid one answers 400 INVALID_SPEC naming the field under `body/spec`, and
+         *     no run is created.
          */
         post: operations["createRun"];
         delete?: never;
@@ -73,7 +77,34 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** List a run's events */
+        /**
+         * List a run's events, or follow them live
+         * @description Without `Accept: text/event-stream` (no Accept, `*\/*`, `application/json`): the
+         *     events so far as a JSON array.
+         *
+         *     With `Accept: text/event-stream`: the events as Server-Sent Events, live. Each
+         *     event is one frame:
+         *
+         *     ```
+         *     id: <event_id>
+         *     event: <event_type>        (the v2 name with api_version=v2)
+         *     data: <the RunEvent JSON, byte for byte as in the JSON reply>
+         *
+         *     ```
+         *
+         *     The stream starts after `Last-Event-ID` (header; an EventSource sends it when it
+         *     reconnects) or else after `from_event_id`; an unknown id starts from the first
+         *     event. Every `sse-heartbeat` ms (default 15000) a comment line `: heartbeat`
+         *     is sent. The server closes the stream once the run is terminal and every event
+         *     appended so far has been sent: the last event is the one after the terminal
+         *     event's group — `log.closed` (or `log.truncated`) when the run has report output,
+         *     otherwise the terminal event itself (`run.finished`, `run.failed`,
+         *     `run.cancelled`). A stream of an already terminal run sends what is left and
+         *     closes. Each open stream holds one connection of the listener and counts
+         *     against its `--max-connections`; the listener's request and idle timeouts do not
+         *     cut an open stream. A client that does not read what was sent for
+         *     `--sse-stall-timeout` ms (default 60000) is disconnected; it can resume.
+         */
         get: operations["listRunEvents"];
         put?: never;
         post?: never;
@@ -202,27 +233,76 @@ export interface components {
         SafeId: string;
         ApiError: {
             /** @enum {string} */
-            code: "INVALID_SPEC" | "INVALID_POLICY" | "INVALID_PARAMS" | "NOT_FOUND" | "ALREADY_TERMINAL" | "UNAUTHORIZED" | "PAYLOAD_TOO_LARGE" | "STRUCTURED_OUTPUT_MISSING" | "STRUCTURED_OUTPUT_MALFORMED" | "ARTIFACT_NOT_FOUND" | "RESOURCE_LIMIT_EXCEEDED" | "INTERNAL_ERROR";
+            code: "INVALID_SPEC" | "INVALID_POLICY" | "INVALID_PARAMS" | "NOT_FOUND" | "ALREADY_TERMINAL" | "UNAUTHORIZED" | "PAYLOAD_TOO_LARGE" | "STRUCTURED_OUTPUT_MISSING" | "STRUCTURED_OUTPUT_MALFORMED" | "ARTIFACT_NOT_FOUND" | "RESOURCE_LIMIT_EXCEEDED" | "INSUFFICIENT_STORAGE" | "INTERNAL_ERROR";
             /** @description Human-readable; names the offending field for validation errors. */
             message: string;
             retryable: boolean;
         };
         Health: {
-            /** @enum {string} */
-            status: "ok";
+            /**
+             * @description `degraded`: no micro-VM can boot on this host (see `guest_boot_error`; mock and auto runs still work), or the state dir does not take new runs (see `storage`).
+             * @enum {string}
+             */
+            status: "ok" | "degraded";
             /** @description Name of the persistence provider. */
             persistence: string;
             version?: string;
             /**
-             * @description Accelerator micro-VMs use (null when QEMU or the guest image is unavailable).
+             * @description Accelerator micro-VMs use; `probing` while the guest-boot probe runs; null when no
+             *     micro-VM can boot (QEMU or the guest image missing, or the probe boot failed) or
+             *     micro-VMs are disabled.
              * @enum {string|null}
              */
-            accelerator?: "kvm" | "tcg" | null;
+            accelerator?: "kvm" | "tcg" | "probing" | null;
             /** @description Kernel version of the guest image. */
             guest_kernel?: string | null;
+            /**
+             * @description Whether a micro-VM really boots here: `ok` once a probe guest reached its ready
+             *     marker under `accelerator` (or a cached verdict for this host kernel, QEMU version
+             *     and guest image says so), `failed` when none can. Null when micro-VMs are disabled.
+             * @enum {string|null}
+             */
+            guest_boot?: "probing" | "ok" | "failed" | null;
+            /** @description Why no micro-VM can boot (QEMU's own message when it gave one); null unless guest_boot is failed. */
+            guest_boot_error?: string | null;
+            /** @description How guest_boot was settled (null while probing or when micro-VMs are disabled). */
+            guest_probe?: {
+                /** @description The verdict came from the probe cache in the state dir (no VM was booted). */
+                cached: boolean;
+                /** @description Time from daemon start to the verdict. */
+                duration_ms: number;
+                /** Format: date-time */
+                finished_at: string;
+            } | null;
+            /** @description The latest micro-VM boots that failed (probe and stage boots), newest first; bounded by --boot-failures-kept. */
+            recent_boot_failures?: components["schemas"]["BootFailure"][];
             sandbox_modes?: ("mock" | "local" | "auto")[];
-            /** @description State files found corrupt at startup and moved aside. */
+            /** @description State files (or damaged session-log lines) found not to conform to their schema and moved aside to `quarantine/` (a path outside `quarantine/` could not be moved and is not loaded). */
             quarantined_files?: string[];
+            /**
+             * @description Whether the state dir takes writes: `low_space` (full, or below the free-space floor),
+             *     `read_only`, `failing` (I/O errors). Unless `ok`, new runs and session messages get
+             *     507 INSUFFICIENT_STORAGE; runs and sessions are still served.
+             * @enum {string}
+             */
+            storage?: "ok" | "low_space" | "read_only" | "failing";
+            /** @description Why storage is not `ok` (null when it is). */
+            storage_reason?: string | null;
+        };
+        BootFailure: {
+            /** Format: date-time */
+            at: string;
+            /**
+             * @description The daemon's guest-boot probe, or a stage boot of a run.
+             * @enum {string}
+             */
+            source: "probe" | "stage";
+            /** @enum {string|null} */
+            accelerator: "kvm" | "tcg" | null;
+            run_id: string | null;
+            stage: string | null;
+            /** @description What failed: QEMU's exit and last output, or the boot deadline. */
+            reason: string;
         };
         /**
          * @description JSON null (OpenAPI 3.0 has no null type; this is how a nullable reference is spelled).
@@ -242,12 +322,39 @@ export interface components {
             /** @default 30 */
             cancel_grace_period_secs: number;
         };
+        /**
+         * @description Exactly one of `file` (a spec file on the daemon's host) or `spec` (the spec
+         *     itself) is required; with neither or both the reply is 400 INVALID_SPEC
+         *     `body: exactly one of file or spec is required`.
+         */
         CreateRunRequest: {
-            /** @description Path of the run-spec file (YAML if it ends .yaml/.yml, else JSON). */
-            file: string;
+            /** @description Path of the run-spec file on the daemon's host (YAML if it ends .yaml/.yml, else JSON). */
+            file?: string;
+            spec?: components["schemas"]["InlineSpec"];
+            /**
+             * @description Handed to the run as stdin: of a workflow's first steps (those without
+             *     `depends_on`), of an agent, of a pipeline's first stage. At most 1 MiB of UTF-8
+             *     by default (`voidbox serve --max-run-input`); over it 400 INVALID_SPEC naming
+             *     `body/input`. Stored in the run's directory before the reply.
+             */
+            input?: string;
             run_id?: components["schemas"]["SafeId"];
             policy?: components["schemas"]["RunPolicy"];
-        };
+        } & ({
+            file: string;
+        } | {
+            spec: components["schemas"]["InlineSpec"];
+        });
+        /**
+         * @description The run spec inline: a JSON object, or its YAML or JSON text (at most 1 MiB,
+         *     and as an object at most 1 MiB once encoded as JSON). It is validated when the
+         *     run is created: an invalid spec answers 400 INVALID_SPEC naming the field
+         *     (`body/spec/sandbox/mode: must be one of mock, local, auto`). The spec is stored
+         *     in the run's directory before the reply, and the run's `file` is `inline:spec.json`.
+         */
+        InlineSpec: {
+            [key: string]: unknown;
+        } | string;
         CreateRunResponse: {
             run_id: string;
             attempt_id: number;
@@ -764,6 +871,11 @@ export interface components {
         RunState: {
             id: string;
             status: components["schemas"]["RunStatus"];
+            /**
+             * @description The `file` the run was created with; `inline:spec.json` for a run created with an
+             *     inline `spec` (stored as `spec.json`, as sent, in the run's directory under the
+             *     daemon's state dir; its `input`, if any, beside it as `input`).
+             */
             file: string;
             report: components["schemas"]["RunReport"] | components["schemas"]["Null"];
             error: string | null;
@@ -926,27 +1038,20 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The daemon is up. */
+            /**
+             * @description The daemon is up. It answers at once after start: the guest-boot probe (a real
+             *     micro-VM boot under the accelerator it selects) runs in the background, and
+             *     `accelerator`/`guest_boot` say `probing` until it settles. `status: degraded`
+             *     means no micro-VM can boot on this host (`guest_boot_error` says why): runs with
+             *     sandbox mode `local` fail at once with that reason, `auto` runs use the mock.
+             *     It also means the state dir does not take new runs (`storage` is not `ok`):
+             *     creates and session appends answer 507 INSUFFICIENT_STORAGE meanwhile.
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    /**
-                     * @example {
-                     *       "status": "ok",
-                     *       "persistence": "json-files",
-                     *       "version": "0.1.0",
-                     *       "accelerator": "tcg",
-                     *       "guest_kernel": "6.1.0-56-cloud-amd64",
-                     *       "sandbox_modes": [
-                     *         "mock",
-                     *         "local",
-                     *         "auto"
-                     *       ],
-                     *       "quarantined_files": []
-                     *     }
-                     */
                     "application/json": components["schemas"]["Health"];
                 };
             };
@@ -1068,18 +1173,6 @@ export interface operations {
         };
         requestBody: {
             content: {
-                /**
-                 * @example {
-                 *       "file": "examples/hello.yaml",
-                 *       "run_id": "build-42",
-                 *       "policy": {
-                 *         "max_parallel_microvms_per_run": 2,
-                 *         "max_stage_retries": 1,
-                 *         "stage_timeout_secs": 600,
-                 *         "cancel_grace_period_secs": 10
-                 *       }
-                 *     }
-                 */
                 "application/json": components["schemas"]["CreateRunRequest"];
             };
         };
@@ -1127,6 +1220,15 @@ export interface operations {
                 };
             };
             413: components["responses"]["PayloadTooLarge"];
+            /** @description The state dir cannot take the run now (full, below the free-space floor, or read-only); nothing was recorded. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
         };
     };
     getRun: {
@@ -1165,7 +1267,10 @@ export interface operations {
                 /** @description `v2` replaces each event's event_type with its PascalCase event_type_v2; anything else is legacy. */
                 api_version?: components["parameters"]["ApiVersion"];
             };
-            header?: never;
+            header?: {
+                /** @description For `text/event-stream` only: resume after this event id (takes precedence over `from_event_id`). */
+                "Last-Event-ID"?: string;
+            };
             path: {
                 run_id: components["parameters"]["RunId"];
             };
@@ -1173,7 +1278,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The events, in seq order (a bare array). */
+            /** @description The events, in seq order (a bare array), or their live stream. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1212,6 +1317,18 @@ export interface operations {
                      *     ]
                      */
                     "application/json": components["schemas"]["RunEvent"][];
+                    /**
+                     * @example id: 0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c00
+                     *     event: run.started
+                     *     data: {"ts_ms":1795237200000,"level":"info","event_type":"run.started","message":"run created for examples/hello.yaml","run_id":"build-42","event_id":"0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c00","seq":0,"attempt_id":1,"timestamp":"2026-11-24T05:00:00.000Z","event_type_v2":"RunStarted","payload":null}
+                     *
+                     *     : heartbeat
+                     *
+                     *     id: 0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c0d
+                     *     event: run.finished
+                     *     data: {"ts_ms":1795237203400,"level":"info","event_type":"run.finished","message":"run succeeded","run_id":"build-42","event_id":"0192f3a0-7c1e-7a3b-9c4d-5e6f7a8b9c0d","seq":1,"attempt_id":1,"timestamp":"2026-11-24T05:00:03.400Z","event_type_v2":"RunCompleted","payload":{"exit_code":0}}
+                     */
+                    "text/event-stream": string;
                 };
             };
             400: components["responses"]["InvalidParams"];
@@ -1274,6 +1391,22 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["RunNotFound"];
             413: components["responses"]["PayloadTooLarge"];
+            /** @description The cancellation could not be recorded yet (state dir full or read-only). The run's work is stopped and the cancellation is recorded as soon as the state dir takes writes; retry to confirm. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INSUFFICIENT_STORAGE",
+                     *       "message": "state dir is full (ENOSPC)",
+                     *       "retryable": true
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
         };
     };
     listRunStages: {
@@ -1538,6 +1671,15 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             413: components["responses"]["PayloadTooLarge"];
+            /** @description The message could not be stored whole (state dir full, below the free-space floor, or read-only); the log is unchanged. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
         };
     };
 }

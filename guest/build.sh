@@ -7,15 +7,22 @@
 #   vmlinux, kernel-version   the kernel the guest boots: the minimal custom kernel when it
 #                             built (custom/), else the Debian cloud kernel (cloud/)
 #   vmlinuz                   the cloud kernel's bzImage (only when the cloud kernel is used)
-#   custom/                   minimal kernel from linux-source-6.1 (guest/build-kernel.sh,
-#                             guest/kernel.config; cached by its own stamp)
+#   custom/                   minimal kernel from linux-source-6.1 (guest/kernel.sh runs
+#                             guest/build-kernel.sh with guest/kernel.config; cached by its
+#                             own stamp)
 #   cloud/                    the newest Debian cloud kernel (/boot/vmlinuz-*-cloud-amd64):
 #                             vmlinuz, vmlinux (extracted), kernel-version — the fallback
 #   initramfs.cpio.lz4        busybox-static + guest/init + the cloud kernel's virtio modules
 #                             (under lib/modules/<version>/; unused by the custom kernel)
 #   stamp                     hash of the inputs; a rebuild is skipped when it matches
 #
-# VOIDBOX_GUEST_KERNEL=cloud skips the custom kernel (cloud kernel only).
+# VOIDBOX_GUEST_KERNEL picks what happens when the custom kernel is not built yet (it
+# takes ~5 minutes on 2 cores, once):
+#   auto (default)  use the cloud kernel now and build the custom one in the background
+#                   (nice'd; `make kernel` shows its progress and waits); the next image
+#                   build (`make guest`, `make run`) switches to it
+#   custom          build it now, with progress; fail if it does not build (make kernel, make test)
+#   cloud           cloud kernel only
 set -euo pipefail
 
 OUT=${1:-build/guest}
@@ -55,15 +62,39 @@ grep -q '^CONFIG_RD_LZ4=y' "/boot/config-$KVER" 2>/dev/null || die "kernel $KVER
 MODULES="virtio_ring virtio virtio_mmio virtio_console failover net_failover virtio_net"
 
 # The custom kernel has its own stamp (its build takes minutes): a no-op when cached.
+KERNEL_DEPS="linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev xz-utils"
 CUSTOM_OK=0
-if [ "${VOIDBOX_GUEST_KERNEL:-auto}" != cloud ]; then
-  if bash "$HERE/build-kernel.sh" "$OUT/custom"; then
-    CUSTOM_OK=1
-  else
-    echo "guest/build.sh: warning: the custom guest kernel did not build; falling back to the Debian cloud kernel $KVER" >&2
-  fi
-fi
-if [ $CUSTOM_OK = 0 ]; then rm -rf "$OUT/custom"; fi
+PENDING=""
+mkdir -p "$OUT"
+case "${VOIDBOX_GUEST_KERNEL:-auto}" in
+  custom)
+    if bash "$HERE/kernel.sh" "$OUT/custom"; then CUSTOM_OK=1
+    else
+      echo "guest/build.sh: the minimal guest kernel did not build (log above; $OUT/custom.failed.log)." >&2
+      echo "guest/build.sh: VOIDBOX_GUEST_KERNEL=cloud uses the Debian cloud kernel instead." >&2
+      exit 1
+    fi ;;
+  cloud) rm -rf "$OUT/custom" ;;
+  auto)
+    if bash "$HERE/kernel.sh" "$OUT/custom" --check; then CUSTOM_OK=1
+    else
+      status=$(bash "$HERE/kernel.sh" "$OUT/custom" --status)
+      missing=""
+      for p in $KERNEL_DEPS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+      if [ "$status" = building ]; then
+        PENDING="the minimal kernel is still building in the background ($OUT/custom.log; \`make kernel\` waits for it)"
+      elif [ "$status" = failed ]; then
+        echo "guest/build.sh: warning: the minimal guest kernel failed to build before ($OUT/custom.failed.log); delete $OUT/custom.failed to retry" >&2
+      elif [ -n "$missing" ] && [ "$(id -u)" != 0 ]; then
+        PENDING="the minimal kernel needs:$missing (sudo apt-get install -y$missing; then \`make kernel\`)"
+      else
+        rm -rf "$OUT/custom" # stale: never boot it while its successor builds
+        bash "$HERE/kernel.sh" "$OUT/custom" --background >&2
+        PENDING="the minimal kernel is building in the background ($OUT/custom.log; \`make kernel\` shows its progress and waits; the next \`make run\` uses it)"
+      fi
+    fi ;;
+  *) die "VOIDBOX_GUEST_KERNEL must be auto, custom or cloud" ;;
+esac
 
 STAMP=$( {
   echo "kernel=$KVER"
@@ -76,6 +107,7 @@ STAMP=$( {
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$STAMP" ] \
    && [ -f "$OUT/vmlinux" ] && [ -f "$OUT/initramfs.cpio.lz4" ]; then
   echo "guest image up to date ($OUT, kernel $(cat "$OUT/kernel-version"))"
+  [ -z "$PENDING" ] || echo "guest/build.sh: micro-VMs boot the Debian cloud kernel for now: $PENDING"
   exit 0
 fi
 
@@ -144,7 +176,7 @@ else
   BEST=$OUT/cloud
   [ -f "$BEST/vmlinux" ] && { ln "$BEST/vmlinux" "$OUT/vmlinux" 2>/dev/null || cp -f "$BEST/vmlinux" "$OUT/vmlinux"; }
   ln "$BEST/vmlinuz" "$OUT/vmlinuz" 2>/dev/null || cp -f "$BEST/vmlinuz" "$OUT/vmlinuz"
-  how="Debian cloud kernel $KVER (no custom kernel)"
+  how="Debian cloud kernel $KVER (no custom kernel${PENDING:+; $PENDING})"
 fi
 cp -f "$BEST/kernel-version" "$OUT/kernel-version"
 if [ -f "$BEST/microvm-options" ]; then cp -f "$BEST/microvm-options" "$OUT/microvm-options"; else rm -f "$OUT/microvm-options"; fi

@@ -16,6 +16,7 @@ const ERROR_TABLE: Record<ErrorCode, { status: number; retryable: boolean }> = {
   STRUCTURED_OUTPUT_MALFORMED: { status: 422, retryable: false },
   ARTIFACT_NOT_FOUND: { status: 404, retryable: false },
   RESOURCE_LIMIT_EXCEEDED: { status: 503, retryable: true },
+  INSUFFICIENT_STORAGE: { status: 507, retryable: true },
   INTERNAL_ERROR: { status: 500, retryable: true },
 };
 

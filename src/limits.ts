@@ -1,3 +1,5 @@
+import { ConfigError } from "./config.js";
+
 /**
  * The daemon's bounds: what one run, stage, client or disk condition may cost before
  * it gets a clear ApiError or a truncation event instead of taking the daemon down.
@@ -23,6 +25,16 @@ export interface Limits {
   requestTimeoutMs: number;
   /** A keep-alive connection with no request in flight is closed after this. */
   idleTimeoutMs: number;
+  /** A guest-boot probe boot (TCG, or KVM when forced) must reach its ready marker within this; runs that need a micro-VM wait for the probe. */
+  guestProbeTimeoutMs: number;
+  /** Failed micro-VM boots (probe and stage) listed in `/v1/health`. */
+  bootFailuresKept: number;
+  /** Bytes of a run's `input` (POST /v1/runs); over it 400 naming body/input. */
+  maxRunInputBytes: number;
+  /** A comment line is sent on an idle event stream (SSE) this often, so proxies and clients see it is alive. */
+  sseHeartbeatMs: number;
+  /** An event stream whose client has not taken what was written for this long is closed (it can resume). */
+  sseStallTimeoutMs: number;
   /** When non-empty, `POST /v1/runs {file}` may only name files under these directories (realpath). */
   specRoots: string[];
 }
@@ -37,6 +49,11 @@ export const DEFAULT_LIMITS: Limits = {
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 60_000,
   idleTimeoutMs: 5_000,
+  guestProbeTimeoutMs: 60_000,
+  bootFailuresKept: 10,
+  maxRunInputBytes: 1024 * 1024,
+  sseHeartbeatMs: 15_000,
+  sseStallTimeoutMs: 60_000,
   specRoots: [],
 };
 
@@ -53,6 +70,11 @@ export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes
   "headers-timeout": { key: "headersTimeoutMs", kind: "ms", help: "ms a client has to send a request head" },
   "request-timeout": { key: "requestTimeoutMs", kind: "ms", help: "ms a client has to send a whole request" },
   "idle-timeout": { key: "idleTimeoutMs", kind: "ms", help: "ms an idle keep-alive connection is kept" },
+  "probe-timeout": { key: "guestProbeTimeoutMs", kind: "ms", help: "ms the guest-boot probe's VM has to boot" },
+  "boot-failures-kept": { key: "bootFailuresKept", kind: "count", help: "failed micro-VM boots listed in /v1/health" },
+  "max-run-input": { key: "maxRunInputBytes", kind: "bytes", help: "bytes of a run's input (POST /v1/runs input)" },
+  "sse-heartbeat": { key: "sseHeartbeatMs", kind: "ms", help: "ms between heartbeat comments on an idle event stream" },
+  "sse-stall-timeout": { key: "sseStallTimeoutMs", kind: "ms", help: "ms an event stream may wait for its client to read before it is closed" },
 };
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };
@@ -61,12 +83,12 @@ const UNITS: Record<string, number> = { "": 1, k: 1024, kb: 1024, kib: 1024, m: 
 export function parseBytes(flag: string, value: string): number {
   const m = /^(\d+)\s*([a-z]*)$/i.exec(value.trim());
   const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
-  if (!m || unit === undefined) throw new Error(`--${flag}: expected a size such as 1048576, 512KiB or 4MiB (got ${JSON.stringify(value)})`);
+  if (!m || unit === undefined) throw new ConfigError(`--${flag}: expected a size such as 1048576, 512KiB or 4MiB (got ${JSON.stringify(value)})`);
   return Number(m[1]) * unit;
 }
 
 function parseCount(flag: string, value: string): number {
-  if (!/^\d+$/.test(value.trim()) || Number(value) < 1) throw new Error(`--${flag}: expected a whole number ≥ 1 (got ${JSON.stringify(value)})`);
+  if (!/^\d+$/.test(value.trim()) || Number(value) < 1) throw new ConfigError(`--${flag}: expected a whole number ≥ 1 (got ${JSON.stringify(value)})`);
   return Number(value);
 }
 

@@ -4,6 +4,7 @@ import path from "node:path";
 import { DaemonUnreachableError, VoidboxError } from "@voidbox/client";
 import { fileURLToPath } from "node:url";
 import { EXIT, UsageError } from "./cli/errors.js";
+import { ConfigError } from "./config.js";
 import { COMMAND_HELP, USAGE } from "./cli/usage.js";
 
 /** The package's version: package.json above src/ (from source) or dist/src/ (built). */
@@ -37,8 +38,12 @@ async function main(argv: string[]): Promise<number> {
   }
   // Loaded on demand: a client command need not load the daemon, nor `--help` anything.
   if (cmd === "serve") {
-    await (await import("./cli/serve.js")).serve(rest, process.env);
-    return -1; // keeps running
+    try {
+      return await (await import("./cli/serve.js")).serve(rest, process.env); // -1: keeps running
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException)?.code?.startsWith?.("ERR_PARSE_ARGS")) throw new UsageError((e as Error).message, "serve");
+      throw e;
+    }
   }
   const commands = await import("./cli/commands.js");
   if (cmd === "run") return commands.runCommand(rest, process.env);
@@ -47,6 +52,11 @@ async function main(argv: string[]): Promise<number> {
 }
 
 function fail(e: unknown): number {
+  // Bad flags, files or variables the operator gave are usage errors too.
+  if (e instanceof ConfigError) {
+    process.stderr.write(`voidbox: ${e.message}\n`);
+    return EXIT.usage;
+  }
   if (e instanceof UsageError) {
     process.stderr.write(`voidbox: ${e.message}\n${e.command ? `see: voidbox ${e.command} --help` : "see: voidbox --help"}\n`);
     return EXIT.usage;

@@ -1,11 +1,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { parse as parseYaml } from "yaml";
 import pino, { type Logger } from "pino";
 import type { Express } from "express";
 import type { Document } from "openapi-backend";
-import { createApi, createApp } from "./http/app.js";
+import { createApi, createApp, precompileValidators } from "./http/app.js";
+import { loadDefinitionFile } from "./http/definition.js";
 import { healthHandlers, type Health } from "./http/handlers/health.js";
 import { runHandlers } from "./http/handlers/runs.js";
 import { sessionHandlers } from "./http/handlers/sessions.js";
@@ -15,8 +15,11 @@ import { defaultIds, type IdSource } from "./ids.js";
 import { RunService, type VmProvider } from "./runs/service.js";
 import { RunStore } from "./store/runs.js";
 import { SessionStore } from "./store/sessions.js";
+import { compileStateSchemas } from "./store/schemas.js";
+import { StorageGuard } from "./store/storage.js";
 import { DEFAULT_LIMITS, type Limits } from "./limits.js";
-import { detectVm, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
+import { noVmHealth, startVmSetup, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
+import { lockStateDir, type StateLock } from "./state-lock.js";
 
 /** The checkout (or installed package) root: openapi.yaml and build/guest live there. */
 export const PROJECT_ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
@@ -56,7 +59,7 @@ export interface Daemon {
 /** Parsed once per process; each daemon gets its own copy (openapi-backend dereferences it in place). */
 let definition: Document | undefined;
 function loadDefinition(): Document {
-  definition ??= parseYaml(fs.readFileSync(path.join(PROJECT_ROOT, "openapi.yaml"), "utf8"), { maxAliasCount: -1 }) as Document;
+  definition ??= loadDefinitionFile(PROJECT_ROOT);
   return structuredClone(definition);
 }
 
@@ -66,37 +69,69 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
   const ids = opts.ids ?? defaultIds(now);
   const limits: Limits = { ...DEFAULT_LIMITS, ...opts.limits };
   fs.mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+  // Before anything touches the state dir: leftover-VM cleanup below would otherwise
+  // kill a live daemon's micro-VMs, and restore would adopt its runs.
+  const lock = await lockStateDir(opts.stateDir);
+  try {
+    return await startDaemon(opts, lock, log, now, ids, limits);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
+
+async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, now: () => number, ids: IdSource, limits: Limits): Promise<Daemon> {
+  const storage = new StorageGuard(opts.stateDir, limits.minFreeBytes, log);
+  const schemas = compileStateSchemas(loadDefinition() as { components?: { schemas?: Record<string, unknown> } });
   const store = new RunStore(opts.stateDir);
-  const sessions = new SessionStore(opts.stateDir);
+  const quarantined: string[] = [];
+  const sessions = new SessionStore(opts.stateDir, {
+    schemas,
+    storage,
+    onQuarantine: (file, reason) => {
+      quarantined.push(file);
+      log.error({ file, reason }, "damaged session log lines quarantined");
+    },
+  });
 
   let vmSetup: VmSetup | null = null;
   let vm: VmProvider;
   if (opts.vm === false) vm = { sandbox: null, unavailableReason: "micro-VMs are disabled for this daemon" };
   else if (opts.vm && "unavailableReason" in opts.vm) vm = opts.vm;
   else {
-    vmSetup = await detectVm({ ...opts.vm, stateDir: opts.stateDir, projectRoot: PROJECT_ROOT, log });
+    // In the background: /v1/health answers at once and says `probing` until it settles.
+    vmSetup = startVmSetup({ ...opts.vm, stateDir: opts.stateDir, projectRoot: PROJECT_ROOT, log, limits, now });
     vm = vmSetup.provider;
   }
 
-  const service = new RunService({ store, ids, now, log, vm, limits });
-  const quarantined = service.restore();
-  const health = (): Health => ({
-    status: "ok",
-    persistence: "json-files",
-    version: VERSION,
-    accelerator: vmSetup?.accelerator ?? null,
-    guest_kernel: vmSetup?.kernelVersion ?? null,
-    sandbox_modes: vm.sandbox ? ["mock", "local", "auto"] : ["mock", "auto"],
-    quarantined_files: quarantined,
-  });
+  const service = new RunService({ store, ids, now, log, vm, limits, storage, schemas });
+  // A state dir that can be read but not written is served read-only (writes get 507).
+  storage.checkWritable();
+  quarantined.push(...service.restore());
+  const health = (): Health => {
+    const guest = vmSetup ? vmSetup.health() : noVmHealth();
+    const disk = storage.health();
+    return {
+      // Degraded: no guest can boot, or the state dir refuses new runs.
+      status: guest.guest_boot === "failed" || disk.storage !== "ok" ? "degraded" : "ok",
+      persistence: "json-files",
+      version: VERSION,
+      ...guest,
+      // While probing, local runs are accepted (they wait for the probe).
+      sandbox_modes: vm.sandbox || guest.guest_boot === "probing" ? ["mock", "local", "auto"] : ["mock", "auto"],
+      quarantined_files: quarantined,
+      ...disk,
+    };
+  };
 
   const handlers = {
     ...healthHandlers(health),
-    ...runHandlers(service),
+    ...runHandlers(service, { heartbeatMs: limits.sseHeartbeatMs, stallTimeoutMs: limits.sseStallTimeoutMs }),
     ...stageHandlers(service, store),
     ...sessionHandlers(sessions, now),
   };
   const api = await createApi(loadDefinition());
+  const stopPrecompile = precompileValidators(api);
   const openApp = createApp({ api, handlers, log, token: null });
   const authApp = opts.auth ? createApp({ api, handlers, log, token: opts.auth.token }) : openApp;
   const listeners: Listener[] = [];
@@ -108,19 +143,31 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
     async listen(spec: string) {
       const target = parseListen(spec);
       // The Unix socket is protected by its file mode; TCP needs the bearer token.
-      const l = await listen(target.kind === "unix" ? openApp : authApp, target, limits);
+      const l = await listen(target.kind === "unix" ? openApp : authApp, target, limits, log);
       listeners.push(l);
+      lock.setUrls(listeners.map((x) => x.url));
       log.info({ url: l.url, auth: target.kind === "tcp" && !!opts.auth }, "listening");
       return l;
     },
     async close() {
       if (closed) return;
       closed = true;
-      const stopping = Promise.all(listeners.map((l) => l.close()));
-      await service.shutdown(10_000);
-      await vmSetup?.stopAll(5_000);
-      store.close();
-      await stopping;
+      try {
+        stopPrecompile();
+        const stopping = Promise.all(listeners.map((l) => l.close()));
+        await service.shutdown(10_000);
+        await vmSetup?.stopAll(5_000);
+        storage.close();
+        try {
+          store.close();
+        } catch (e) {
+          log.error({ err: e }, "could not flush the event logs at shutdown"); // a full or read-only state dir
+        }
+        await stopping;
+      } finally {
+        // Only once every VM is stopped and the state flushed may another daemon take over.
+        await lock.release();
+      }
     },
   };
 }

@@ -1,14 +1,14 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
 import pino from "pino";
-import { defaultSocketPath, defaultStateDir, resolveToken, type Env } from "../config.js";
+import { ConfigError, defaultSocketPath, defaultStateDir, resolveToken, type Env } from "../config.js";
+import { isLoopbackHost, parseListen } from "../http/listen.js";
 import { limitsFromFlags, SERVE_LIMIT_FLAGS } from "../limits.js";
 import { createDaemon } from "../server.js";
-import { UsageError } from "./errors.js";
 import { prettyDestination } from "./pretty-log.js";
 
-/** `voidbox serve`: runs the daemon until SIGTERM/SIGINT. */
-export async function serve(argv: string[], env: Env): Promise<void> {
+/** `voidbox serve`: runs the daemon until SIGTERM/SIGINT; bad flags throw ConfigError (exit 2). */
+export async function serve(argv: string[], env: Env): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -25,28 +25,28 @@ export async function serve(argv: string[], env: Env): Promise<void> {
       ...Object.fromEntries(Object.keys(SERVE_LIMIT_FLAGS).map((f) => [f, { type: "string" as const }])),
     },
   });
-  let limits: ReturnType<typeof limitsFromFlags>;
-  try {
-    limits = limitsFromFlags(values, (values["spec-root"] ?? []).map((d) => path.resolve(d)));
-  } catch (e) {
-    throw new UsageError((e as Error).message, "serve");
-  }
+  const limits = limitsFromFlags(values, (values["spec-root"] ?? []).map((d) => path.resolve(d)));
   // Asynchronous log writes: under load, lines written while a write is in flight are
   // coalesced instead of costing a blocking syscall each (flushed at shutdown).
   const format = values["log-format"];
-  if (format !== "json" && format !== "pretty") throw new UsageError(`--log-format must be json or pretty (got ${format})`, "serve");
+  if (format !== "json" && format !== "pretty") throw new ConfigError(`--log-format must be json or pretty (got ${format})`);
   const log = pino(
     { level: values["log-level"], base: { name: "voidbox" } },
     format === "pretty" ? prettyDestination(process.stdout) : pino.destination({ dest: 1, sync: false }),
   );
   const accel = values.accel;
-  if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw new UsageError(`--accel must be auto, kvm or tcg (got ${accel})`, "serve");
-  if (!!values.kernel !== !!values.initramfs) throw new UsageError("--kernel and --initramfs go together", "serve");
+  if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw new ConfigError(`--accel must be auto, kvm or tcg (got ${accel})`);
+  if (!!values.kernel !== !!values.initramfs) throw new ConfigError("--kernel and --initramfs go together");
   const listens = values.listen?.length ? values.listen : [`unix://${defaultSocketPath(env)}`];
-  const tcp = listens.some((l) => l.startsWith("tcp://"));
+  // Every listen URL is checked before anything starts (a bad second one must not leave the first bound).
+  const tcpHosts = listens.map(parseListen).flatMap((t) => (t.kind === "tcp" ? [t.host] : []));
   let token: string | null = null;
-  if (tcp && values["no-auth"]) log.warn("--no-auth: TCP listeners accept requests without a bearer token; use only on loopback for development and conformance suites");
-  else if (tcp) token = resolveToken(values["token-file"], env, true);
+  if (tcpHosts.length && values["no-auth"]) {
+    const exposed = tcpHosts.filter((h) => !isLoopbackHost(h));
+    if (exposed.length)
+      throw new ConfigError(`--no-auth is only allowed on loopback TCP addresses (127.0.0.0/8, ::1, localhost); ${exposed.join(", ")} would serve anyone who can reach it without a token`);
+    log.warn("--no-auth: TCP listeners accept requests without a bearer token; use only on loopback for development and conformance suites");
+  } else if (tcpHosts.length) token = resolveToken(values["token-file"], env, true);
 
   const stateDir = path.resolve(values["state-dir"] ?? defaultStateDir(env));
   const daemon = await createDaemon({
@@ -56,7 +56,13 @@ export async function serve(argv: string[], env: Env): Promise<void> {
     limits,
     vm: { accel, kernel: values.kernel, initramfs: values.initramfs },
   });
-  for (const l of listens) await daemon.listen(l);
+  try {
+    for (const l of listens) await daemon.listen(l);
+  } catch (e) {
+    // Stop what start-up began (the guest-boot probe's VM) before exiting with the error.
+    await daemon.close();
+    throw e;
+  }
   log.info({ state_dir: stateDir }, "daemon ready");
 
   let stopping = false;
@@ -80,6 +86,12 @@ export async function serve(argv: string[], env: Env): Promise<void> {
       },
     );
   };
+  // Last line of defence. Every write path has an owner that decides what its failure
+  // means (RunService.storageFault, the 507 reply, best-effort housekeeping), so a
+  // rejection nobody handled is a bug: it is logged at error level, visibly, and the
+  // daemon keeps serving the other runs rather than dying with all of them.
+  process.on("unhandledRejection", (reason) => log.error({ err: reason }, "BUG: unhandled promise rejection (daemon keeps serving)"));
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  return -1; // keeps running
 }

@@ -1,4 +1,11 @@
-import { SERVE_LIMIT_FLAGS } from "../limits.js";
+import { DEFAULT_LIMITS, SERVE_LIMIT_FLAGS } from "../limits.js";
+
+function showDefault(v: number, kind: "bytes" | "count" | "ms"): string {
+  if (kind === "ms") return `${v} ms`;
+  if (kind === "count") return String(v);
+  for (const [unit, size] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) if (v >= size && v % size === 0) return `${v / size}${unit}`;
+  return String(v);
+}
 
 const DAEMON_FLAGS = `  --daemon URL        the daemon: unix:///PATH or http://HOST:PORT (default: $VOIDBOX_DAEMON_URL, else the
                       Unix socket $XDG_RUNTIME_DIR/voidbox.sock, …)
@@ -15,16 +22,18 @@ export const COMMAND_HELP: Record<string, string> = {
                      [--log-format json|pretty] [--spec-root DIR]... [LIMIT FLAGS]
 run the daemon.
   --listen URL        tcp://HOST:PORT or unix:///PATH, repeatable (default: the Unix socket
-                      $XDG_RUNTIME_DIR/voidbox.sock, else $TMPDIR/voidbox-UID.sock, else /tmp/voidbox-UID.sock)
-  --state-dir DIR     runs, events and artifacts (default: $VOIDBOX_STATE_DIR, else ~/.local/state/void-box)
-  --no-auth           TCP listeners accept requests without a token (loopback development only)
+                      $XDG_RUNTIME_DIR/voidbox.sock, else $TMPDIR/voidbox-UID.sock, else /tmp/voidbox-UID.sock);
+                      unix:// paths are at most 107 bytes
+  --state-dir DIR     runs, events and artifacts (default: $VOIDBOX_STATE_DIR, else ~/.local/state/void-box);
+                      one daemon per state dir: a second one exits 2 naming the holder's pid and URLs
+  --no-auth           TCP listeners accept requests without a token (loopback addresses only)
   --token-file FILE   the token TCP clients must send (default: created at ~/.config/voidbox/daemon-token)
   --log-level LEVEL   trace, debug, info (default), warn, error
   --log-format FMT    json (default: one pino JSON object per line) or pretty (for a terminal)
   --spec-root DIR     POST /v1/runs {file} may only name files under DIR (repeatable; default: anywhere)
 limits (sizes take KiB/MiB/GiB suffixes):
 ${Object.entries(SERVE_LIMIT_FLAGS)
-  .map(([flag, f]) => `  --${flag.padEnd(20)} ${f.help}`)
+  .map(([flag, f]) => `  --${flag.padEnd(20)} ${f.help} (default ${showDefault(DEFAULT_LIMITS[f.key], f.kind)})`)
   .join("\n")}`,
   run: `usage: voidbox run FILE [--run-id ID] [--json] [--cancel-on-interrupt] [--daemon URL] [--token-file FILE]
 start a run of the spec FILE and show its events live until it ends.

@@ -46,7 +46,7 @@ export async function runAgent(ctx: StageContext, spec: RunSpec): Promise<Engine
   ctx.hooks.event({ type: "box.started", message: `agent box ${spec.name} started`, box_name: spec.name });
   mountSkills(ctx, spec.name, agent.skills);
   ctx.hooks.event({ type: "stage.queued", message: "stage main queued", payload: { depends_on: [] }, stage_name: "main" });
-  const r = await runStage(ctx, boxJob(spec, "main", agent, Buffer.alloc(0)));
+  const r = await runStage(ctx, boxJob(spec, "main", agent, ctx.input ?? Buffer.alloc(0)));
   return {
     report: report(spec, r.exitCode === 0, r.stdout.toString("utf8"), 1),
     exitCode: r.exitCode,
@@ -83,7 +83,7 @@ export async function runPipeline(ctx: StageContext, spec: RunSpec): Promise<Eng
     prev = g.names;
   }
 
-  let input = Buffer.alloc(0);
+  let input = ctx.input ?? Buffer.alloc(0);
   let last: StageOutcome | undefined;
   let failed: { name: string; outcome: StageOutcome } | undefined;
   for (const [gi, g] of groups.entries()) {

@@ -18,6 +18,8 @@ export interface EngineInput {
   now: () => number;
   /** Output and artifact bounds (default DEFAULT_LIMITS). */
   limits?: Limits;
+  /** The run's input: stdin of its first stages. */
+  input?: Buffer;
 }
 
 /** Executes a run spec as stages in the sandbox, enforcing the policy. */
@@ -32,6 +34,7 @@ export function runEngine(input: EngineInput): Promise<EngineResult> {
     signal: input.signal,
     now: input.now,
     limits: input.limits ?? DEFAULT_LIMITS,
+    input: input.input,
   };
   switch (input.spec.kind) {
     case "workflow":

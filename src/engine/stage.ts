@@ -42,6 +42,8 @@ export interface StageContext {
   signal: AbortSignal;
   now: () => number;
   limits: Pick<Limits, "maxStageOutputBytes" | "maxArtifactsPerStage" | "maxArtifactBytesPerStage">;
+  /** The run's input: stdin of the first stages (workflow roots, the agent, a pipeline's first stage). */
+  input?: Buffer;
 }
 
 const CANCELLED = "run cancelled";

@@ -31,7 +31,7 @@ export async function runWorkflow(ctx: StageContext, spec: RunSpec): Promise<Eng
       program: step.run.program,
       args: step.run.args ?? [],
       env: { ...spec.sandbox.env, ...step.run.env },
-      stdin: stdinFor(step, results),
+      stdin: stdinFor(step, results, ctx.input),
       timeoutSecs: step.mode === "service" ? null : step.timeout_secs,
     }).then((r) => {
       results.set(step.name, r);
@@ -86,8 +86,9 @@ export async function runWorkflow(ctx: StageContext, spec: RunSpec): Promise<Eng
   };
 }
 
-/** stdin: the named step's stdout, else the stdout of every dependency in order. */
-function stdinFor(step: WorkflowStep, results: Map<string, StageOutcome | "skipped">): Buffer {
+/** stdin: the named step's stdout, else the stdout of every dependency in order; a first step gets the run's input. */
+function stdinFor(step: WorkflowStep, results: Map<string, StageOutcome | "skipped">, runInput: Buffer | undefined): Buffer {
+  if (!step.run.stdin_from && !step.depends_on?.length) return runInput ?? Buffer.alloc(0);
   const from = step.run.stdin_from ? [step.run.stdin_from] : (step.depends_on ?? []);
   return Buffer.concat(from.map((d) => results.get(d)).filter((r): r is StageOutcome => !!r && r !== "skipped").map((r) => r.stdout));
 }

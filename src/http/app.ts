@@ -39,8 +39,9 @@ function parseBody(buf: unknown): unknown {
   }
 }
 
-/** Writes a reply in one go with an explicit Content-Length (never chunked). */
-function send(res: Response, reply: Reply): void {
+/** Writes a reply in one go with an explicit Content-Length (never chunked); a stream writes itself. */
+function send(req: Request, res: Response, reply: Reply): void {
+  if ("stream" in reply) return reply.stream(req, res);
   const body = "json" in reply ? JSON.stringify(reply.json) : reply.raw;
   res.writeHead(reply.status ?? 200, {
     "content-type": "json" in reply ? "application/json; charset=utf-8" : reply.contentType,
@@ -89,8 +90,13 @@ export async function createApi(definition: Document): Promise<OpenAPIBackend> {
     // Auth is enforced by bearerAuth() per listener, not by openapi-backend.
     definition: { ...definition, security: [] },
     strict: false,
+    // quick: no meta-validation of the definition (`make lint` does that) and request
+    // validators compiled on first use instead of all at start: that took ~1 s of CPU
+    // before the daemon could answer anything. precompileValidators() warms them up.
+    quick: true,
     validate: true,
-    ajvOpts: { allErrors: true, strict: false },
+    // verbose: errors carry their schema and data, so oneOf/anyOf failures can be worded (see errors.ts).
+    ajvOpts: { allErrors: true, strict: false, verbose: true },
     customizeAjv: (ajv) => {
       addFormats.default(ajv);
       return ajv;
@@ -98,6 +104,29 @@ export async function createApi(definition: Document): Promise<OpenAPIBackend> {
   });
   await api.init();
   return api;
+}
+
+/**
+ * Compiles the request validators one operation per event-loop turn, starting `delayMs`
+ * after start (the first requests, e.g. health checks, go first), so that requests
+ * arriving meanwhile are served between them; the first request of an operation not
+ * compiled yet compiles its own. Returns a function that stops it.
+ */
+export function precompileValidators(api: OpenAPIBackend, delayMs = 300): () => void {
+  const ids = api.getOperations().map((op) => op.operationId).filter((id): id is string => !!id);
+  let immediate: NodeJS.Immediate | undefined;
+  const next = () => {
+    const id = ids.shift();
+    if (!id) return;
+    api.validator.getRequestValidatorsForOperation(id);
+    immediate = setImmediate(next);
+  };
+  const timer = setTimeout(next, delayMs);
+  timer.unref();
+  return () => {
+    clearTimeout(timer);
+    clearImmediate(immediate);
+  };
 }
 
 export function createApp(opts: AppOptions): express.Express {
@@ -149,7 +178,7 @@ export function createApp(opts: AppOptions): express.Express {
     if (validation.errors?.length) throw validationError(validation.errors);
     const parsed = api.router.parseRequest(request, op);
     const handler = opts.handlers[op.operationId as keyof HandlerMap] as (input: unknown) => Reply;
-    send(res, handler({ params: parsed.params, query: parsed.query, body: parsed.requestBody }));
+    send(req, res, handler({ params: parsed.params, query: parsed.query, body: parsed.requestBody, headers: req.headers }));
   });
   app.use(errorMiddleware(opts.log));
   return app;

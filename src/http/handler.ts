@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import type { operations } from "../../generated/api.js";
 
 export type OperationId = keyof operations;
@@ -12,10 +13,18 @@ export interface HandlerInput<O extends OperationId> {
   params: Params<O, "path">;
   query: Params<O, "query">;
   body: Body<O>;
+  /** The request headers (names lower-case), for content negotiation. */
+  headers: IncomingHttpHeaders;
 }
 
-/** What a handler returns: a JSON value, or raw bytes (with their content type). */
-export type Reply = { status?: number; json: unknown } | { status?: number; raw: string | Buffer; contentType: string };
+/**
+ * What a handler returns: a JSON value, raw bytes (with their content type), or a
+ * stream that writes the whole response itself (server-sent events).
+ */
+export type Reply =
+  | { status?: number; json: unknown }
+  | { status?: number; raw: string | Buffer; contentType: string }
+  | { stream: (req: IncomingMessage, res: ServerResponse) => void };
 
 export type Handler<O extends OperationId> = (input: HandlerInput<O>) => Reply;
 export type HandlerMap = { [O in OperationId]: Handler<O> };

@@ -23,6 +23,8 @@ export class Run {
   private readonly v2Json: string[] = [];
   private readonly eventIndex = new Map<string, number>();
   activeMicrovms = 0;
+  /** Told after each append (event streams); each defers its own work. */
+  private readonly listeners = new Set<() => void>();
   /** Aborted on cancel: stops the engine's work. */
   readonly abort = new AbortController();
 
@@ -48,14 +50,14 @@ export class Run {
     return (this.file.stages ??= []);
   }
 
-  private remember(e: RunEvent): void {
+  private remember(e: RunEvent, json: string = JSON.stringify(e)): void {
     this.eventIndex.set(e.event_id, this.events.length);
     this.events.push(e);
-    this.legacyJson.push(JSON.stringify(e));
+    this.legacyJson.push(json);
     this.v2Json.push(JSON.stringify({ ...e, event_type: e.event_type_v2 }));
   }
 
-  /** Appends an event with a full envelope; returns it. Callers apply the terminal guard. */
+  /** Appends an event with a full envelope; returns it; throws if it could not be written. Callers apply the terminal guard. */
   append(e: EngineEvent): RunEvent {
     const ts = this.deps.now();
     const ev: RunEvent = {
@@ -72,13 +74,21 @@ export class Run {
       payload: e.payload ?? null,
     };
     for (const k of EVENT_CONTEXT_KEYS) if (e[k] !== undefined) ev[k] = e[k];
-    this.remember(ev);
-    this.deps.store.appendEvent(this.id, this.legacyJson[this.legacyJson.length - 1]);
+    // Disk first: an event whose write failed (full or read-only state dir) is never
+    // served, and the seq of the next one stays gapless.
+    const json = JSON.stringify(ev);
+    this.deps.store.appendEvent(this.id, json);
+    this.remember(ev, json);
     this.file.updated_at = ev.timestamp;
+    for (const l of this.listeners) l();
     return ev;
   }
 
-  /** Moves the run to a terminal status with `e` as its terminal event; durable on return. */
+  /**
+   * Moves the run to a terminal status with `e` as its terminal event. The appended
+   * event is the commit point (a restart adopts it even if run.json lags); if it
+   * cannot be written this throws and the run is unchanged.
+   */
   finish(status: RunStatus, e: EngineEvent, fields: Partial<Pick<RunFile, "error" | "terminal_reason" | "exit_code" | "report">>): RunEvent {
     const ev = this.append(e);
     Object.assign(this.file, fields);
@@ -110,13 +120,13 @@ export class Run {
    */
   abortStages(reason: string): void {
     for (const s of this.stages) {
+      // Each event before its status change: if a write fails, a retry redoes what is missing.
       if (s.status === "queued") {
-        s.status = "skipped";
         this.append({ type: "stage.skipped", message: `stage ${s.name} skipped: ${reason}`, payload: { reason }, stage_name: s.name });
+        s.status = "skipped";
       } else if (s.status === "running") {
         const now = this.deps.now();
         const duration_ms = s.started_at === null ? 0 : now - s.started_at;
-        Object.assign(s, { status: "failed", finished_at: now, exit_code: -1 });
         this.append({
           type: "stage.failed",
           level: "error",
@@ -124,6 +134,7 @@ export class Run {
           payload: { duration_ms, exit_code: -1, error: reason, stage_attempt: s.attempt },
           stage_name: s.name,
         });
+        Object.assign(s, { status: "failed", finished_at: now, exit_code: -1 });
       }
     }
   }
@@ -135,8 +146,31 @@ export class Run {
   /** The whole list, encoded, is kept until the next append: followers poll it repeatedly. */
   private encoded: { legacy?: Buffer; v2?: Buffer; count: number } = { count: -1 };
 
+  /**
+   * Calls `fn` after every append, synchronously (it should only schedule work: the
+   * appender may be mid-transition). Returns the function that unsubscribes.
+   */
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  get listenerCount(): number {
+    return this.listeners.size;
+  }
+
+  /** Index of the first event after `eventId`; 0 when it is absent or unknown. */
+  indexAfter(eventId: string | undefined): number {
+    return eventId !== undefined && this.eventIndex.has(eventId) ? this.eventIndex.get(eventId)! + 1 : 0;
+  }
+
+  /** Event `i` encoded as the JSON replies carry it. */
+  eventJson(i: number, v2: boolean): string {
+    return (v2 ? this.v2Json : this.legacyJson)[i];
+  }
+
   eventsJson(fromEventId: string | undefined, v2: boolean): Buffer {
-    const start = fromEventId !== undefined && this.eventIndex.has(fromEventId) ? this.eventIndex.get(fromEventId)! + 1 : 0;
+    const start = this.indexAfter(fromEventId);
     const src = v2 ? this.v2Json : this.legacyJson;
     if (start > 0) return Buffer.from("[" + src.slice(start).join(",") + "]");
     if (this.encoded.count !== src.length) this.encoded = { count: src.length };

@@ -9,11 +9,15 @@ import { MockSandbox } from "../sandbox/mock.js";
 import type { Sandbox } from "../sandbox/types.js";
 import { loadSpec, SpecError } from "../spec/load.js";
 import type { RunSpec } from "../spec/types.js";
-import type { RunStore } from "../store/runs.js";
+import type { LoadedRun, RunStore } from "../store/runs.js";
+import type { StateSchemas } from "../store/schemas.js";
+import { isStorageError, type StorageGuard } from "../store/storage.js";
+import { adoptTerminalEvent, terminalEventOf } from "./adopt.js";
 import type { RunEvent, RunFile, RunState } from "./model.js";
 import { normaliseStatus, v2EventName } from "./naming.js";
 import { decidePublication, type StageOutputs } from "./publication.js";
 import { Run } from "./run.js";
+import { checkRunInputs, INLINE_SPEC_FILE, storeRunInputs, type RunInputs } from "./inline.js";
 
 type CreateRunRequest = components["schemas"]["CreateRunRequest"];
 type CreateRunResponse = components["schemas"]["CreateRunResponse"];
@@ -24,6 +28,11 @@ export interface VmProvider {
   sandbox: Sandbox | null;
   /** Why `sandbox` is null (shown in the run's error for `mode: local`). */
   unavailableReason: string;
+  /**
+   * Resolves once `sandbox`/`unavailableReason` are final (the daemon's guest-boot probe
+   * has settled; bounded by the probe's deadlines) or `signal` aborts. Absent: final now.
+   */
+  ready?: (signal: AbortSignal) => Promise<void>;
 }
 
 export interface RunServiceDeps {
@@ -33,6 +42,10 @@ export interface RunServiceDeps {
   log: Logger;
   vm: VmProvider;
   limits: Limits;
+  /** Admission and fault reporting for state-dir writes. */
+  storage: StorageGuard;
+  /** Shape checks for run files read at startup (absent: not checked). */
+  schemas?: StateSchemas;
 }
 
 /** Rust-daemon events may predate seq/event_type_v2/etc.: fill what is derivable. */
@@ -93,6 +106,8 @@ function appendOutputLines(run: Run, output: string, maxLines: number): void {
 interface Execution {
   outputs: Map<string, StageOutputs>;
   done: Promise<void>;
+  /** The inline spec and the input, when the create carried them. */
+  inputs: RunInputs;
 }
 
 /**
@@ -105,29 +120,108 @@ export class RunService {
 
   constructor(private readonly deps: RunServiceDeps) {}
 
-  /** Loads the runs found on disk; runs that were active when the daemon died fail. */
+  /**
+   * Loads the runs found on disk (each checked against its schema; what does not
+   * conform is quarantined). A run whose log already holds its terminal event adopts
+   * it; other runs that were active when the daemon died fail. The writes this needs
+   * are retried when storage recovers if the state dir cannot take them now.
+   */
   restore(): string[] {
-    const { runs, quarantined, interrupted } = this.deps.store.loadAll();
+    this.deps.storage.onRecovered(() => this.retryOwed());
+    const { runs, quarantined, reasons, interrupted } = this.deps.store.loadAll((l) => this.conforming(l));
     for (const id of interrupted) this.deps.log.warn({ run_id: id }, "removed a run directory left by a create interrupted before its first write");
     for (const loaded of runs) {
-      loaded.file.status = normaliseStatus(loaded.file.status) as RunState["status"];
-      const run = loaded.legacy
-        ? new Run(normaliseLegacyFile(loaded.file), loaded.events.map(normaliseLegacyEvent), this.deps)
-        : new Run(loaded.file, loaded.events, this.deps);
+      const run = new Run(loaded.file, loaded.events, this.deps);
       this.runs.set(run.id, run);
-      if (loaded.legacy) {
-        // A Rust void-box file: migrate it to our layout once, then retire the original.
-        for (const e of run.events) this.deps.store.appendEvent(run.id, JSON.stringify(e));
-        run.persist();
-        this.deps.store.retireLegacy(run.id);
+      const logged = run.terminal ? undefined : terminalEventOf(run.events);
+      if (logged) {
+        adoptTerminalEvent(run.file, logged);
+        this.deps.log.warn({ run_id: run.id, status: run.status }, "run adopted the terminal event already in its log");
       }
-      if (!run.terminal) {
-        this.endFromOutside(run, "failed", "daemon restarted while the run was active", "daemon_restarted");
-        this.deps.log.warn({ run_id: run.id }, "run failed: daemon restarted");
-      }
+      let migrated = !loaded.legacy;
+      this.settle(run, () => {
+        if (!migrated) {
+          // A Rust void-box file: migrate it to our layout once, then retire the original.
+          this.deps.store.writeEvents(run.id, run.events.map((e) => JSON.stringify(e)));
+          run.persist();
+          this.deps.store.retireLegacy(run.id);
+          migrated = true;
+        }
+        if (!run.terminal) {
+          this.endFromOutside(run, "failed", "daemon restarted while the run was active", "daemon_restarted");
+          this.deps.log.warn({ run_id: run.id }, "run failed: daemon restarted");
+        } else if (logged) run.persist();
+      });
     }
-    for (const q of quarantined) this.deps.log.error({ file: q }, "corrupt state file quarantined");
+    quarantined.forEach((q, i) => this.deps.log.error({ file: q, reason: reasons[i] }, "state file does not conform; quarantined"));
     return quarantined;
+  }
+
+  /** Normalises a run read from disk and checks it against the schemas; throws (→ quarantine) when it does not conform. */
+  private conforming(loaded: LoadedRun): LoadedRun {
+    const schemas = this.deps.schemas;
+    const bad = (what: string, problem: string | null) => {
+      if (problem) throw new Error(`${what}: ${problem}`);
+    };
+    if (loaded.legacy) loaded.events.forEach((e, i) => bad(`event ${i}`, e && typeof e === "object" && !Array.isArray(e) ? null : "is not an object"));
+    const file = loaded.legacy ? normaliseLegacyFile(loaded.file) : loaded.file;
+    if (typeof file.status === "string") file.status = normaliseStatus(file.status) as RunState["status"];
+    const events = loaded.legacy ? loaded.events.map(normaliseLegacyEvent) : loaded.events;
+    if (schemas) {
+      bad("run file", schemas.runFile(file));
+      events.forEach((e, i) => bad(`event ${i}`, schemas.event(e)));
+    }
+    return { ...loaded, file, events };
+  }
+
+  /**
+   * Runs whose state on disk lags what they must record (a terminal event or run.json
+   * that could not be written): each has one owed task, retried when storage recovers.
+   */
+  private readonly owed = new Map<string, () => void>();
+
+  /** Runs `task` now; if the state dir cannot take it, owes it (retried on recovery). */
+  private settle(run: Run, task: () => void): void {
+    try {
+      task();
+      if (this.owed.get(run.id) === task) this.owed.delete(run.id); // unless the task owes something new itself
+    } catch (e) {
+      if (!isStorageError(e)) {
+        this.owed.delete(run.id);
+        this.deps.log.error({ err: e, run_id: run.id }, "unexpected error while recording a run's state");
+        return;
+      }
+      this.deps.storage.fault(e);
+      this.owed.set(run.id, task);
+    }
+  }
+
+  private retryOwed(): void {
+    for (const [id, task] of [...this.owed]) {
+      const run = this.runs.get(id);
+      if (run) this.settle(run, task);
+    }
+  }
+
+  /**
+   * The owner of every failed write of a run's execution: the run's work is stopped and
+   * the run fails with the storage error as its reason, as soon as that can be recorded.
+   * Until then it is not terminal (a terminal state is only served once it is durable).
+   */
+  private storageFault(run: Run, e: unknown): void {
+    const err = this.deps.storage.fault(e);
+    if (!isStorageError(e)) {
+      // Not a storage error: a bug. Fail the run with it rather than leave it hanging.
+      this.deps.log.error({ err: e, run_id: run.id }, "unexpected error in a run's execution");
+    }
+    const reason = isStorageError(e) ? `state storage failed: ${err.message}` : `internal error: ${err.message}`;
+    if (!run.abort.signal.aborted) run.abort.abort(new Error(reason));
+    this.settle(run, () => {
+      if (!run.terminal) {
+        this.endFromOutside(run, "failed", reason, isStorageError(e) ? "storage_error" : "internal_error");
+        this.deps.log.warn({ run_id: run.id, reason }, "run failed");
+      } else run.persist();
+    });
   }
 
   get(id: string): Run {
@@ -144,6 +238,7 @@ export class RunService {
 
   /** Synchronous up to the insert, so concurrent creates with one run_id start one run. */
   create(req: CreateRunRequest): CreateRunResponse {
+    const inputs = checkRunInputs(req, this.deps.limits);
     if (req.run_id !== undefined) {
       const existing = this.runs.get(req.run_id);
       if (existing) {
@@ -151,15 +246,17 @@ export class RunService {
         return { run_id: existing.id, attempt_id: existing.file.attempt_id, state: existing.status };
       }
     }
+    this.deps.storage.admit("new runs");
     let id = req.run_id ?? this.deps.ids.runId();
     while (this.runs.has(id)) id = this.deps.ids.runId();
     const now = new Date(this.deps.now()).toISOString();
     const policy: RunPolicy | null = req.policy ? { ...DEFAULT_POLICY, ...req.policy } : null;
+    const file = inputs.inline ? INLINE_SPEC_FILE : req.file!;
     const run = new Run(
       {
         id,
         status: "running",
-        file: req.file,
+        file,
         report: null,
         error: null,
         attempt_id: 1,
@@ -177,45 +274,62 @@ export class RunService {
       [],
       this.deps,
     );
+    // The run.json rename is the commit: before it, a crash or a failed write leaves only a
+    // directory without run.json, which is removed (here, or at the next start). Nothing
+    // is in memory until the run is durable, so a failed create leaves no trace.
+    try {
+      storeRunInputs(this.deps.store, id, inputs);
+      run.append({ type: "run.started", message: `run created for ${file}` });
+      run.append({ type: "env.provisioned", message: `environment env-${id} provisioned`, environment_id: `env-${id}` });
+      run.persist();
+    } catch (e) {
+      this.deps.store.discardRun(id);
+      throw this.deps.storage.fault(e);
+    }
     this.runs.set(id, run);
-    // run.json first: a crash before it exists leaves only an unacknowledged, removable directory.
-    run.persist();
-    run.append({ type: "run.started", message: `run created for ${req.file}` });
-    run.append({ type: "env.provisioned", message: `environment env-${id} provisioned`, environment_id: `env-${id}` });
-    run.persist();
-    this.deps.log.info({ run_id: id, file: req.file, status: "running" }, "run created");
-    const exec: Execution = { outputs: new Map(), done: Promise.resolve() };
+    this.deps.log.info({ run_id: id, file, status: "running" }, "run created");
+    const exec: Execution = { outputs: new Map(), done: Promise.resolve(), inputs };
     this.executions.set(id, exec);
-    exec.done = this.execute(run, exec, policy ?? DEFAULT_POLICY).finally(() => this.executions.delete(id));
+    exec.done = this.execute(run, exec, policy ?? DEFAULT_POLICY)
+      .catch((e: unknown) => this.storageFault(run, e)) // every write of the execution has this owner
+      .finally(() => this.executions.delete(id));
     return { run_id: id, attempt_id: run.file.attempt_id, state: run.status };
   }
 
   private async execute(run: Run, exec: Execution, policy: RunPolicy): Promise<void> {
     let spec: RunSpec;
     try {
-      spec = await loadSpec(run.file.file, { roots: this.deps.limits.specRoots });
+      spec = exec.inputs.inline?.spec ?? (await loadSpec(run.file.file, { roots: this.deps.limits.specRoots }));
     } catch (e) {
       const reason = e instanceof SpecError ? e.message : `cannot load spec: ${(e as Error).message}`;
-      if (run.terminal) return;
+      if (run.terminal || run.abort.signal.aborted) return;
       run.append({ type: "spec.parse_failed", level: "error", message: reason });
       return this.fail(run, exec, reason);
     }
-    if (run.terminal) return;
+    if (run.terminal || run.abort.signal.aborted) return;
     run.append({ type: "run.spec.loaded", message: `spec ${spec.name} (${spec.kind}) loaded`, payload: { name: spec.name, kind: spec.kind } });
 
+    // Runs that may use a micro-VM wait for the guest-boot probe rather than start on a
+    // guess: the probe settles within its deadlines, and decides local vs. mock for auto.
+    if (spec.sandbox.mode !== "mock" && this.deps.vm.ready) {
+      await this.deps.vm.ready(run.abort.signal);
+      if (run.terminal) return;
+    }
     const sandbox = this.pickSandbox(run, spec);
     if (!sandbox) return this.fail(run, exec, `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`);
     let result: EngineResult;
     try {
-      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now, limits: this.deps.limits });
+      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now, limits: this.deps.limits, input: exec.inputs.input });
     } catch (e) {
       return this.fail(run, exec, (e as Error).message);
     }
+    if (run.abort.signal.aborted) return; // stopped from outside (cancel, storage fault): that path records the end
     this.finishExecution(run, exec, result);
   }
 
   private fail(run: Run, exec: Execution, reason: string): void {
-    if (run.terminal) return;
+    // Aborted: ended (cancel) or stopped by a fault whose owner records the end.
+    if (run.terminal || run.abort.signal.aborted) return;
     this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });
     run.persist();
   }
@@ -238,12 +352,22 @@ export class RunService {
     return sandbox;
   }
 
-  /** Engine callbacks; after a terminal transition (cancel) everything late is dropped. */
+  /**
+   * Engine callbacks; after a terminal transition (cancel) or a storage fault everything
+   * late is dropped. A failed write never reaches the engine: storageFault owns it.
+   */
   private hooks(run: Run, exec: Execution): EngineHooks {
-    const live = () => !run.terminal;
+    const live = () => !run.terminal && !run.abort.signal.aborted;
+    const owned = (fn: () => void) => {
+      try {
+        fn();
+      } catch (e) {
+        this.storageFault(run, e);
+      }
+    };
     return {
       event: (e) => {
-        if (live()) run.append(e);
+        if (live()) owned(() => run.append(e));
       },
       planStages: (plan) => {
         if (live()) run.planStages(plan);
@@ -251,15 +375,19 @@ export class RunService {
       stage: (name, patch) => {
         if (!live()) return;
         run.patchStage(name, patch);
-        if (patch.status) run.persist();
+        if (patch.status) owned(() => run.persist());
       },
       vmDelta: (d) => {
         run.activeMicrovms += d; // live count: VMs of a cancelled run are counted until they are gone
       },
       output: (stage, result, artifacts) => {
         if (!live()) return;
-        this.deps.store.writeResult(run.id, stage, result);
-        for (const a of artifacts) this.deps.store.writeArtifact(run.id, stage, a.name, a.bytes);
+        try {
+          this.deps.store.writeResult(run.id, stage, result);
+          for (const a of artifacts) this.deps.store.writeArtifact(run.id, stage, a.name, a.bytes);
+        } catch (e) {
+          return this.storageFault(run, e);
+        }
         exec.outputs.set(stage, { result, artifacts: artifacts.map((a) => ({ name: a.name, media_type: a.media_type, size_bytes: a.bytes.length })) });
       },
     };
@@ -328,10 +456,11 @@ export class RunService {
     const event: EngineEvent =
       status === "cancelled"
         ? { type: "run.cancelled", level: "warn", message: `run cancelled: ${terminalReason}`, payload: { reason: terminalReason } }
-        : { type: "run.failed", level: "error", message: why };
+        : { type: "run.failed", level: "error", message: why, payload: { error: why, reason: terminalReason } };
     run.finish(status, event, { terminal_reason: terminalReason, error: status === "failed" ? why : run.file.error });
-    run.persist();
-    run.abort.abort(new Error(why));
+    // The terminal event is in the log (the commit); run.json may lag: then it is owed.
+    if (!run.abort.signal.aborted) run.abort.abort(new Error(why));
+    this.settle(run, () => run.persist());
   }
 
   /** Cancel (CONTRACT.md section 8): durable before it returns; stops the run's work. */
@@ -339,7 +468,20 @@ export class RunService {
     const run = this.get(id);
     if (!run.terminal) {
       const why = reason ?? "run marked cancelled";
-      this.endFromOutside(run, "cancelled", "run cancelled", why);
+      const end = () => {
+        if (!run.terminal) this.endFromOutside(run, "cancelled", "run cancelled", why);
+        else run.persist();
+      };
+      try {
+        end();
+      } catch (e) {
+        if (!isStorageError(e)) throw e;
+        // Not acknowledged (507), but not half-done either: the work stops now and the
+        // cancellation is recorded as soon as the state dir takes it (a retry confirms).
+        if (!run.abort.signal.aborted) run.abort.abort(new Error("run cancelled"));
+        this.owed.set(run.id, end);
+        throw this.deps.storage.fault(e);
+      }
       this.deps.log.info({ run_id: id, status: "cancelled", reason: why }, "run cancelled");
     }
     return { run_id: run.id, state: run.status, terminal_event_id: run.file.terminal_event_id };
@@ -350,8 +492,16 @@ export class RunService {
    * "daemon_shutdown") and its work is stopped; waits for executions to wind down.
    */
   async shutdown(timeoutMs: number): Promise<void> {
-    for (const run of this.runs.values())
-      if (!run.terminal) this.endFromOutside(run, "failed", "daemon shut down while the run was active", "daemon_shutdown");
+    for (const run of this.runs.values()) {
+      if (run.terminal) continue;
+      try {
+        this.endFromOutside(run, "failed", "daemon shut down while the run was active", "daemon_shutdown");
+      } catch (e) {
+        // Not recorded (storage): the next start fails it as daemon_restarted.
+        run.abort.abort(e);
+        this.deps.log.error({ err: e, run_id: run.id }, "could not record the run's failure at shutdown");
+      }
+    }
     const all = Promise.allSettled([...this.executions.values()].map((e) => e.done));
     await Promise.race([all, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
   }

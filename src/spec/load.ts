@@ -111,27 +111,27 @@ function lineColumn(text: string, offset: number): string {
  * source (V8's JSON messages and some YAML ones do), and a spec file may be any host
  * file. Errors name the file, the kind of problem and where it is, never its content.
  */
-export function parseSpecText(text: string, yamlFormat: boolean, file: string): unknown {
+export function parseSpecText(text: string, yamlFormat: boolean, file: string, subject = `spec file ${file}`): unknown {
   if (!yamlFormat) {
     try {
       return JSON.parse(text);
     } catch (e) {
       const pos = /\bposition (\d+)/.exec((e as Error).message);
-      throw new SpecError(`spec file ${file} is not valid JSON${pos ? ` (at ${lineColumn(text, Number(pos[1]))})` : ""}`);
+      throw new SpecError(`${subject} is not valid JSON${pos ? ` (at ${lineColumn(text, Number(pos[1]))})` : ""}`);
     }
   }
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false });
   if (doc.errors.length) {
     const err = doc.errors[0];
     const what = err.code.toLowerCase().replace(/_/g, " ");
-    throw new SpecError(`spec file ${file} is not valid YAML: ${what} at ${lineColumn(text, err.pos[0])}`);
+    throw new SpecError(`${subject} is not valid YAML: ${what} at ${lineColumn(text, err.pos[0])}`);
   }
   try {
     // maxAliasCount bounds alias expansion, so a "billion laughs" document fails fast.
     return doc.toJS({ maxAliasCount: 100 });
   } catch (e) {
     const why = /excessive alias count/i.test((e as Error).message) ? "too many alias expansions" : /alias/i.test((e as Error).message) ? "an alias without its anchor" : "it cannot be converted to data";
-    throw new SpecError(`spec file ${file} is not usable YAML: ${why}`);
+    throw new SpecError(`${subject} is not usable YAML: ${why}`);
   }
 }
 
@@ -152,4 +152,34 @@ export async function loadSpec(file: string, access: SpecAccess = {}): Promise<R
   if (!validateSpec(raw)) throw new SpecError(`invalid spec ${file}: ${describeAjvErrors(validateSpec.errors, "spec")}`);
   checkPlan(raw);
   return raw;
+}
+
+/** Where an inline spec sits in a create request; its messages name fields under it. */
+export const INLINE_SPEC_FIELD = "body/spec";
+
+/**
+ * Validates a spec given inline (a parsed object, or YAML/JSON text; YAML is a superset
+ * of JSON) the way loadSpec validates a file, with messages naming `body/spec/...`.
+ * Returns the spec (defaults applied) and the document as the client sent it, as JSON.
+ */
+export function parseInlineSpec(value: unknown): { spec: RunSpec; json: string } {
+  let raw = value;
+  if (typeof value === "string") {
+    const bytes = Buffer.byteLength(value);
+    if (bytes > MAX_SPEC_BYTES) throw new SpecError(`${INLINE_SPEC_FIELD}: is ${bytes} bytes of text (limit ${MAX_SPEC_BYTES})`);
+    raw = parseSpecText(value, true, INLINE_SPEC_FIELD, INLINE_SPEC_FIELD);
+  }
+  // Encoded before validation: ajv's useDefaults fills the document in.
+  const json = JSON.stringify(raw) ?? "null";
+  if (Buffer.byteLength(json) > MAX_SPEC_BYTES)
+    throw new SpecError(`${INLINE_SPEC_FIELD}: is ${Buffer.byteLength(json)} bytes encoded as JSON (limit ${MAX_SPEC_BYTES})`);
+  if (!validateSpec(raw)) throw new SpecError(describeAjvErrors(validateSpec.errors, INLINE_SPEC_FIELD));
+  try {
+    checkPlan(raw);
+  } catch (e) {
+    // Plan messages name the field from the spec's root ("workflow/steps/0/...").
+    if (e instanceof SpecError) throw new SpecError(`${INLINE_SPEC_FIELD}/${e.message}`);
+    throw e;
+  }
+  return { spec: raw, json };
 }

@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
+import { ShortWriteError } from "./storage.js";
 
 /**
  * Durable file primitives. Writes are synchronous on purpose: a run's state changes
@@ -18,18 +19,39 @@ function fsyncDir(dir: string): void {
 
 let tmpCounter = 0;
 
+/**
+ * Writes all of `data` at the fd's position; a write the kernel cuts short is retried
+ * for the rest, so a full disk surfaces as ENOSPC (or a ShortWriteError), never as
+ * silently missing bytes.
+ */
+export function writeAll(fd: number, data: string | Buffer, what: string): void {
+  const buf = typeof data === "string" ? Buffer.from(data) : data;
+  let off = 0;
+  while (off < buf.length) {
+    const n = fs.writeSync(fd, buf, off, buf.length - off);
+    if (n <= 0) throw new ShortWriteError(what, off, buf.length);
+    off += n;
+  }
+}
+
 /** Replace `file` atomically: temp file, fsync, rename, fsync of the directory. */
 export function writeFileAtomic(file: string, data: string | Buffer): void {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${++tmpCounter}.tmp`);
   const fd = fs.openSync(tmp, "w", 0o600);
   try {
-    fs.writeFileSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+    try {
+      writeAll(fd, data, tmp);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    // A failed write (full disk) must not leave its partial temp file taking space.
+    fs.rmSync(tmp, { force: true });
+    throw e;
   }
-  fs.renameSync(tmp, file);
   fsyncDir(dir);
 }
 
@@ -61,35 +83,97 @@ export function ensureDir(dir: string): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
 }
 
+export interface JsonLines {
+  values: unknown[];
+  /** Bytes of the file up to its last complete line: what later appends continue from. */
+  validBytes: number;
+  /** 1-based numbers of complete lines that are not JSON (values holds no entry for them). */
+  badLines: number[];
+  /** The raw text of each bad line. */
+  badText: string[];
+}
+
 /**
- * Reads a JSON-lines file, repairing a torn last line (a crash mid-append) by
- * truncating the file to its last complete line. Returns the parsed lines; throws
- * on a corrupt line that is not the last (that is not a torn append).
+ * Reads a JSON-lines file. A torn last line (a crash or failed write mid-append) is
+ * not part of the result and is cut off the file when possible (if the file cannot be
+ * written now, `validBytes` still says where appends must continue from). Lines that
+ * are complete but not JSON are reported, not thrown: the caller decides.
  */
-export function readJsonLines<T>(file: string): T[] {
-  let text: string;
+export function readJsonLinesLenient(file: string): JsonLines {
+  let buf: Buffer;
   try {
-    text = fs.readFileSync(file, "utf8");
+    buf = fs.readFileSync(file);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { values: [], validBytes: 0, badLines: [], badText: [] };
     throw e;
   }
-  const end = text.lastIndexOf("\n") + 1;
-  if (end < text.length) {
-    fs.truncateSync(file, Buffer.byteLength(text.slice(0, end)));
-    text = text.slice(0, end);
+  const end = buf.lastIndexOf(0x0a) + 1;
+  if (end < buf.length) {
+    try {
+      fs.truncateSync(file, end);
+    } catch {
+      // read-only or failing storage: appends truncate to validBytes before writing
+    }
   }
-  const out: T[] = [];
-  const lines = text.split("\n");
+  const out: JsonLines = { values: [], validBytes: end, badLines: [], badText: [] };
+  const lines = buf.subarray(0, end).toString("utf8").split("\n");
   for (let i = 0; i < lines.length; i++) {
     if (!lines[i]) continue;
     try {
-      out.push(JSON.parse(lines[i]) as T);
+      out.values.push(JSON.parse(lines[i]));
     } catch {
-      throw new Error(`${file}: line ${i + 1} is not valid JSON`);
+      out.badLines.push(i + 1);
+      out.badText.push(lines[i]);
     }
   }
   return out;
+}
+
+/**
+ * Reads a JSON-lines file (see readJsonLinesLenient); throws on a complete line that is
+ * not valid JSON (that is not a torn append).
+ */
+export function readJsonLines<T>(file: string): T[] {
+  const r = readJsonLinesLenient(file);
+  if (r.badLines.length) throw new Error(`${file}: line ${r.badLines[0]} is not valid JSON`);
+  return r.values as T[];
+}
+
+/** Bytes of the open file up to (and including) its last newline: where its last whole line ends. */
+export function wholeLinesLength(fd: number, size: number = fs.fstatSync(fd).size): number {
+  const chunk = Buffer.alloc(64 * 1024);
+  let end = size;
+  while (end > 0) {
+    const start = Math.max(0, end - chunk.length);
+    const n = fs.readSync(fd, chunk, 0, end - start, start);
+    const i = chunk.subarray(0, n).lastIndexOf(0x0a);
+    if (i >= 0) return start + i + 1;
+    end = start;
+  }
+  return 0;
+}
+
+/**
+ * Appends `text` to the file open at `fd` (O_APPEND) whose valid content is `validBytes`
+ * long: anything past that (a torn tail, a failed earlier append) is cut first; on a
+ * failed write the file is cut back to `validBytes`, so a log never holds a partial line.
+ * Returns the new valid length. `checkSize: false` skips the length check when the caller
+ * knows the file ends at `validBytes` (its last append through this fd succeeded).
+ */
+export function appendAtomically(fd: number, validBytes: number, text: string, what: string, checkSize = true): number {
+  if (checkSize && fs.fstatSync(fd).size !== validBytes) fs.ftruncateSync(fd, validBytes);
+  const buf = Buffer.from(text);
+  try {
+    writeAll(fd, buf, what);
+  } catch (e) {
+    try {
+      fs.ftruncateSync(fd, validBytes);
+    } catch {
+      // cut again before the next append (the size check above)
+    }
+    throw e;
+  }
+  return validBytes + buf.length;
 }
 
 /** Removes leftovers of interrupted atomic writes. */

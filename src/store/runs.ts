@@ -2,7 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { isSafeId } from "../ids.js";
 import type { RunEvent, RunFile } from "../runs/model.js";
-import { ensureDir, linkFileAtomic, readJsonLines, removeTempFiles, writeFileAtomic } from "./fsutil.js";
+import { appendAtomically, ensureDir, linkFileAtomic, readJsonLinesLenient, removeTempFiles, writeFileAtomic } from "./fsutil.js";
 
 /** A run as found on disk at startup. */
 export interface LoadedRun {
@@ -14,8 +14,10 @@ export interface LoadedRun {
 
 export interface LoadResult {
   runs: LoadedRun[];
-  /** Paths (relative to the state dir) moved to quarantine/ because they were corrupt. */
+  /** Paths (relative to the state dir) moved to quarantine/ because they were corrupt (or, if they could not be moved, left where they are and not loaded). */
   quarantined: string[];
+  /** Why each of `quarantined` was. */
+  reasons: string[];
   /** Run directories of creates that crashed before their first write (removed). */
   interrupted: string[];
 }
@@ -29,11 +31,15 @@ export class RunStore {
   readonly runsDir: string;
   private readonly quarantineDir: string;
   private readonly eventFds = new Map<string, number>();
+  /** Bytes of each run's events.jsonl that hold whole, acknowledged lines; appends continue from there. */
+  private readonly eventBytes = new Map<string, number>();
+  /** Logs that may hold bytes past eventBytes (just opened, or after a failed append): checked before the next append. */
+  private readonly unsure = new Set<string>();
 
   constructor(readonly stateDir: string) {
     this.runsDir = path.join(stateDir, "runs");
     this.quarantineDir = path.join(stateDir, "quarantine");
-    ensureDir(this.runsDir);
+    bestEffort(() => ensureDir(this.runsDir)); // a read-only state dir is still served; writes fail later, each with an owner
   }
 
   private dir(id: string): string {
@@ -47,14 +53,53 @@ export class RunStore {
     writeFileAtomic(path.join(dir, "run.json"), JSON.stringify(run, null, 1));
   }
 
+  /** Appends one event line, whole or not at all (a failed write is cut off again); throws on failure. */
   appendEvent(id: string, line: string): void {
     let fd = this.eventFds.get(id);
     if (fd === undefined) {
       ensureDir(this.dir(id));
       fd = fs.openSync(path.join(this.dir(id), "events.jsonl"), "a", 0o600);
       this.eventFds.set(id, fd);
+      this.unsure.add(id);
     }
-    fs.writeSync(fd, line + "\n");
+    // A log this daemon did not load is new: anything in it is left by a create that failed.
+    const valid = this.eventBytes.get(id) ?? 0;
+    try {
+      this.eventBytes.set(id, appendAtomically(fd, valid, line + "\n", `runs/${id}/events.jsonl`, this.unsure.has(id)));
+      this.unsure.delete(id);
+    } catch (e) {
+      this.unsure.add(id);
+      throw e;
+    }
+  }
+
+  /** Replaces a run's whole event log (migration of a Rust run file). */
+  writeEvents(id: string, lines: string[]): void {
+    this.closeRun(id);
+    ensureDir(this.dir(id));
+    const text = lines.map((l) => l + "\n").join("");
+    writeFileAtomic(path.join(this.dir(id), "events.jsonl"), text);
+    this.eventBytes.set(id, Buffer.byteLength(text));
+  }
+
+  /**
+   * Removes what a create that failed before its commit (the run.json rename) left: it
+   * was never acknowledged. Best effort: a directory without run.json is removed at the
+   * next start anyway.
+   */
+  discardRun(id: string): void {
+    try {
+      this.closeRun(id);
+    } catch {
+      // the fd is gone either way
+    }
+    this.eventBytes.delete(id);
+    this.unsure.delete(id);
+    try {
+      fs.rmSync(this.dir(id), { recursive: true, force: true });
+    } catch {
+      // read-only: see above
+    }
   }
 
   /** Makes the appended events durable (called before acknowledging a terminal state). */
@@ -70,11 +115,18 @@ export class RunStore {
     fs.closeSync(fd);
   }
 
+  /** Flushes and closes every log; throws the first failure after closing them all. */
   close(): void {
+    let first: unknown;
     for (const id of [...this.eventFds.keys()]) {
-      this.syncEvents(id);
+      try {
+        this.syncEvents(id);
+      } catch (e) {
+        first ??= e;
+      }
       this.closeRun(id);
     }
+    if (first) throw first;
   }
 
   private stageDir(id: string, stage: string): string {
@@ -121,43 +173,54 @@ export class RunStore {
     return readIfExists(path.join(this.stageDir(id, stage), "artifacts", name));
   }
 
-  /** Loads every readable run; corrupt files are moved aside, never fatal for the others. */
-  loadAll(): LoadResult {
+  /**
+   * Loads every readable run; `accept` checks (and may normalise) each one and throws
+   * when it does not conform. Corrupt or non-conforming files are moved aside, never
+   * fatal for the others.
+   */
+  loadAll(accept: (run: LoadedRun) => LoadedRun = (r) => r): LoadResult {
     const runs: LoadedRun[] = [];
     const quarantined: string[] = [];
+    const reasons: string[] = [];
     const interrupted: string[] = [];
+    if (!fs.existsSync(this.runsDir)) return { runs, quarantined, reasons, interrupted };
     for (const entry of fs.readdirSync(this.runsDir, { withFileTypes: true })) {
       const full = path.join(this.runsDir, entry.name);
       try {
         if (entry.isDirectory() && isSafeId(entry.name)) {
-          removeTempFiles(full);
+          bestEffort(() => removeTempFiles(full));
           if (!fs.existsSync(path.join(full, "run.json"))) {
-            // A create interrupted before its first write: never acknowledged, nothing to keep.
-            fs.rmSync(full, { recursive: true, force: true });
+            // A create interrupted (or failed) before its commit: never acknowledged, nothing to keep.
+            bestEffort(() => fs.rmSync(full, { recursive: true, force: true }));
             interrupted.push(entry.name);
             continue;
           }
           const file = JSON.parse(fs.readFileSync(path.join(full, "run.json"), "utf8")) as RunFile;
-          if (file.id !== entry.name) throw new Error(`run.json names run ${file.id}`);
-          runs.push({ file, events: readJsonLines<RunEvent>(path.join(full, "events.jsonl")), legacy: false });
+          if (!file || typeof file !== "object" || file.id !== entry.name) throw new Error(`run.json does not name run ${entry.name}`);
+          const log = readJsonLinesLenient(path.join(full, "events.jsonl"));
+          if (log.badLines.length) throw new Error(`events.jsonl: line ${log.badLines[0]} is not valid JSON`);
+          runs.push(accept({ file, events: log.values as RunEvent[], legacy: false }));
+          this.eventBytes.set(entry.name, log.validBytes);
         } else if (entry.isFile() && entry.name.endsWith(".json") && isSafeId(entry.name.slice(0, -5))) {
           // Already migrated to our layout (a crash between migration and retiring the file).
           if (fs.existsSync(path.join(this.runsDir, entry.name.slice(0, -5), "run.json"))) {
-            this.retireLegacy(entry.name.slice(0, -5));
+            bestEffort(() => this.retireLegacy(entry.name.slice(0, -5)));
             continue;
           }
           const state = JSON.parse(fs.readFileSync(full, "utf8")) as RunFile & { events?: RunEvent[] };
-          if (state.id !== entry.name.slice(0, -5)) throw new Error("not a run state named after its file");
+          if (!state || typeof state !== "object" || state.id !== entry.name.slice(0, -5)) throw new Error("not a run state named after its file");
           const { events = [], ...rest } = state;
-          runs.push({ file: rest as RunFile, events, legacy: true });
+          if (!Array.isArray(events)) throw new Error("events is not an array");
+          runs.push(accept({ file: rest as RunFile, events, legacy: true }));
         } else if (entry.name.startsWith(".") && entry.name.endsWith(".tmp")) {
-          fs.rmSync(full, { force: true });
+          bestEffort(() => fs.rmSync(full, { force: true }));
         }
       } catch (e) {
         quarantined.push(this.quarantine(full, e));
+        reasons.push(e instanceof Error ? e.message : String(e));
       }
     }
-    return { runs, quarantined, interrupted };
+    return { runs, quarantined, reasons, interrupted };
   }
 
   /** After a Rust-format `runs/<id>.json` has been written in our layout, keep it only as a backup. */
@@ -165,12 +228,30 @@ export class RunStore {
     fs.renameSync(path.join(this.runsDir, `${id}.json`), path.join(this.runsDir, `${id}.json.migrated`));
   }
 
+  /** Moves a corrupt file aside with its reason; if the state dir cannot be written, it stays (and is not loaded). */
   private quarantine(full: string, why: unknown): string {
-    ensureDir(this.quarantineDir);
     const dest = path.join(this.quarantineDir, `${path.basename(full)}.${Date.now()}`);
-    fs.renameSync(full, dest);
-    fs.writeFileSync(`${dest}.reason`, String(why instanceof Error ? why.message : why) + "\n");
+    try {
+      ensureDir(this.quarantineDir);
+      fs.renameSync(full, dest);
+    } catch {
+      return path.relative(this.stateDir, full);
+    }
+    try {
+      fs.writeFileSync(`${dest}.reason`, String(why instanceof Error ? why.message : why) + "\n");
+    } catch {
+      // the file is aside; its reason is also in the daemon's log
+    }
     return path.relative(this.stateDir, dest);
+  }
+}
+
+/** Housekeeping that may fail on a read-only or full state dir without making the state unreadable. */
+function bestEffort(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    // retried at the next start
   }
 }
 

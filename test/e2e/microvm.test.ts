@@ -73,7 +73,12 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
   }, 60_000);
 
   it("runs each step in its own guest and pipes stdout to the next step's stdin", async () => {
-    const health = (await call<{ accelerator: string; guest_kernel: string }>("GET", "/v1/health")).json;
+    // The guest-boot probe runs in the background from start; health says `probing` until it settles.
+    const health = await until("the guest-boot probe to settle", async () => {
+      const h = (await call<{ accelerator: string; guest_kernel: string; guest_boot: string }>("GET", "/v1/health")).json;
+      return h.guest_boot === "probing" ? undefined : h;
+    });
+    expect(health.guest_boot).toBe("ok");
     expect(["kvm", "tcg"]).toContain(health.accelerator);
     expect(health.guest_kernel).toBe(image!.kernelVersion);
 

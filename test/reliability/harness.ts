@@ -45,12 +45,16 @@ export interface DaemonProc {
 export interface SpawnOptions {
   args: string[];
   env: NodeJS.ProcessEnv;
+  /** A command that execs the daemon (e.g. ["prlimit", "--nofile=128:128", "--"]); the pid stays the daemon's. */
+  wrap?: string[];
 }
 
 /** Spawns `node dist/src/main.js serve ...args` and returns as soon as it is spawned. */
 export function spawnDaemon(opts: SpawnOptions): DaemonProc {
   if (!fs.existsSync(MAIN_JS)) throw new Error(`${MAIN_JS} does not exist: run \`npm run build\` first`);
-  const child = spawn(process.execPath, [MAIN_JS, "serve", ...opts.args], { cwd: REPO_ROOT, env: opts.env, stdio: ["ignore", "pipe", "pipe"] });
+  const argv = [process.execPath, MAIN_JS, "serve", ...opts.args];
+  if (opts.wrap?.length) argv.unshift(...opts.wrap);
+  const child = spawn(argv[0], argv.slice(1), { cwd: REPO_ROOT, env: opts.env, stdio: ["ignore", "pipe", "pipe"] });
   const lines: LogLine[] = [];
   const urls: string[] = [];
   let stderr = "";

@@ -8,10 +8,20 @@ import fs from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
-import zlib from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDaemon, type Daemon } from "../../src/server.js";
 import { isApiError, request, tempDir, TERMINAL, waitFor, writeSpec, type Reply, type RunStateLike } from "../reliability/harness.js";
+import {
+  encodingCases,
+  HOSTILE_IDS,
+  HOSTILE_QUERIES,
+  HOSTILE_RUN_IDS,
+  ID_ROUTES,
+  nestedJsonCases,
+  POLICY_FIELDS,
+  POLICY_VALUES,
+  PROTOCOL_CASES,
+} from "./hostile-inputs.js";
 
 let daemon: Daemon;
 let url: string;
@@ -91,54 +101,6 @@ function snapshot(root: string, skip: string): string[] {
 
 const SAFE = /^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-// Raw path segments (already percent-encoded where needed).
-const HOSTILE_IDS = [
-  "..",
-  ".",
-  "..%2F..%2Fetc%2Fpasswd",
-  "..%2F..%2F..%2F..%2Fescaped",
-  "%2E%2E%2F%2E%2E%2Fescaped",
-  "%2e%2e",
-  "a%2Fb",
-  "a%5Cb",
-  "..%5C..%5Cescaped",
-  ".hidden",
-  "-dash",
-  "a..b",
-  "a".repeat(200),
-  "a".repeat(129),
-  "%00",
-  "a%00b",
-  "x%0Ay",
-  "a%20b",
-  "%C3%A9t%C3%A9",
-  "%FF",
-  "%",
-  "%zz",
-  "a%",
-  "%C0%AF",
-  "%E2%82",
-  "~root",
-  "$(id)",
-];
-
-// Route templates with one hostile slot each ({X}); the other ids are valid.
-const ID_ROUTES: Array<{ method: string; path: string; body?: unknown }> = [
-  { method: "GET", path: "/v1/runs/{X}" },
-  { method: "GET", path: "/v1/runs/{X}?api_version=v2" },
-  { method: "GET", path: "/v1/runs/{X}/events" },
-  { method: "POST", path: "/v1/runs/{X}/cancel", body: { reason: "x" } },
-  { method: "POST", path: "/v1/runs/{X}/cancel" },
-  { method: "GET", path: "/v1/runs/{X}/stages" },
-  { method: "GET", path: "/v1/runs/{X}/stages/main/output-file" },
-  { method: "GET", path: "/v1/runs/known/stages/{X}/output-file" },
-  { method: "GET", path: "/v1/runs/{X}/stages/main/artifacts/a.txt" },
-  { method: "GET", path: "/v1/runs/known/stages/{X}/artifacts/a.txt" },
-  { method: "GET", path: "/v1/runs/known/stages/main/artifacts/{X}" },
-  { method: "GET", path: "/v1/sessions/{X}/messages" },
-  { method: "POST", path: "/v1/sessions/{X}/messages", body: { role: "user", content: "pwned" } },
-];
-
 describe("traversal and malformed ids", () => {
   it("every route with an id answers 400/404 ApiError and writes nothing outside the state dir", async () => {
     const before = snapshot(parent, stateDir);
@@ -152,13 +114,13 @@ describe("traversal and malformed ids", () => {
       }
     }
     // Ids in the create body are validated too (INVALID_SPEC: the body is wrong).
-    for (const id of ["..", "../../escaped", "a/b", ".hidden", "a".repeat(200), "a\u0000b", "\ud800", "x\ny", "a\\b"]) {
+    for (const id of HOSTILE_RUN_IDS) {
       const r = await bad(`create run_id ${JSON.stringify(id).slice(0, 40)}`, "/v1/runs", { body: { file: goodSpec, run_id: id } });
       if (!(r.status === 400 && isApiError(r.json) && (r.json as { code: string }).code === "INVALID_SPEC"))
         failures.push(`POST /v1/runs run_id=${JSON.stringify(id).slice(0, 40)} → ${r.status} ${r.text.slice(0, 160)}`);
     }
     // Malformed percent-encoding in query strings is not an error (unknown/odd values are ignored), never a 5xx.
-    for (const q of ["/v1/runs?state=%FF", "/v1/runs?api_version=%", "/v1/runs/known/events?from_event_id=%FF", "/v1/runs/known?api_version=%E2%82", "/v1/runs/known/events?from_event_id=..%2F..%2Fetc%2Fpasswd"]) {
+    for (const q of HOSTILE_QUERIES) {
       const r = await bad(`GET ${q}`, q);
       if (r.status >= 500 || (r.status >= 400 && !isApiError(r.json))) failures.push(`GET ${q} → ${r.status} ${r.text.slice(0, 160)}`);
     }
@@ -223,16 +185,7 @@ describe("hostile bodies", () => {
   }, 60_000);
 
   it("deeply nested JSON (100k levels) → 400, never a crash", async () => {
-    const depth = 100_000;
-    const cases: Array<[string, string, string]> = [
-      ["nested arrays as the body", "[".repeat(depth) + "]".repeat(depth), "/v1/runs"],
-      ["unclosed arrays", "[".repeat(depth), "/v1/runs"],
-      ["nested arrays in file", `{"file":${"[".repeat(depth)}${"]".repeat(depth)}}`, "/v1/runs"],
-      ["nested objects in file", `{"file":${'{"a":'.repeat(depth)}1${"}".repeat(depth)}}`, "/v1/runs"],
-      ["nested arrays in policy", `{"file":"x.yaml","policy":{"max_stage_retries":${"[".repeat(depth)}${"]".repeat(depth)}}}`, "/v1/runs"],
-      ["nested arrays in cancel reason", `{"reason":${"[".repeat(depth)}${"]".repeat(depth)}}`, "/v1/runs/known/cancel"],
-      ["nested arrays in session content", `{"role":"user","content":${"[".repeat(depth)}${"]".repeat(depth)}}`, "/v1/sessions/s1/messages"],
-    ];
+    const cases = nestedJsonCases(100_000);
     for (const [what, body, p] of cases) {
       const r = await bad(what, p, { body, raw: true, headers: { "content-type": "application/json" } });
       expect4xxApiError(r, what);
@@ -265,34 +218,7 @@ describe("hostile bodies", () => {
   }, 60_000);
 
   it("invalid UTF-8, non-JSON content types and non-object bodies → 400 INVALID_SPEC", async () => {
-    const cases: Array<[string, string, Buffer | string, Record<string, string>]> = [
-      ["invalid UTF-8 in create", "/v1/runs", Buffer.concat([Buffer.from('{"file":"'), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('"}')]), { "content-type": "application/json" }],
-      ["overlong UTF-8 in create", "/v1/runs", Buffer.concat([Buffer.from('{"file":"'), Buffer.from([0xc0, 0xaf]), Buffer.from('"}')]), { "content-type": "application/json" }],
-      ["invalid UTF-8 in cancel", "/v1/runs/known/cancel", Buffer.from([0x7b, 0xff, 0x7d]), { "content-type": "application/json" }],
-      ["invalid UTF-8 in session", "/v1/sessions/s1/messages", Buffer.concat([Buffer.from('{"role":"user","content":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}')]), { "content-type": "application/json" }],
-      ["text/plain prose", "/v1/runs", "please run examples/hello.yaml", { "content-type": "text/plain" }],
-      ["form-urlencoded create", "/v1/runs", `file=${encodeURIComponent(goodSpec)}&run_id=form-run`, { "content-type": "application/x-www-form-urlencoded" }],
-      ["form-urlencoded cancel", "/v1/runs/known/cancel", "reason=because", { "content-type": "application/x-www-form-urlencoded" }],
-      ["form-urlencoded session", "/v1/sessions/s1/messages", "role=user&content=hi", { "content-type": "application/x-www-form-urlencoded" }],
-      ["multipart create", "/v1/runs", `--b\r\nContent-Disposition: form-data; name="file"\r\n\r\n${goodSpec}\r\n--b--\r\n`, { "content-type": "multipart/form-data; boundary=b" }],
-      ["malformed JSON", "/v1/runs", '{"file": "x.yaml",', { "content-type": "application/json" }],
-      ["malformed JSON in cancel", "/v1/runs/known/cancel", "{reason: nope}", { "content-type": "application/json" }],
-      ["JSON null", "/v1/runs", "null", { "content-type": "application/json" }],
-      ["JSON array", "/v1/runs", "[]", { "content-type": "application/json" }],
-      ["JSON string", "/v1/runs", '"examples/hello.yaml"', { "content-type": "application/json" }],
-      ["JSON number", "/v1/runs", "1e308", { "content-type": "application/json" }],
-      ["file of wrong type", "/v1/runs", '{"file": 42}', { "content-type": "application/json" }],
-      ["empty file", "/v1/runs", '{"file": ""}', { "content-type": "application/json" }],
-      ["empty body on create", "/v1/runs", "", { "content-type": "application/json" }],
-      ["session with __proto__ role", "/v1/sessions/s1/messages", '{"__proto__":{"role":"user","content":"x"}}', { "content-type": "application/json" }],
-      ["cancel with a JSON string", "/v1/runs/known/cancel", '"because"', { "content-type": "application/json" }],
-      ["UTF-16 body", "/v1/runs", Buffer.from(`{"file":"${goodSpec}"}`, "utf16le"), { "content-type": "application/json; charset=utf-16" }],
-      ["gzip content-encoding", "/v1/runs", Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0x00]), { "content-type": "application/json", "content-encoding": "gzip" }],
-      ["unknown content-encoding", "/v1/runs", `{"file":"${goodSpec}"}`, { "content-type": "application/json", "content-encoding": "br2" }],
-      ["truncated deflate stream", "/v1/runs", zlib.deflateSync(Buffer.from(`{"file":"${goodSpec}"}`)).subarray(0, 6), { "content-type": "application/json", "content-encoding": "deflate" }],
-      ["gzip bytes labelled deflate", "/v1/runs", zlib.gzipSync(Buffer.from(`{"file":"${goodSpec}"}`)), { "content-type": "application/json", "content-encoding": "deflate" }],
-      ["gzip bomb (64 MiB of zeros)", "/v1/runs", zlib.gzipSync(Buffer.alloc(64 * MiB)), { "content-type": "application/json", "content-encoding": "gzip" }],
-    ];
+    const cases = encodingCases(goodSpec);
     const failures: string[] = [];
     for (const [what, p, body, headers] of cases) {
       const r = await bad(what, p, { body, raw: true, headers });
@@ -326,8 +252,8 @@ describe("hostile bodies", () => {
   });
 
   it("absurd policy numbers → 400 INVALID_POLICY", async () => {
-    const fields = ["max_parallel_microvms_per_run", "max_stage_retries", "stage_timeout_secs", "cancel_grace_period_secs"];
-    const values: unknown[] = [1e308, -1, 2 ** 53, 2 ** 53 + 2, -(2 ** 53), 1.5, 0.0001, "4", "", null, true, {}, [], [1], -1e308, 1e20];
+    const fields = POLICY_FIELDS;
+    const values = POLICY_VALUES;
     const failures: string[] = [];
     const check = async (what: string, body: unknown, raw = false) => {
       const r = await bad(what, "/v1/runs", raw ? { body: body as string, raw: true, headers: { "content-type": "application/json" } } : { body });
@@ -374,12 +300,7 @@ describe("protocol-level garbage", () => {
         s.setTimeout(10_000, () => s.destroy());
         s.write(payload);
       });
-    const cases: Array<[string, string]> = [
-      ["garbage request line", "HELLO THERE\r\n\r\n"],
-      ["oversized header", `GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(64 * 1024)}\r\nConnection: close\r\n\r\n`],
-      ["bad content-length", "POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\nConnection: close\r\n\r\n{}"],
-      ["conflicting content-length and chunked", "POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"],
-    ];
+    const cases = PROTOCOL_CASES;
     const failures: string[] = [];
     for (const [what, payload] of cases) {
       tried++;

@@ -171,9 +171,13 @@ export class VoidboxClient {
   /** The run's events after `fromEventId` (all without it), typed by event_type. */
   async listEvents(runId: string, opts: { fromEventId?: string; apiVersion?: ApiVersion } = {}): Promise<VoidboxEvent[]> {
     const events = await this.unwrap(
-      this.api.GET("/v1/runs/{run_id}/events", { params: { path: { run_id: runId }, query: { from_event_id: opts.fromEventId, api_version: opts.apiVersion } } }),
+      this.api.GET("/v1/runs/{run_id}/events", {
+        params: { path: { run_id: runId }, query: { from_event_id: opts.fromEventId, api_version: opts.apiVersion } },
+        headers: { accept: "application/json" },
+      }),
     );
-    return events.map(typed);
+    // Asked for JSON: the array (the route's other media type is the event stream, see follow).
+    return (events as RunEvent[]).map(typed);
   }
   cancelRun(runId: string, reason?: string): Promise<CancelRunResponse> {
     return this.unwrap(this.api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: runId } }, body: reason === undefined ? {} : { reason } }));

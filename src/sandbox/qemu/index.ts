@@ -23,6 +23,7 @@ import { QemuVm, tunedKernelArgs, type Accelerator, type Logger } from "./vm.js"
 export {
   killLeftoverVms,
   stopAllVms,
+  dieWithParentAvailable,
   qemuAvailable,
   liveVmCount,
   tunedKernelArgs,
@@ -47,6 +48,10 @@ export interface QemuSandboxOptions {
   /** Kernel command line words; default tunedKernelArgs(accelerator, vcpus). */
   kernelArgs?: string[];
   qemuBinary?: string;
+  /** Spawn QEMU so that it dies with the daemon (setpriv --pdeathsig KILL). */
+  dieWithParent?: boolean;
+  /** Told about every boot that failed (not about aborted ones): health lists recent ones. */
+  onBootFailure?: (f: { runId: string; stage: string; attempt: number; reason: string }) => void;
 }
 
 /** How long an aborted command may take to be confirmed dead by the guest. */
@@ -82,16 +87,23 @@ export class QemuSandbox implements Sandbox {
         attempt: o.attempt,
         pidDir: this.opts.pidDir,
         qemuBinary: this.opts.qemuBinary,
+        dieWithParent: this.opts.dieWithParent,
         log: this.opts.log,
       });
     } catch (e) {
-      throw new SandboxError(`cannot start micro-VM: ${(e as Error).message}`);
+      const reason = `cannot start micro-VM: ${(e as Error).message}`;
+      this.opts.onBootFailure?.({ runId: o.runId, stage: o.stage, attempt: o.attempt, reason });
+      throw new SandboxError(reason);
     }
     const ready = await waitReady(vm, bootTimeoutMs, o.signal);
     if (!ready.ok) {
       await vm.stop(0);
+      await vm.waitOutput(1000);
       const tail = vm.consoleText(1500);
       this.opts.log?.warn({ runId: o.runId, stage: o.stage, reason: ready.reason }, "micro-VM boot failed");
+      if (!o.signal.aborted) {
+        this.opts.onBootFailure?.({ runId: o.runId, stage: o.stage, attempt: o.attempt, reason: withQemuMessage(ready.reason, tail) });
+      }
       throw new SandboxError(`micro-VM boot failed: ${ready.reason}${tail ? `; console: ${tail}` : ""}`);
     }
     const info: VmInfo = { accelerator: this.opts.accelerator, pid: vm.pid, bootMs: Date.now() - t0 };
@@ -362,10 +374,62 @@ export function findGuestKernels(projectRoot: string): {
   };
 }
 
+/** `reason` plus the last lines QEMU or the guest printed (QEMU's own error message when it refused to start). */
+export function withQemuMessage(reason: string, output: string): string {
+  const lines = output.split("\n").map((l) => l.trim()).filter((l) => l.length > 0);
+  const tail = lines.slice(-3).join(" | ").slice(-400);
+  return tail ? `${reason}: ${tail}` : reason;
+}
+
+export type BootProbeResult = { ok: true; ms: number; kernelVersion: string } | { ok: false; ms: number; reason: string };
+
+/**
+ * Boots the guest once under `accelerator` (1 vCPU, 256 MiB, no network) and waits for
+ * its ready marker, bounded by `deadlineMs`. The VM is always killed, and dies with this
+ * process (parent-death signal); its pid file (in `pidDir`) is the fallback when
+ * setpriv is missing.
+ */
+export async function bootProbe(o: {
+  kernel: string;
+  initramfs: string;
+  accelerator: Accelerator;
+  deadlineMs: number;
+  qemuBinary?: string;
+  pidDir?: string;
+  signal?: AbortSignal;
+}): Promise<BootProbeResult> {
+  const t0 = Date.now();
+  let vm: QemuVm | null = null;
+  try {
+    vm = await QemuVm.spawn({
+      kernel: o.kernel,
+      initramfs: o.initramfs,
+      accelerator: o.accelerator,
+      memoryMb: 256,
+      vcpus: 1,
+      network: false,
+      runId: "probe",
+      stage: o.accelerator,
+      pidDir: o.pidDir,
+      qemuBinary: o.qemuBinary,
+    });
+    const r = await waitReady(vm, o.deadlineMs, o.signal);
+    const ms = Date.now() - t0;
+    if (r.ok) return { ok: true, ms, kernelVersion: r.kernelVersion };
+    // QEMU's last words (its error when it refuses to start) may still be in the pipe.
+    if (vm.exited) await vm.waitOutput(1000);
+    return { ok: false, ms, reason: withQemuMessage(r.reason, vm.consoleText(2000)) };
+  } catch (e) {
+    return { ok: false, ms: Date.now() - t0, reason: `cannot start QEMU: ${(e as Error).message}` };
+  } finally {
+    await vm?.stop(0);
+  }
+}
+
 /**
  * "kvm" only when the real guest boots to its ready marker under `-accel kvm` before
  * the deadline; "tcg" when /dev/kvm is unusable or the KVM boot fails or times out.
- * The probe VM is always killed.
+ * (Benchmarks and tests; the daemon uses guest-probe.ts, which also proves TCG boots.)
  */
 export async function probeAccelerator(o: {
   kernel: string;
@@ -380,29 +444,8 @@ export async function probeAccelerator(o: {
     o.log?.info({}, "accelerator probe: /dev/kvm not usable, using tcg");
     return "tcg";
   }
-  const deadlineMs = o.deadlineMs ?? 4000;
-  const t0 = Date.now();
-  let vm: QemuVm | null = null;
-  try {
-    vm = await QemuVm.spawn({
-      kernel: o.kernel,
-      initramfs: o.initramfs,
-      accelerator: "kvm",
-      memoryMb: 256,
-      vcpus: 1,
-      network: false,
-      runId: "probe",
-      stage: "kvm",
-      qemuBinary: o.qemuBinary,
-    });
-    const r = await waitReady(vm, deadlineMs);
-    const acc: Accelerator = r.ok ? "kvm" : "tcg";
-    o.log?.info({ accelerator: acc, ms: Date.now() - t0, reason: r.ok ? undefined : r.reason }, "accelerator probe");
-    return acc;
-  } catch (e) {
-    o.log?.info({ err: String(e) }, "accelerator probe failed, using tcg");
-    return "tcg";
-  } finally {
-    await vm?.stop(0);
-  }
+  const r = await bootProbe({ kernel: o.kernel, initramfs: o.initramfs, accelerator: "kvm", deadlineMs: o.deadlineMs ?? 4000, qemuBinary: o.qemuBinary });
+  const acc: Accelerator = r.ok ? "kvm" : "tcg";
+  o.log?.info({ accelerator: acc, ms: r.ms, reason: r.ok ? undefined : r.reason }, "accelerator probe");
+  return acc;
 }

@@ -140,6 +140,11 @@ export interface VmSpawnOptions {
   /** Directory for the pid file; none is written when absent. */
   pidDir?: string;
   qemuBinary?: string;
+  /**
+   * Start QEMU through `setpriv --pdeathsig KILL` so that the kernel kills it when the
+   * daemon dies, even by SIGKILL. Default: whenever setpriv is available.
+   */
+  dieWithParent?: boolean;
   log?: Logger;
 }
 
@@ -270,11 +275,9 @@ export async function killLeftoverVms(pidDir: string, log?: Logger): Promise<num
     }
     if (info && Number.isInteger(info.pid) && info.pid > 1 && typeof info.marker === "string") {
       const argv = readCmdline(info.pid);
-      const isOurs =
-        argv !== null &&
-        argv.length > 0 &&
-        path.basename(argv[0]).startsWith("qemu-system") &&
-        argv.includes(info.marker);
+      // Just after spawn the process may still be setpriv, about to exec QEMU.
+      const exe = argv?.[0] && path.basename(argv[0]) === "setpriv" ? argv.find((a) => path.basename(a).startsWith("qemu-system")) : argv?.[0];
+      const isOurs = argv !== null && exe !== undefined && path.basename(exe).startsWith("qemu-system") && argv.includes(info.marker);
       if (isOurs) {
         try {
           process.kill(info.pid, "SIGKILL");
@@ -323,6 +326,8 @@ export class QemuVm {
   private stopPromise: Promise<VmProcessExit & { killed: boolean }> | null = null;
   private writeQueue: Buffer[] = [];
   private channelFailed: Error | null = null;
+  private outputDone = false;
+  private outputWaiters: Array<() => void> = [];
 
   onFrame: (f: Frame) => void = () => {};
   onChannelError: (e: Error) => void = () => {};
@@ -381,7 +386,12 @@ export class QemuVm {
       marker: this.marker,
       socketPath,
     });
-    const child = spawn(o.qemuBinary ?? "qemu-system-x86_64", args, { stdio: ["ignore", "pipe", "pipe"] });
+    const qemu = o.qemuBinary ?? "qemu-system-x86_64";
+    // setpriv sets PR_SET_PDEATHSIG and execs QEMU: the pid (and, once exec'd, the
+    // cmdline killLeftoverVms checks) is QEMU's. The death signal follows the thread
+    // that forked, and Node spawns from the main thread, which lives as long as the daemon.
+    const [cmd, argv] = (o.dieWithParent ?? dieWithParentAvailable()) ? [SETPRIV, ["--pdeathsig", "KILL", "--", qemu, ...args]] : [qemu, args];
+    const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
     this.child = child;
     register(this);
     const keep = (b: Buffer) => {
@@ -399,6 +409,12 @@ export class QemuVm {
       if (!child.pid) this.handleExit({ exitCode: null, signal: null });
     });
     child.on("exit", (code, signal) => this.handleExit({ exitCode: code, signal: signal ?? null }));
+    // 'close' follows 'exit' once QEMU's stdout/stderr are drained (its last error message).
+    child.on("close", () => {
+      this.outputDone = true;
+      for (const w of this.outputWaiters) w();
+      this.outputWaiters = [];
+    });
 
     if (o.pidDir && child.pid) {
       try {
@@ -505,6 +521,19 @@ export class QemuVm {
     }
   }
 
+  /** Resolves once QEMU's output pipes are drained (so consoleText() is complete), or after timeoutMs. */
+  waitOutput(timeoutMs: number): Promise<void> {
+    if (this.outputDone) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(done, Math.max(0, timeoutMs));
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.outputWaiters.push(done);
+    });
+  }
+
   /** Resolves with the exit once QEMU is reaped, or null after timeoutMs. */
   waitExit(timeoutMs: number): Promise<VmProcessExit | null> {
     if (this.exitInfo) return Promise.resolve(this.exitInfo);
@@ -578,6 +607,14 @@ export class QemuVm {
     })();
     return this.stopPromise;
   }
+}
+
+const SETPRIV = "setpriv";
+let setprivWorks: boolean | undefined;
+/** Whether util-linux's `setpriv` runs and knows --pdeathsig (checked once per process). */
+export function dieWithParentAvailable(): boolean {
+  setprivWorks ??= spawnSync(SETPRIV, ["--pdeathsig", "KILL", "--", "true"], { stdio: "ignore", timeout: 10_000 }).status === 0;
+  return setprivWorks;
 }
 
 /** True when `qemu-system-x86_64` runs (found on the PATH and answers --version). */

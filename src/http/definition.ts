@@ -1,0 +1,41 @@
+/**
+ * openapi.yaml as a document for openapi-backend. The build writes a JSON snapshot
+ * (dist/openapi.json, with the YAML's sha256): a daemon starts without parsing the
+ * YAML (~100 ms of CPU on a small host, before it can answer anything). A snapshot
+ * whose hash does not match the YAML is ignored.
+ */
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import type { Document } from "openapi-backend";
+import { parse as parseYaml } from "yaml";
+
+const SNAPSHOT = path.join("dist", "openapi.json");
+
+interface Snapshot {
+  sha256: string;
+  document: Document;
+}
+
+function readYaml(root: string): { text: string; sha256: string } {
+  const text = fs.readFileSync(path.join(root, "openapi.yaml"), "utf8");
+  return { text, sha256: createHash("sha256").update(text).digest("hex") };
+}
+
+export function loadDefinitionFile(root: string): Document {
+  const yaml = readYaml(root);
+  try {
+    const snap = JSON.parse(fs.readFileSync(path.join(root, SNAPSHOT), "utf8")) as Snapshot;
+    if (snap.sha256 === yaml.sha256 && snap.document) return snap.document;
+  } catch {
+    // no snapshot (running from source) or unreadable: parse the YAML
+  }
+  return parseYaml(yaml.text, { maxAliasCount: -1 }) as Document;
+}
+
+/** Called by `npm run build`. */
+export function writeDefinitionSnapshot(root: string): void {
+  const yaml = readYaml(root);
+  const snap: Snapshot = { sha256: yaml.sha256, document: parseYaml(yaml.text, { maxAliasCount: -1 }) as Document };
+  fs.writeFileSync(path.join(root, SNAPSHOT), JSON.stringify(snap) + "\n");
+}

@@ -1,0 +1,63 @@
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import addFormats from "ajv-formats";
+
+/**
+ * Shape checks for what is read back from the state dir, compiled from openapi.yaml's
+ * component schemas (RunEvent, RunState, SessionMessage) so the files are held to the
+ * same contract the API serves. OpenAPI 3.0's `nullable` is an ajv keyword. A file
+ * that fails its check is quarantined instead of being loaded.
+ */
+export interface StateSchemas {
+  /** A `run.json` (or a Rust run file without its events, after normalisation). */
+  runFile(v: unknown): string | null;
+  /** One event of a run's log. */
+  event(v: unknown): string | null;
+  /** One line of a session log. */
+  sessionMessage(v: unknown): string | null;
+}
+
+/** The part of run.json that is not in RunState: the daemon's own stage records. */
+const STAGE_RECORD = {
+  type: "object",
+  required: ["name", "depends_on", "group", "status", "attempt", "started_at", "finished_at", "exit_code"],
+  properties: {
+    name: { type: "string" },
+    depends_on: { type: "array", items: { type: "string" } },
+    group: { type: "string", nullable: true },
+    status: { $ref: "#/components/schemas/StageStatus" },
+    attempt: { type: "integer", minimum: 0 },
+    started_at: { type: "integer", nullable: true },
+    finished_at: { type: "integer", nullable: true },
+    exit_code: { type: "integer", nullable: true },
+  },
+};
+
+/** RunState minus what run.json does not hold (events, live counters), plus stage records. */
+function runFileSchema(runState: Record<string, unknown>): Record<string, unknown> {
+  const notStored = new Set(["events", "active_stage_count", "active_microvm_count", "stage_states"]);
+  return {
+    ...runState,
+    required: (runState.required as string[]).filter((k) => !notStored.has(k)),
+    properties: { ...(runState.properties as object), stages: { type: "array", items: { $ref: "#/components/schemas/StageRecord" } } },
+  };
+}
+
+function explain(errors: ErrorObject[] | null | undefined): string {
+  const e = errors?.[0];
+  if (!e) return "does not match its schema";
+  const where = e.instancePath || "(top level)";
+  return `${where} ${e.message ?? "is invalid"}`;
+}
+
+export function compileStateSchemas(openapi: { components?: { schemas?: Record<string, unknown> } }): StateSchemas {
+  const schemas = structuredClone(openapi.components?.schemas ?? {});
+  for (const name of ["RunEvent", "RunState", "SessionMessage"]) if (!schemas[name]) throw new Error(`openapi.yaml has no ${name} schema`);
+  schemas.StageRecord = STAGE_RECORD;
+  schemas.RunFile = runFileSchema(schemas.RunState as Record<string, unknown>);
+  const ajv = new Ajv({ strict: false, allErrors: false });
+  addFormats.default(ajv);
+  ajv.addSchema({ $id: "voidbox-state", components: { schemas } });
+  const compile = (name: string): ValidateFunction => ajv.compile({ $ref: `voidbox-state#/components/schemas/${name}` });
+  const check = (v: ValidateFunction) => (x: unknown) => (v(x) ? null : explain(v.errors));
+  return { runFile: check(compile("RunFile")), event: check(compile("RunEvent")), sessionMessage: check(compile("SessionMessage")) };
+}

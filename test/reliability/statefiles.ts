@@ -1,0 +1,96 @@
+// On-disk run state written by hand (the states a crash or an operator can leave) and
+// read back raw, for the crash, fault and bench suites. Shapes follow openapi.yaml's
+// RunEvent and the daemon's run.json (RunState without events and live counters).
+import fs from "node:fs";
+import path from "node:path";
+import type { RunEventLike } from "./harness.js";
+
+const T0 = 1_700_000_000_000;
+
+/** One event line as the daemon writes it (legacy name in both fields unless given). */
+export function eventLine(runId: string, seq: number, type: string, payload: Record<string, unknown> | null = null, v2 = type): string {
+  return JSON.stringify({
+    ts_ms: T0 + seq,
+    level: type === "run.failed" ? "error" : "info",
+    event_type: type,
+    message: type,
+    run_id: runId,
+    event_id: eventId(seq),
+    seq,
+    attempt_id: 1,
+    timestamp: new Date(T0 + seq).toISOString(),
+    event_type_v2: v2,
+    payload,
+  });
+}
+
+/** The event_id eventLine gives an event with this seq. */
+export function eventId(seq: number): string {
+  return `0190c5d2-7c1e-7000-8000-${String(seq).padStart(12, "0")}`;
+}
+
+/** A run.json for a run in `status` with no terminal fields set. */
+export function runFile(id: string, status: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    id,
+    status,
+    file: "/nonexistent.yaml",
+    report: null,
+    error: null,
+    attempt_id: 1,
+    started_at: new Date(T0).toISOString(),
+    updated_at: new Date(T0).toISOString(),
+    finished_at: null,
+    terminal_reason: null,
+    terminal_event_id: null,
+    exit_code: null,
+    policy: null,
+    sandbox_mode: null,
+    stages: [],
+    artifact_publication: null,
+    ...extra,
+  };
+}
+
+/** Writes runs/<id>/run.json and events.jsonl (lines as given, each newline-terminated). */
+export function writeRun(stateDir: string, id: string, file: Record<string, unknown>, lines: string[]): string {
+  const dir = path.join(stateDir, "runs", id);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, "run.json"), JSON.stringify(file));
+  fs.writeFileSync(path.join(dir, "events.jsonl"), lines.map((l) => l + "\n").join(""));
+  return dir;
+}
+
+/** A JSON-lines file read raw: its parsed lines, the numbers of lines that are not JSON, whether it ends torn. */
+export function readEventsFile(file: string): { events: RunEventLike[]; badLines: number[]; torn: boolean } {
+  let text = "";
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch {
+    return { events: [], badLines: [], torn: false };
+  }
+  const torn = text.length > 0 && !text.endsWith("\n");
+  const events: RunEventLike[] = [];
+  const badLines: number[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (!line) return;
+    try {
+      events.push(JSON.parse(line) as RunEventLike);
+    } catch {
+      badLines.push(i + 1);
+    }
+  });
+  return { events, badLines, torn };
+}
+
+/** mulberry32: a seeded PRNG so a failing run can be replayed (print the seed). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
