@@ -69,7 +69,7 @@ describe("SDK over the Unix socket and over TCP", () => {
     expect(err).toMatchObject({ status: 401, code: "UNAUTHORIZED", retryable: false });
   });
 
-  it("runs a workflow: create, follow to the end (JSON fallback), typed payloads, state", async () => {
+  it("runs a workflow: create, follow to the end over SSE, typed payloads, state", async () => {
     const c = createClient({ url: tcpUrl.replace("http://", "tcp://"), token: TOKEN });
     const run = await c.createRun({ file: HELLO });
     expect(run.state).toMatch(/^(pending|starting|running)$/);
@@ -255,6 +255,26 @@ describe("follow() over SSE", () => {
       await expect(pending).resolves.toEqual([]);
     } finally {
       await stub.close();
+    }
+  });
+});
+
+describe("follow() against a daemon without the stream (JSON replies)", () => {
+  it("polls from_event_id, and ends on an empty poll after the terminal event", async () => {
+    const seen: Array<string | null> = [];
+    const batches = [STREAM.slice(0, 3), STREAM.slice(3, 5), STREAM.slice(5), []];
+    const srv = http.createServer((req, res) => {
+      seen.push(new URL(req.url!, "http://x").searchParams.get("from_event_id"));
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify(batches[Math.min(seen.length - 1, batches.length - 1)]));
+    });
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    try {
+      const got = await collect(createSdkClient(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`).follow("r1", { pollIntervalMs: 10 }));
+      expect(got.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+      expect(seen).toEqual([null, STREAM[2].event_id, STREAM[4].event_id, STREAM[6].event_id]);
+    } finally {
+      await new Promise<void>((r) => srv.close(() => r()));
     }
   });
 });
