@@ -136,6 +136,7 @@ bench: deps build guest
 	npx --no-install tsx bench/startup.ts
 	npx --no-install tsx bench/crash-cycles.ts
 	npx --no-install tsx bench/sse-latency.ts
+	npx --no-install tsx bench/sdk-follow.ts
 
 clean:
 	rm -rf dist build
