@@ -16,6 +16,7 @@ const HELLO = writeSpec(specDir, workflow("hello", [
   { name: "fetch", run: { program: "echo", args: ["hello"] } },
   { name: "shout", depends_on: ["fetch"], run: { program: "tr", args: ["a-z", "A-Z"] } },
 ]));
+const SLEEPY = writeSpec(specDir, workflow("sleepy", [{ name: "nap", run: { program: "sleep", args: ["300"] } }]));
 const FAILING = writeSpec(specDir, workflow("failing", [{ name: "boom", run: { program: "false" } }]));
 
 let daemon: Daemon;
@@ -94,6 +95,24 @@ describe("SDK over the Unix socket and over TCP", () => {
     expect(state.status).toBe("succeeded");
     expect((await c.listStages(run.run_id)).stages.map((s) => s.name)).toEqual(["fetch", "shout"]);
     expect((await c.listRuns({ state: "terminal" })).some((r) => r.id === run.run_id)).toBe(true);
+  });
+
+  it("over the daemon's SSE: a follow stopped mid-run resumes from its last event with nothing lost or repeated", async () => {
+    const c = createClient(socketUrl);
+    const run = await c.createRun({ file: SLEEPY });
+    const first: VoidboxEvent[] = [];
+    const stop = new AbortController();
+    for await (const e of c.follow(run.run_id, { signal: stop.signal })) {
+      first.push(e);
+      if (e.event_type === "stage.started") stop.abort();
+    }
+    expect(first.at(-1)?.event_type).toBe("stage.started");
+    await c.cancelRun(run.run_id, "resume test");
+    const rest = await collect(c.follow(run.run_id, { fromEventId: first.at(-1)!.event_id }));
+    const all = await c.listEvents(run.run_id);
+    expect([...first, ...rest].map((e) => e.event_id)).toEqual(all.map((e) => e.event_id));
+    expect(rest.some((e) => e.event_type === "run.cancelled")).toBe(true);
+    await c.close();
   });
 
   it("v2 names and a failing run: RunFailed with its typed payload", async () => {

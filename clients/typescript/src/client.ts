@@ -256,6 +256,7 @@ export class VoidboxClient {
           const events = (await res.json()) as RunEvent[];
           failures = 0;
           for (const e of events) {
+            if (signal?.aborted) return;
             last = e.event_id;
             if (isTerminalEvent(e)) terminalSeen = true;
             yield typed(e);
@@ -268,6 +269,8 @@ export class VoidboxClient {
         let dropped = false;
         try {
           for await (const msg of parseSse(res.body as unknown as AsyncIterable<Uint8Array>, touch)) {
+            // Nothing more once the caller stopped, even what was already received.
+            if (signal?.aborted) return;
             const e = JSON.parse(msg.data) as RunEvent;
             last = msg.id ?? e.event_id;
             failures = 0;
