@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { prettyLine } from "../../src/cli/pretty-log.js";
 import { createDaemon, type Daemon } from "../../src/server.js";
 import { childEnv, MAIN_JS, REPO_ROOT } from "../reliability/harness.js";
 import { tmpDir, waitFor, workflow, writeSpec } from "./_helpers.js";
@@ -86,6 +87,15 @@ describe("voidbox CLI", () => {
     const r = await cli("list", "--daemon", sock, "--state", "bad");
     expect(r.stderr).toContain("--state must be active or terminal");
   }, 90_000);
+
+  it("serve: a bad --log-format is a usage error (exit 2); pretty turns pino's JSON lines into readable ones", async () => {
+    const r = await cli("serve", "--log-format", "fancy", "--state-dir", path.join(home, "unused"), "--listen", `unix://${path.join(home, "unused.sock")}`);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("--log-format must be json or pretty");
+    const line = prettyLine(JSON.stringify({ level: 40, time: Date.UTC(2026, 10, 24, 5, 0, 1, 2), pid: 1, hostname: "h", name: "voidbox", msg: "slow client", run_id: "r 1", n: 3 }));
+    expect(line).toBe('05:00:01.002 WARN  slow client run_id="r 1" n=3');
+    expect(prettyLine("not json")).toBe("not json");
+  });
 
   it("exit 3 when no daemon answers, with how to start one", async () => {
     const r = await cli("run", "--daemon", `unix://${path.join(home, "absent.sock")}`, OK);
