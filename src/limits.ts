@@ -1,3 +1,4 @@
+import os from "node:os";
 import { ConfigError } from "./config.js";
 
 /**
@@ -37,7 +38,17 @@ export interface Limits {
   sseStallTimeoutMs: number;
   /** When non-empty, `POST /v1/runs {file}` may only name files under these directories (realpath). */
   specRoots: string[];
+  /** Micro-VMs alive at once on this daemon, all runs together; a stage past it waits for a slot. */
+  maxVms: number;
+  /** MiB of guest memory all live micro-VMs together may take (each VM counts its `sandbox.memory_mb`). */
+  maxGuestMemoryMib: number;
+  /** After a drain starts, runs still active this long later fail (`daemon_shutdown`) and the daemon stops. */
+  drainTimeoutMs: number;
 }
+
+/** Node capacity defaults from the host: guests mostly wait on I/O and TCG, so 2 VMs per core; 75% of RAM for guests. */
+const HOST_MAX_VMS = Math.max(1, 2 * os.cpus().length);
+const HOST_GUEST_MEMORY_MIB = Math.max(128, Math.floor((os.totalmem() * 0.75) / 1024 ** 2));
 
 export const DEFAULT_LIMITS: Limits = {
   maxStageOutputBytes: 1024 * 1024,
@@ -55,12 +66,15 @@ export const DEFAULT_LIMITS: Limits = {
   sseHeartbeatMs: 15_000,
   sseStallTimeoutMs: 60_000,
   specRoots: [],
+  maxVms: HOST_MAX_VMS,
+  maxGuestMemoryMib: HOST_GUEST_MEMORY_MIB,
+  drainTimeoutMs: 900_000,
 };
 
 type NumericLimit = Exclude<keyof Limits, "specRoots">;
 
 /** `voidbox serve` flag → limit, with how its value is read. */
-export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes" | "count" | "ms"; help: string }> = {
+export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes" | "count" | "ms" | "mib" | "secs"; help: string }> = {
   "max-stage-output": { key: "maxStageOutputBytes", kind: "bytes", help: "stdout/stderr bytes kept per stage attempt" },
   "max-output-events": { key: "maxOutputEvents", kind: "count", help: "output events per stage and per run report" },
   "max-artifacts": { key: "maxArtifactsPerStage", kind: "count", help: "artifacts per stage" },
@@ -75,6 +89,9 @@ export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes
   "max-run-input": { key: "maxRunInputBytes", kind: "bytes", help: "bytes of a run's input (POST /v1/runs input)" },
   "sse-heartbeat": { key: "sseHeartbeatMs", kind: "ms", help: "ms between heartbeat comments on an idle event stream" },
   "sse-stall-timeout": { key: "sseStallTimeoutMs", kind: "ms", help: "ms an event stream may wait for its client to read before it is closed" },
+  "max-vms": { key: "maxVms", kind: "count", help: "micro-VMs alive at once on this daemon, all runs together (2 per host core)" },
+  "max-guest-memory": { key: "maxGuestMemoryMib", kind: "mib", help: "MiB of guest memory all live micro-VMs may take (75% of host memory)" },
+  "drain-timeout": { key: "drainTimeoutMs", kind: "secs", help: "seconds a drain waits for active runs before failing them" },
 };
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };
@@ -92,13 +109,27 @@ function parseCount(flag: string, value: string): number {
   return Number(value);
 }
 
+/** "4096" (MiB) or a size with a unit ("4GiB") → whole MiB, at least 1. */
+function parseMib(flag: string, value: string): number {
+  const mib = /^\s*\d+\s*$/.test(value) ? Number(value) : Math.floor(parseBytes(flag, value) / 1024 ** 2);
+  if (mib < 1) throw new ConfigError(`--${flag}: expected at least 1 MiB (got ${JSON.stringify(value)})`);
+  return mib;
+}
+
 /** The limits from `serve` flag values (absent flags keep their defaults). */
 export function limitsFromFlags(values: Record<string, unknown>, specRoots: string[] = []): Limits {
   const out: Limits = { ...DEFAULT_LIMITS, specRoots };
   for (const [flag, { key, kind }] of Object.entries(SERVE_LIMIT_FLAGS)) {
     const v = values[flag];
     if (typeof v !== "string") continue;
-    out[key] = kind === "bytes" ? parseBytes(flag, v) : parseCount(flag, v);
+    out[key] =
+      kind === "bytes"
+        ? parseBytes(flag, v)
+        : kind === "mib"
+          ? parseMib(flag, v)
+          : kind === "secs"
+            ? parseCount(flag, v) * 1000
+            : parseCount(flag, v);
   }
   return out;
 }

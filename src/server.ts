@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pino, { type Logger } from "pino";
@@ -7,6 +8,11 @@ import type { Document } from "openapi-backend";
 import { createApi, createApp, precompileValidators } from "./http/app.js";
 import { loadDefinitionFile } from "./http/definition.js";
 import { healthHandlers, type Health } from "./http/handlers/health.js";
+import { fleetHandlers, type DrainStatus } from "./http/handlers/fleet.js";
+import { NodeSlots } from "./engine/node-slots.js";
+import { Metrics } from "./metrics.js";
+import { GatedSandbox } from "./sandbox/gated.js";
+import type { Sandbox } from "./sandbox/types.js";
 import { runHandlers } from "./http/handlers/runs.js";
 import { sessionHandlers } from "./http/handlers/sessions.js";
 import { stageHandlers } from "./http/handlers/stages.js";
@@ -54,6 +60,14 @@ export interface Daemon {
   listen(spec: string): Promise<Listener>;
   /** Stops accepting, fails active runs durably, stops every VM, flushes state. */
   close(): Promise<void>;
+  /**
+   * Starts a drain (idempotent; also `POST /v1/drain`): new runs are refused, active
+   * ones finish, then the daemon closes; runs still active after `drainTimeoutMs` fail
+   * (`daemon_shutdown`) as in close(). Resolves once closed.
+   */
+  drain(): Promise<void>;
+  /** Resolves when a drain, however started, has closed the daemon. */
+  readonly drained: Promise<void>;
 }
 
 /** Parsed once per process; each daemon gets its own copy (openapi-backend dereferences it in place). */
@@ -94,20 +108,32 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     },
   });
 
+  const slots = new NodeSlots(limits.maxVms, limits.maxGuestMemoryMib);
+  // Gauges are read at scrape time, once `runs` exists.
+  const metrics: Metrics = new Metrics({
+    stateDir: opts.stateDir,
+    vmsLive: () => slots.usage().vms,
+    stagesWaiting: () => slots.usage().waiting,
+    activeRuns: () => runs.activeCount(),
+    draining: () => runs.draining,
+  });
+  // Every micro-VM, whoever provides the sandbox, goes through the node's slots.
+  const gate = (sandbox: Sandbox): Sandbox => new GatedSandbox(sandbox, slots, metrics);
   let vmSetup: VmSetup | null = null;
   let vm: VmProvider;
   if (opts.vm === false) vm = { sandbox: null, unavailableReason: "micro-VMs are disabled for this daemon" };
-  else if (opts.vm && "unavailableReason" in opts.vm) vm = opts.vm;
+  else if (opts.vm && "unavailableReason" in opts.vm) vm = { ...opts.vm, sandbox: opts.vm.sandbox && gate(opts.vm.sandbox) };
   else {
     // In the background: /v1/health answers at once and says `probing` until it settles.
-    vmSetup = startVmSetup({ ...opts.vm, stateDir: opts.stateDir, projectRoot: PROJECT_ROOT, log, limits, now });
+    vmSetup = startVmSetup({ ...opts.vm, stateDir: opts.stateDir, projectRoot: PROJECT_ROOT, log, limits, now, gate });
     vm = vmSetup.provider;
   }
 
-  const service = new RunService({ store, ids, now, log, vm, limits, storage, schemas });
+  const runs: RunService = new RunService({ store, ids, now, log, vm, limits, storage, schemas, slots, metrics });
   // A state dir that can be read but not written is served read-only (writes get 507).
   storage.checkWritable();
-  quarantined.push(...service.restore());
+  quarantined.push(...runs.restore());
+  const hostVcpus = os.cpus().length;
   const health = (): Health => {
     const guest = vmSetup ? vmSetup.health() : noVmHealth();
     const disk = storage.health();
@@ -121,25 +147,88 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
       sandbox_modes: vm.sandbox || guest.guest_boot === "probing" ? ["mock", "local", "auto"] : ["mock", "auto"],
       quarantined_files: quarantined,
       ...disk,
+      capacity: capacity(guest.accelerator === "kvm" || guest.accelerator === "tcg" ? guest.accelerator : null),
     };
+  };
+  const capacity = (accelerator: "kvm" | "tcg" | null): NonNullable<Health["capacity"]> => {
+    const u = slots.usage();
+    return {
+      accelerator,
+      vcpus: hostVcpus,
+      guest_memory_mib: limits.maxGuestMemoryMib,
+      max_vms: limits.maxVms,
+      vms_in_use: u.vms,
+      vcpus_in_use: u.vcpus,
+      guest_memory_in_use_mib: u.memoryMib,
+      stages_waiting_for_vm: u.waiting,
+      warm_vms_ready: 0, // no pre-booted pool yet
+      active_runs: runs.activeCount(),
+      accepts_runs: runs.refusal() === null,
+      draining: runs.draining,
+    };
+  };
+
+  const listeners: Listener[] = [];
+  let closed = false;
+  let stopPrecompile = () => {};
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    try {
+      stopPrecompile();
+      const stopping = Promise.all(listeners.map((l) => l.close()));
+      await runs.shutdown(10_000);
+      await vmSetup?.stopAll(5_000);
+      storage.close();
+      try {
+        store.close();
+      } catch (e) {
+        log.error({ err: e }, "could not flush the event logs at shutdown"); // a full or read-only state dir
+      }
+      await stopping;
+    } finally {
+      // Only once every VM is stopped and the state flushed may another daemon take over.
+      await lock.release();
+    }
+  };
+
+  let drainRun: Promise<void> | undefined;
+  let markDrained!: () => void;
+  const drained = new Promise<void>((r) => (markDrained = r));
+  const drain = (): Promise<void> => {
+    drainRun ??= (async () => {
+      runs.startDrain();
+      log.info({ active_runs: runs.activeCount(), timeout_ms: limits.drainTimeoutMs }, "draining: no new runs; waiting for active runs");
+      const idle = await runs.waitIdle(limits.drainTimeoutMs);
+      if (!idle) log.warn({ active_runs: runs.activeCount() }, "drain timeout: failing the runs still active");
+      await close();
+      log.info("drained");
+      markDrained();
+    })();
+    return drainRun;
+  };
+  const drainStatus = (): DrainStatus => {
+    void drain();
+    return { draining: true, active_runs: runs.activeCount(), drain_timeout_secs: Math.round(limits.drainTimeoutMs / 1000) };
   };
 
   const handlers = {
     ...healthHandlers(health),
-    ...runHandlers(service, { heartbeatMs: limits.sseHeartbeatMs, stallTimeoutMs: limits.sseStallTimeoutMs }),
-    ...stageHandlers(service, store),
+    ...fleetHandlers({ metrics: async () => ({ text: await metrics.text(), contentType: metrics.contentType }), drain: drainStatus }),
+    ...runHandlers(runs, { heartbeatMs: limits.sseHeartbeatMs, stallTimeoutMs: limits.sseStallTimeoutMs }),
+    ...stageHandlers(runs, store),
     ...sessionHandlers(sessions, now),
   };
   const api = await createApi(loadDefinition());
-  const stopPrecompile = precompileValidators(api);
-  const openApp = createApp({ api, handlers, log, token: null });
-  const authApp = opts.auth ? createApp({ api, handlers, log, token: opts.auth.token }) : openApp;
-  const listeners: Listener[] = [];
-  let closed = false;
-
+  stopPrecompile = precompileValidators(api);
+  const onRequest = metrics.httpRequest.bind(metrics);
+  const openApp = createApp({ api, handlers, log, token: null, onRequest });
+  const authApp = opts.auth ? createApp({ api, handlers, log, token: opts.auth.token, onRequest }) : openApp;
   return {
     app: openApp,
-    service,
+    service: runs,
+    drain,
+    drained,
     async listen(spec: string) {
       const target = parseListen(spec);
       // The Unix socket is protected by its file mode; TCP needs the bearer token.
@@ -149,25 +238,6 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
       log.info({ url: l.url, auth: target.kind === "tcp" && !!opts.auth }, "listening");
       return l;
     },
-    async close() {
-      if (closed) return;
-      closed = true;
-      try {
-        stopPrecompile();
-        const stopping = Promise.all(listeners.map((l) => l.close()));
-        await service.shutdown(10_000);
-        await vmSetup?.stopAll(5_000);
-        storage.close();
-        try {
-          store.close();
-        } catch (e) {
-          log.error({ err: e }, "could not flush the event logs at shutdown"); // a full or read-only state dir
-        }
-        await stopping;
-      } finally {
-        // Only once every VM is stopped and the state flushed may another daemon take over.
-        await lock.release();
-      }
-    },
+    close,
   };
 }

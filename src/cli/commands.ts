@@ -107,7 +107,7 @@ export async function clientCommand(cmd: string, argv: string[], env: Env): Prom
     follow: { type: "boolean", default: false },
     v2: { type: "boolean", default: false },
   });
-  const allowed: Record<string, string[]> = { health: [], status: [], events: ["json", "follow", "v2"], cancel: ["reason"], list: ["state", "json"] };
+  const allowed: Record<string, string[]> = { health: [], drain: [], status: [], events: ["json", "follow", "v2"], cancel: ["reason"], list: ["state", "json"] };
   for (const k of Object.keys(values)) {
     if (k in DAEMON_OPTIONS || allowed[cmd].includes(k) || (values as Record<string, unknown>)[k] === false) continue;
     throw new UsageError(`voidbox ${cmd} does not take --${k}`, cmd);
@@ -115,11 +115,13 @@ export async function clientCommand(cmd: string, argv: string[], env: Env): Prom
   const state = values.state;
   if (state !== undefined && state !== "active" && state !== "terminal") throw new UsageError(`--state must be active or terminal (got ${JSON.stringify(state)})`, cmd);
   const id = () => positional(cmd, positionals, "RUN_ID");
-  if ((cmd === "health" || cmd === "list") && positionals.length) throw new UsageError(`voidbox ${cmd} takes no arguments`, cmd);
-  const runId = cmd === "health" || cmd === "list" ? "" : id();
+  const noId = cmd === "health" || cmd === "list" || cmd === "drain";
+  if (noId && positionals.length) throw new UsageError(`voidbox ${cmd} takes no arguments`, cmd);
+  const runId = noId ? "" : id();
   const client = clientFrom(values, env);
   try {
     if (cmd === "health") json(await client.health());
+    else if (cmd === "drain") json(await client.drain());
     else if (cmd === "status") json(await client.getRun(runId));
     else if (cmd === "cancel") json(await client.cancelRun(runId, values.reason));
     else if (cmd === "list") {

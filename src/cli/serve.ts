@@ -93,5 +93,14 @@ export async function serve(argv: string[], env: Env): Promise<number> {
   process.on("unhandledRejection", (reason) => log.error({ err: reason }, "BUG: unhandled promise rejection (daemon keeps serving)"));
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  // A drain (SIGUSR2, POST /v1/drain or `voidbox drain`) lets active runs finish, then exits 0.
+  process.on("SIGUSR2", () => {
+    log.info({ signal: "SIGUSR2" }, "drain requested");
+    void daemon.drain();
+  });
+  void daemon.drained.then(() => {
+    log.flush();
+    process.exit(0);
+  });
   return -1; // keeps running
 }

@@ -1,7 +1,9 @@
 import { DEFAULT_LIMITS, SERVE_LIMIT_FLAGS } from "../limits.js";
 
-function showDefault(v: number, kind: "bytes" | "count" | "ms"): string {
+function showDefault(v: number, kind: "bytes" | "count" | "ms" | "mib" | "secs"): string {
   if (kind === "ms") return `${v} ms`;
+  if (kind === "secs") return `${v / 1000} s`;
+  if (kind === "mib") return `${v} MiB`;
   if (kind === "count") return String(v);
   for (const [unit, size] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) if (v >= size && v % size === 0) return `${v / size}${unit}`;
   return String(v);
@@ -31,6 +33,8 @@ run the daemon.
   --log-level LEVEL   trace, debug, info (default), warn, error
   --log-format FMT    json (default: one pino JSON object per line) or pretty (for a terminal)
   --spec-root DIR     POST /v1/runs {file} may only name files under DIR (repeatable; default: anywhere)
+SIGTERM/SIGINT: active runs fail (daemon_shutdown) and the daemon exits; SIGUSR2 (or voidbox drain):
+no new runs, active ones finish (at most --drain-timeout), then exit 0
 limits (sizes take KiB/MiB/GiB suffixes):
 ${Object.entries(SERVE_LIMIT_FLAGS)
   .map(([flag, f]) => `  --${flag.padEnd(20)} ${f.help} (default ${showDefault(DEFAULT_LIMITS[f.key], f.kind)})`)
@@ -65,6 +69,10 @@ ${DAEMON_FLAGS}`,
   health: `usage: voidbox health [--daemon URL] [--token-file FILE]
 print the daemon's health (JSON).
 ${DAEMON_FLAGS}`,
+  drain: `usage: voidbox drain [--daemon URL] [--token-file FILE]
+drain the daemon: it takes no new runs, lets the active ones finish (at most its
+--drain-timeout), then exits 0. Prints the drain's state (JSON).
+${DAEMON_FLAGS}`,
 };
 
 export const USAGE = `voidbox — run workflows, pipelines and agents in QEMU micro-VMs
@@ -80,6 +88,7 @@ commands:
   cancel RUN_ID      cancel a run
   list               runs as a table (--state active|terminal)
   health             the daemon's health
+  drain              stop taking runs, let active ones finish, then exit
   --version          the CLI's version
 
 ${EXIT_CODES}

@@ -16,6 +16,8 @@ export interface AppOptions {
   log: Logger;
   /** Bearer token required on every route; null disables auth (Unix socket, --no-auth). */
   token: string | null;
+  /** Told of every answered request, by its OpenAPI path template ("unmatched" for none). */
+  onRequest?: (route: string, method: string, status: number) => void;
 }
 
 /**
@@ -139,9 +141,14 @@ export function createApp(opts: AppOptions): express.Express {
   app.set("query parser", "simple");
   app.use((req, res, next) => {
     const started = process.hrtime.bigint();
-    res.on("finish", () =>
-      opts.log.info({ method: req.method, path: req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "request"),
-    );
+    res.on("finish", () => {
+      opts.log.info({ method: req.method, path: req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "request");
+      // The template, never the raw path: a metric label per run id would grow without bound.
+      if (opts.onRequest) {
+        const route = (res.locals.route as Route | undefined) ?? match(req.method, req.path);
+        opts.onRequest(route?.op.path ?? "unmatched", route ? req.method.toUpperCase() : "other", res.statusCode);
+      }
+    });
     next();
   });
   if (opts.token !== null) app.use(bearerAuth(opts.token));
@@ -163,7 +170,7 @@ export function createApp(opts: AppOptions): express.Express {
    * validator); dispatch is by operationId into `opts.handlers`. We call the pieces
    * rather than api.handleRequest(), which parses each request four times.
    */
-  app.use((req: Request, res: Response) => {
+  app.use((req: Request, res: Response, next: (err?: unknown) => void) => {
     const request = { method: req.method, path: req.path, query: req.query as Record<string, string | string[]>, headers: req.headers as Record<string, string | string[]>, body: undefined as unknown };
     const route = res.locals.route as Route;
     try {
@@ -177,8 +184,10 @@ export function createApp(opts: AppOptions): express.Express {
     const validation = api.validator.validateRequest(request, op);
     if (validation.errors?.length) throw validationError(validation.errors);
     const parsed = api.router.parseRequest(request, op);
-    const handler = opts.handlers[op.operationId as keyof HandlerMap] as (input: unknown) => Reply;
-    send(req, res, handler({ params: parsed.params, query: parsed.query, body: parsed.requestBody, headers: req.headers }));
+    const handler = opts.handlers[op.operationId as keyof HandlerMap] as (input: unknown) => Reply | Promise<Reply>;
+    const reply = handler({ params: parsed.params, query: parsed.query, body: parsed.requestBody, headers: req.headers });
+    if (reply instanceof Promise) reply.then((r) => send(req, res, r), next);
+    else send(req, res, reply);
   });
   app.use(errorMiddleware(opts.log));
   return app;

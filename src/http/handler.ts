@@ -26,5 +26,6 @@ export type Reply =
   | { status?: number; raw: string | Buffer; contentType: string }
   | { stream: (req: IncomingMessage, res: ServerResponse) => void };
 
-export type Handler<O extends OperationId> = (input: HandlerInput<O>) => Reply;
+/** Synchronous, except where a reply must be gathered (the metrics scrape). */
+export type Handler<O extends OperationId> = (input: HandlerInput<O>) => Reply | Promise<Reply>;
 export type HandlerMap = { [O in OperationId]: Handler<O> };

@@ -1,6 +1,7 @@
 import type { IdSource } from "../ids.js";
 import type { RunStore } from "../store/runs.js";
 import { EVENT_CONTEXT_KEYS, type EngineEvent, type StagePatch, type StagePlan } from "../engine/types.js";
+import type { Metrics } from "../metrics.js";
 import { v2EventName } from "./naming.js";
 import { TERMINAL, type RunEvent, type RunFile, type RunState, type RunStatus, type StageRecord, type StageView } from "./model.js";
 
@@ -8,6 +9,7 @@ export interface RunDeps {
   store: RunStore;
   ids: IdSource;
   now: () => number;
+  metrics?: Pick<Metrics, "eventAppended" | "runFinished">;
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -77,7 +79,9 @@ export class Run {
     // Disk first: an event whose write failed (full or read-only state dir) is never
     // served, and the seq of the next one stays gapless.
     const json = JSON.stringify(ev);
+    const t0 = process.hrtime.bigint();
     this.deps.store.appendEvent(this.id, json);
+    this.deps.metrics?.eventAppended(Number(process.hrtime.bigint() - t0) / 1e9);
     this.remember(ev, json);
     this.file.updated_at = ev.timestamp;
     for (const l of this.listeners) l();
@@ -95,6 +99,7 @@ export class Run {
     this.file.status = status;
     this.file.finished_at = ev.timestamp;
     this.file.terminal_event_id = ev.event_id;
+    this.deps.metrics?.runFinished(status);
     return ev;
   }
 

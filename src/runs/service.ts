@@ -5,6 +5,8 @@ import { DEFAULT_POLICY, type EngineEvent, type EngineHooks, type EngineResult, 
 import { ApiError, notFound } from "../errors.js";
 import type { IdSource } from "../ids.js";
 import type { Limits } from "../limits.js";
+import type { Metrics } from "../metrics.js";
+import type { NodeSlots } from "../engine/node-slots.js";
 import { MockSandbox } from "../sandbox/mock.js";
 import type { Sandbox } from "../sandbox/types.js";
 import { loadSpec, SpecError } from "../spec/load.js";
@@ -46,6 +48,9 @@ export interface RunServiceDeps {
   storage: StorageGuard;
   /** Shape checks for run files read at startup (absent: not checked). */
   schemas?: StateSchemas;
+  /** The node's VM slots: a create is refused while stages already wait for one. */
+  slots?: NodeSlots;
+  metrics?: Metrics;
 }
 
 /** Rust-daemon events may predate seq/event_type_v2/etc.: fill what is derivable. */
@@ -117,6 +122,7 @@ interface Execution {
 export class RunService {
   private readonly runs = new Map<string, Run>();
   private readonly executions = new Map<string, Execution>();
+  private drainingSince: number | null = null;
 
   constructor(private readonly deps: RunServiceDeps) {}
 
@@ -246,6 +252,7 @@ export class RunService {
         return { run_id: existing.id, attempt_id: existing.file.attempt_id, state: existing.status };
       }
     }
+    this.checkAccepting();
     this.deps.storage.admit("new runs");
     let id = req.run_id ?? this.deps.ids.runId();
     while (this.runs.has(id)) id = this.deps.ids.runId();
@@ -294,6 +301,57 @@ export class RunService {
       .catch((e: unknown) => this.storageFault(run, e)) // every write of the execution has this owner
       .finally(() => this.executions.delete(id));
     return { run_id: id, attempt_id: run.file.attempt_id, state: run.status };
+  }
+
+  /**
+   * Whether this node takes a new run: not while it drains, nor while stages already
+   * wait for a micro-VM slot (every slot or all guest memory is taken). The spec is not
+   * read yet at this point, so the rule holds for every run; it only applies when the
+   * daemon has micro-VMs (without them nothing ever waits).
+   */
+  refusal(): string | null {
+    if (this.drainingSince !== null) return "this node is draining: it accepts no new runs (retry on another node)";
+    const slots = this.deps.slots;
+    if (slots?.saturated()) {
+      const u = slots.usage();
+      return `this node is at capacity: ${u.vms}/${slots.maxVms} micro-VMs and ${u.memoryMib}/${slots.maxMemoryMib} MiB of guest memory in use, ${u.waiting} stage(s) already waiting for a VM (retry later or on another node)`;
+    }
+    return null;
+  }
+
+  private checkAccepting(): void {
+    const why = this.refusal();
+    if (why) throw new ApiError("RESOURCE_LIMIT_EXCEEDED", why);
+  }
+
+  get draining(): boolean {
+    return this.drainingSince !== null;
+  }
+
+  activeCount(): number {
+    let n = 0;
+    for (const r of this.runs.values()) if (!r.terminal) n++;
+    return n;
+  }
+
+  /** Stops accepting new runs; active ones go on. Idempotent. */
+  startDrain(): void {
+    this.drainingSince ??= this.deps.now();
+  }
+
+  /** Resolves true once no execution is left (every VM of every run stopped), false after `timeoutMs`. */
+  async waitIdle(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<false>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
+    try {
+      while (this.executions.size) {
+        const idle = Promise.allSettled([...this.executions.values()].map((e) => e.done)).then(() => true as const);
+        if (!(await Promise.race([idle, deadline]))) return false;
+      }
+      return true;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private async execute(run: Run, exec: Execution, policy: RunPolicy): Promise<void> {
@@ -367,6 +425,10 @@ export class RunService {
     };
     return {
       event: (e) => {
+        if (e.type === "stage.completed" || e.type === "stage.failed") {
+          const ms = (e.payload as { duration_ms?: unknown } | null | undefined)?.duration_ms;
+          if (typeof ms === "number") this.deps.metrics?.stageFinished(e.type === "stage.completed" ? "succeeded" : "failed", ms);
+        }
         if (live()) owned(() => run.append(e));
       },
       planStages: (plan) => {

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { components } from "../../generated/api.js";
 import type { Limits } from "../limits.js";
 import type { VmProvider } from "../runs/service.js";
+import type { Sandbox } from "./types.js";
 import { probeGuest, type BootFailure } from "./guest-probe.js";
 import { probeIdentity, probeKey, qemuVersion, readProbeCache, writeProbeCache, type Accelerator } from "./probe-cache.js";
 import { dieWithParentAvailable, findGuestImage, killLeftoverVms, QemuSandbox, stopAllVms, type GuestImage } from "./qemu/index.js";
@@ -44,7 +45,15 @@ const PROBE_SLACK_MS = 30_000;
  * a probe VM. Runs that need a micro-VM wait for it (`provider.ready`).
  */
 export function startVmSetup(
-  o: VmSetupOptions & { stateDir: string; projectRoot: string; log: Logger; limits: Pick<Limits, "guestProbeTimeoutMs" | "bootFailuresKept">; now?: () => number },
+  o: VmSetupOptions & {
+    stateDir: string;
+    projectRoot: string;
+    log: Logger;
+    limits: Pick<Limits, "guestProbeTimeoutMs" | "bootFailuresKept">;
+    now?: () => number;
+    /** Wraps the sandbox once the probe settles (the daemon's node-wide VM slots). */
+    gate?: (sandbox: Sandbox) => Sandbox;
+  },
 ): VmSetup {
   const now = o.now ?? Date.now;
   const t0 = now();
@@ -76,7 +85,8 @@ export function startVmSetup(
     if (bootedKernel) image = { ...image!, kernelVersion: bootedKernel };
     const img = image!;
     state = { boot: "ok", accelerator, cached, at: now() };
-    provider.sandbox = new QemuSandbox({
+    const gate = o.gate ?? ((x: Sandbox) => x);
+    provider.sandbox = gate(new QemuSandbox({
       kernel: img.kernel,
       initramfs: img.initramfs,
       accelerator,
@@ -85,7 +95,7 @@ export function startVmSetup(
       qemuBinary: o.qemuBinary,
       onBootFailure: (f) =>
         remember([{ at: new Date(now()).toISOString(), source: "stage", accelerator, run_id: f.runId, stage: f.stage, reason: f.reason }]),
-    });
+    }));
     provider.unavailableReason = "";
     o.log.info({ accelerator, cached, ms: now() - t0, kernel: img.kernel, guest_kernel: img.kernelVersion }, "micro-VMs available");
   };

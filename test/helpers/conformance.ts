@@ -43,9 +43,12 @@ function headerRecord(h: Reply["headers"]): Record<string, string> {
 const mediaType = (contentType: string) => contentType.split(";")[0]!.trim().toLowerCase();
 const isJsonType = (type: string) => type === "application/json" || type.endsWith("+json");
 
-/** The declared media-type key a reply's type falls under, most specific first: exact, `type/*`, `*\/*`. */
+/**
+ * The declared media-type key a reply's type falls under, most specific first: exact, `type/*`, `*\/*`.
+ * A key may carry parameters (`text/plain; version=0.0.4`): it is matched by its type.
+ */
 function declaredMediaType(declared: string[], type: string): string | undefined {
-  const lower = new Map(declared.map((k) => [k.toLowerCase(), k]));
+  const lower = new Map(declared.map((k) => [mediaType(k), k]));
   return lower.get(type) ?? lower.get(`${type.split("/")[0]}/*`) ?? lower.get("*/*");
 }
 

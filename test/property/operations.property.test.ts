@@ -52,7 +52,8 @@ function bodyArbitrary(op: OperationInfo): fc.Arbitrary<{ raw?: string; json?: u
 }
 
 describe("every operation (property)", () => {
-  for (const info of operations.values()) {
+  // A drain ends the daemon every property shares (and then refuses creates): test/fleet/drain.test.ts covers it.
+  for (const info of [...operations.values()].filter((o) => o.operationId !== "drainNode")) {
     it(`${info.method.toUpperCase()} ${info.path}: no 5xx, every reply conforms`, async () => {
       const names = [...info.path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]);
       // openapi-backend lists an operation with its path-level parameters merged in.

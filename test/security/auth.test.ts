@@ -144,7 +144,8 @@ describe("TCP listener with a token file", () => {
 
   it("every route works with the right token (never 401)", async () => {
     const failures: string[] = [];
-    for (const op of ops) {
+    // A drain ends the daemon these tests share: with the token it is covered in test/fleet/drain.test.ts.
+    for (const op of ops.filter((o) => o.operationId !== "drainNode")) {
       for (const auth of [`Bearer ${TOKEN}`, `bearer ${TOKEN}`]) {
         const r = await request(url, fill(op.path), { method: op.method, body: bodyFor(op.operationId), headers: { authorization: auth } });
         if (r.status === 401 || r.status >= 500) failures.push(`${op.method} ${op.path} (${auth.split(" ")[0]}): ${r.status} ${r.text.slice(0, 200)}`);

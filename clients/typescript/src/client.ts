@@ -13,6 +13,7 @@ export type CreateRunRequest = Schemas["CreateRunRequest"];
 export type CreateRunResponse = Schemas["CreateRunResponse"];
 export type CancelRunResponse = Schemas["CancelRunResponse"];
 export type Health = Schemas["Health"];
+export type DrainStatus = Schemas["DrainStatus"];
 export type StageList = Schemas["StageList"];
 export type StructuredOutput = Schemas["StructuredOutput"];
 export type SessionMessage = Schemas["SessionMessage"];
@@ -158,6 +159,10 @@ export class VoidboxClient {
 
   health(): Promise<Health> {
     return this.unwrap(this.api.GET("/v1/health"));
+  }
+  /** Starts a drain (idempotent): no new runs, the active ones finish, then the daemon exits. */
+  drain(): Promise<DrainStatus> {
+    return this.unwrap(this.api.POST("/v1/drain"));
   }
   createRun(body: CreateRunRequest): Promise<CreateRunResponse> {
     return this.unwrap(this.api.POST("/v1/runs", { body }));

@@ -21,6 +21,54 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Prometheus metrics
+         * @description The daemon's metrics in the Prometheus text exposition format (0.0.4): runs by
+         *     outcome, stage durations, micro-VM boot times (warm|cold), VMs live, warm-pool
+         *     requests, event append latency, HTTP requests by route template and status, and the
+         *     state dir's free bytes. Authenticated like every other route (a bearer token on TCP).
+         */
+        get: operations["getMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/drain": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Drain the daemon
+         * @description Starts a drain (idempotent): from now on new runs are refused with 503
+         *     RESOURCE_LIMIT_EXCEEDED (the message says the node is draining), active runs go on
+         *     to their end, and then the daemon exits (status 0). Runs still active after the
+         *     daemon's drain timeout (`--drain-timeout`) fail durably with terminal_reason
+         *     `daemon_shutdown`, as on SIGTERM. `GET /v1/health` shows `capacity.draining: true`
+         *     meanwhile.
+         */
+        post: operations["drainNode"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/runs": {
         parameters: {
             query?: never;
@@ -288,6 +336,7 @@ export interface components {
             storage?: "ok" | "low_space" | "read_only" | "failing";
             /** @description Why storage is not `ok` (null when it is). */
             storage_reason?: string | null;
+            capacity?: components["schemas"]["Capacity"];
         };
         BootFailure: {
             /** Format: date-time */
@@ -303,6 +352,48 @@ export interface components {
             stage: string | null;
             /** @description What failed: QEMU's exit and last output, or the boot deadline. */
             reason: string;
+        };
+        /**
+         * @description What this node can take, for a scheduler placing runs over many daemons. Micro-VMs
+         *     are gated node-wide: at most `max_vms` alive and `guest_memory_mib` of guest memory
+         *     (each VM counts its spec's `sandbox.memory_mb`); a stage past either waits for a slot.
+         */
+        Capacity: {
+            /**
+             * @description Accelerator micro-VMs use (null without micro-VMs).
+             * @enum {string|null}
+             */
+            accelerator: "kvm" | "tcg" | null;
+            /** @description Host CPUs the guests' vCPUs share. */
+            vcpus: number;
+            /** @description MiB all live guests together may take (`--max-guest-memory`). */
+            guest_memory_mib: number;
+            /** @description Micro-VMs alive at once, all runs together (`--max-vms`). */
+            max_vms: number;
+            /** @description Micro-VMs holding a slot now (booting, running or stopping). */
+            vms_in_use: number;
+            /** @description vCPUs of those VMs. */
+            vcpus_in_use?: number;
+            /** @description Guest memory of those VMs. */
+            guest_memory_in_use_mib: number;
+            /** @description Stages waiting for a slot. */
+            stages_waiting_for_vm?: number;
+            /** @description Pre-booted VMs ready to take a stage (0 while the daemon has no warm pool). */
+            warm_vms_ready: number;
+            /** @description Runs not yet terminal. */
+            active_runs: number;
+            /** @description Whether `POST /v1/runs` would start a new run now (false while draining or while stages wait for a VM). */
+            accepts_runs: boolean;
+            /** @description A drain is under way (`POST /v1/drain`, SIGUSR2); the daemon exits when it ends. */
+            draining: boolean;
+        };
+        DrainStatus: {
+            /** @enum {boolean} */
+            draining: true;
+            /** @description Runs the drain waits for. */
+            active_runs: number;
+            /** @description After this, runs still active fail (`daemon_shutdown`). */
+            drain_timeout_secs: number;
         };
         /**
          * @description JSON null (OpenAPI 3.0 has no null type; this is how a nullable reference is spelled).
@@ -1058,6 +1149,60 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
         };
     };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The current metrics. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example # HELP voidbox_runs_total Runs that reached a terminal state, by outcome.
+                     *     # TYPE voidbox_runs_total counter
+                     *     voidbox_runs_total{outcome="succeeded"} 12
+                     */
+                    "text/plain; version=0.0.4": string;
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+        };
+    };
+    drainNode: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The drain is under way. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "draining": true,
+                     *       "active_runs": 2,
+                     *       "drain_timeout_secs": 900
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DrainStatus"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+        };
+    };
     listRuns: {
         parameters: {
             query?: {
@@ -1220,6 +1365,22 @@ export interface operations {
                 };
             };
             413: components["responses"]["PayloadTooLarge"];
+            /**
+             * @description This node takes no new run now; retry later or on another node (`retryable: true`).
+             *     It is refused while the node drains, and while stages already wait for a micro-VM
+             *     slot (all `--max-vms` slots or all `--max-guest-memory` is taken): queueing more
+             *     would only lengthen the wait. The rule is checked before the spec is read, so it
+             *     applies to mock runs too; `capacity.accepts_runs` in `GET /v1/health` says the same
+             *     ahead of time. A known active `run_id` is still answered 200.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
             /** @description The state dir cannot take the run now (full, below the free-space floor, or read-only); nothing was recorded. */
             507: {
                 headers: {
