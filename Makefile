@@ -13,7 +13,7 @@ NODE_MIN := 20
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 S := $(if $(SUDO),$(SUDO) ,)
 
-.PHONY: help node-check deps system-deps kernel-deps node-deps build generate check-generated lint guest kernel test-guest run test bench clean mock conformance conformance-ci
+.PHONY: help node-check deps system-deps kernel-deps node-deps build generate check-generated lint guest kernel test-guest run test bench clean mock conformance conformance-ci docs
 
 help:
 	@echo "make run     build everything and run $(EXAMPLE) in micro-VMs, showing its events"
@@ -25,6 +25,7 @@ help:
 	@echo "make mock    serve openapi.yaml with the Prism mock on 127.0.0.1:$(PORT) (PORT= to change)"
 	@echo "make conformance URL=http://HOST:PORT [TOKEN=... | TOKEN_FILE=...] [MOCK=1]"
 	@echo "             run the contract suite against any running implementation"
+	@echo "make docs    render the API reference (openapi.yaml) to build/docs/index.html"
 
 # Node.js >= $(NODE_MIN) first: nothing else works without it, and Debian 12's own nodejs is 18.
 node-check:
@@ -61,7 +62,8 @@ kernel-deps:
 	  { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y $$missing; }; \
 	fi
 
-# npm packages from the committed lockfile; reinstalled only when the lockfile changes.
+# npm packages from the committed lockfile (with the clients/typescript workspace);
+# reinstalled only when the lockfile changes.
 node_modules/.installed: package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -80,6 +82,8 @@ generate: node-deps
 check-generated: node-deps
 	@npx --no-install openapi-typescript openapi.yaml -o generated/api.ts --check >/dev/null 2>&1 || \
 	  { echo "generated/api.ts is stale: run 'make generate' and commit it"; exit 1; }
+	@npx --no-install openapi-typescript openapi.yaml --default-non-nullable false -o clients/typescript/src/generated/api.ts --check >/dev/null 2>&1 || \
+	  { echo "clients/typescript/src/generated/api.ts is stale: run 'make generate' and commit it"; exit 1; }
 
 lint: node-deps check-generated
 	npx --no-install redocly lint openapi.yaml --format=stylish
@@ -115,13 +119,18 @@ run: node-check deps build guest
 test-guest: system-deps kernel-deps
 	@VOIDBOX_GUEST_KERNEL=$${VOIDBOX_GUEST_KERNEL:-custom} bash guest/build.sh $(GUEST_DIR)
 
+# The API reference, rendered by Redocly from openapi.yaml (no network needed to build it).
+docs: node-deps
+	npx --no-install redocly build-docs openapi.yaml -o build/docs/index.html
+
 test: node-check deps lint build test-guest
 	@mkdir -p build
 	npx --no-install vitest run --reporter=default --reporter=json --outputFile.json=build/vitest.json
-	@node -e 'const r=require("./build/vitest.json"); console.log(`$${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'
 	$(MAKE) --no-print-directory conformance-ci
 	@left=$$(pgrep -a -f '[q]emu-system.*voidbox' || true); \
 	if [ -n "$$left" ]; then echo "QEMU processes outlived the suite:"; echo "$$left"; exit 1; fi
+	@# The suite's own count last (the conformance runs above print theirs).
+	@node -e 'const r=require("./build/vitest.json"); console.log(`suite: $${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'
 
 bench: deps build guest
 	npx --no-install tsx bench/events-append.ts
@@ -132,6 +141,7 @@ bench: deps build guest
 	npx --no-install tsx bench/startup.ts
 	npx --no-install tsx bench/crash-cycles.ts
 	npx --no-install tsx bench/sse-latency.ts
+	npx --no-install tsx bench/sdk-follow.ts
 	npx --no-install tsx bench/metrics.ts
 
 # The mock consumers develop against: the spec itself answering with its examples

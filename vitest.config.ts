@@ -1,7 +1,10 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 // Note: vitest forces BASE_URL to "/", so targets are passed around as objects, never via env.
 export default defineConfig({
+  // Tests use the SDK's source, so they need no prior build of clients/typescript.
+  resolve: { alias: { "@voidbox/client": fileURLToPath(new URL("clients/typescript/src/index.ts", import.meta.url)) } },
   test: {
     include: ["test/**/*.test.ts"],
     testTimeout: 30_000,

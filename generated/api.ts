@@ -502,7 +502,7 @@ export interface components {
             ts_ms: number;
             /** @enum {string} */
             level: "info" | "warn" | "error";
-            /** @description Legacy dotted name (e.g. run.started), or the v2 name with api_version=v2. */
+            /** @description Legacy dotted name (one of EventType, e.g. run.started), or its v2 name (EventTypeV2) with api_version=v2. Future daemons may add types: treat unknown ones as plain events. */
             event_type: string;
             message: string;
             run_id: string;
@@ -516,7 +516,7 @@ export interface components {
             attempt_id: number;
             /** Format: date-time */
             timestamp: string;
-            /** @description PascalCase name, stored at creation. */
+            /** @description PascalCase name (one of EventTypeV2), stored at creation. */
             event_type_v2: string;
             payload: {
                 [key: string]: unknown;
@@ -529,6 +529,453 @@ export interface components {
             stream?: string | null;
             stage_name?: string | null;
             group_id?: string | null;
+        };
+        /**
+         * @description Legacy dotted names of the events the daemon appends (RunEvent.event_type without api_version=v2). Clients must accept names not listed here.
+         * @enum {string}
+         */
+        EventType: "run.started" | "env.provisioned" | "run.spec.loaded" | "spec.parse_failed" | "sandbox.selected" | "workflow.planned" | "box.started" | "skill.mounted" | "stage.queued" | "stage.started" | "microvm.spawned" | "stage.output" | "stage.output_truncated" | "stage.artifacts_dropped" | "microvm.exited" | "stage.completed" | "stage.failed" | "stage.skipped" | "run.finished" | "run.failed" | "run.cancelled" | "log.chunk" | "log.truncated" | "log.closed";
+        /**
+         * @description PascalCase (v2) names of the same events, in the same order as EventType (RunEvent.event_type_v2, and event_type with api_version=v2).
+         * @enum {string}
+         */
+        EventTypeV2: "RunStarted" | "EnvironmentProvisioned" | "SpecLoaded" | "SpecParseFailed" | "SandboxSelected" | "WorkflowPlanned" | "BoxStarted" | "SkillMounted" | "StageQueued" | "StageStarted" | "MicroVmSpawned" | "StageOutput" | "StageOutputTruncated" | "StageArtifactsDropped" | "MicroVmExited" | "StageSucceeded" | "StageFailed" | "StageSkipped" | "RunCompleted" | "RunFailed" | "RunCancelled" | "LogChunk" | "LogTruncated" | "LogClosed";
+        /**
+         * @description A RunEvent narrowed by its `event_type` (legacy or v2 name) to a typed payload. Not a
+         *     wire schema of its own (the events routes serve RunEvent, whose event_type is any
+         *     string so that new event types do not break clients); it is here so that generated
+         *     clients get a discriminated union. A client should treat an event_type it does not
+         *     know as a plain RunEvent.
+         */
+        TypedRunEvent: components["schemas"]["RunStartedEvent"] | components["schemas"]["EnvironmentProvisionedEvent"] | components["schemas"]["SpecLoadedEvent"] | components["schemas"]["SpecParseFailedEvent"] | components["schemas"]["SandboxSelectedEvent"] | components["schemas"]["WorkflowPlannedEvent"] | components["schemas"]["BoxStartedEvent"] | components["schemas"]["SkillMountedEvent"] | components["schemas"]["StageQueuedEvent"] | components["schemas"]["StageStartedEvent"] | components["schemas"]["MicroVmSpawnedEvent"] | components["schemas"]["StageOutputEvent"] | components["schemas"]["StageOutputTruncatedEvent"] | components["schemas"]["StageArtifactsDroppedEvent"] | components["schemas"]["MicroVmExitedEvent"] | components["schemas"]["StageSucceededEvent"] | components["schemas"]["StageFailedEvent"] | components["schemas"]["StageSkippedEvent"] | components["schemas"]["RunCompletedEvent"] | components["schemas"]["RunFailedEvent"] | components["schemas"]["RunCancelledEvent"] | components["schemas"]["LogChunkEvent"] | components["schemas"]["LogTruncatedEvent"] | components["schemas"]["LogClosedEvent"];
+        RunStartedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "run.started" | "RunStarted";
+            /** @enum {string} */
+            event_type_v2: "RunStarted";
+            payload: components["schemas"]["Null"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "run.started" | "RunStarted";
+        };
+        EnvironmentProvisionedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "env.provisioned" | "EnvironmentProvisioned";
+            /** @enum {string} */
+            event_type_v2: "EnvironmentProvisioned";
+            payload: components["schemas"]["Null"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "env.provisioned" | "EnvironmentProvisioned";
+        };
+        SpecLoadedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "run.spec.loaded" | "SpecLoaded";
+            /** @enum {string} */
+            event_type_v2: "SpecLoaded";
+            payload: components["schemas"]["SpecLoadedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "run.spec.loaded" | "SpecLoaded";
+        };
+        SpecParseFailedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "spec.parse_failed" | "SpecParseFailed";
+            /** @enum {string} */
+            event_type_v2: "SpecParseFailed";
+            payload: components["schemas"]["Null"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "spec.parse_failed" | "SpecParseFailed";
+        };
+        SandboxSelectedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "sandbox.selected" | "SandboxSelected";
+            /** @enum {string} */
+            event_type_v2: "SandboxSelected";
+            payload: components["schemas"]["SandboxSelectedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "sandbox.selected" | "SandboxSelected";
+        };
+        WorkflowPlannedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "workflow.planned" | "WorkflowPlanned";
+            /** @enum {string} */
+            event_type_v2: "WorkflowPlanned";
+            payload: components["schemas"]["WorkflowPlannedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "workflow.planned" | "WorkflowPlanned";
+        };
+        BoxStartedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "box.started" | "BoxStarted";
+            /** @enum {string} */
+            event_type_v2: "BoxStarted";
+            payload: components["schemas"]["Null"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "box.started" | "BoxStarted";
+        };
+        SkillMountedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "skill.mounted" | "SkillMounted";
+            /** @enum {string} */
+            event_type_v2: "SkillMounted";
+            payload: components["schemas"]["Null"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "skill.mounted" | "SkillMounted";
+        };
+        StageQueuedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "stage.queued" | "StageQueued";
+            /** @enum {string} */
+            event_type_v2: "StageQueued";
+            payload: components["schemas"]["StageQueuedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "stage.queued" | "StageQueued";
+        };
+        StageStartedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "stage.started" | "StageStarted";
+            /** @enum {string} */
+            event_type_v2: "StageStarted";
+            payload: components["schemas"]["StageStartedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "stage.started" | "StageStarted";
+        };
+        MicroVmSpawnedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "microvm.spawned" | "MicroVmSpawned";
+            /** @enum {string} */
+            event_type_v2: "MicroVmSpawned";
+            payload: components["schemas"]["MicroVmSpawnedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "microvm.spawned" | "MicroVmSpawned";
+        };
+        StageOutputEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "stage.output" | "StageOutput";
+            /** @enum {string} */
+            event_type_v2: "StageOutput";
+            payload: components["schemas"]["StageOutputPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "stage.output" | "StageOutput";
+        };
+        StageOutputTruncatedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "stage.output_truncated" | "StageOutputTruncated";
+            /** @enum {string} */
+            event_type_v2: "StageOutputTruncated";
+            payload: components["schemas"]["StageOutputTruncatedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "stage.output_truncated" | "StageOutputTruncated";
+        };
+        StageArtifactsDroppedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "stage.artifacts_dropped" | "StageArtifactsDropped";
+            /** @enum {string} */
+            event_type_v2: "StageArtifactsDropped";
+            payload: components["schemas"]["StageArtifactsDroppedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "stage.artifacts_dropped" | "StageArtifactsDropped";
+        };
+        MicroVmExitedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "microvm.exited" | "MicroVmExited";
+            /** @enum {string} */
+            event_type_v2: "MicroVmExited";
+            payload: components["schemas"]["MicroVmExitedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "microvm.exited" | "MicroVmExited";
+        };
+        StageSucceededEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "stage.completed" | "StageSucceeded";
+            /** @enum {string} */
+            event_type_v2: "StageSucceeded";
+            payload: components["schemas"]["StageSucceededPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "stage.completed" | "StageSucceeded";
+        };
+        StageFailedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "stage.failed" | "StageFailed";
+            /** @enum {string} */
+            event_type_v2: "StageFailed";
+            payload: components["schemas"]["StageFailedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "stage.failed" | "StageFailed";
+        };
+        StageSkippedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "stage.skipped" | "StageSkipped";
+            /** @enum {string} */
+            event_type_v2: "StageSkipped";
+            payload: components["schemas"]["StageSkippedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "stage.skipped" | "StageSkipped";
+        };
+        RunCompletedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "run.finished" | "RunCompleted";
+            /** @enum {string} */
+            event_type_v2: "RunCompleted";
+            payload: components["schemas"]["RunCompletedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "run.finished" | "RunCompleted";
+        };
+        RunFailedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "run.failed" | "RunFailed";
+            /** @enum {string} */
+            event_type_v2: "RunFailed";
+            payload: components["schemas"]["RunFailedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "run.failed" | "RunFailed";
+        };
+        RunCancelledEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "run.cancelled" | "RunCancelled";
+            /** @enum {string} */
+            event_type_v2: "RunCancelled";
+            payload: components["schemas"]["RunCancelledPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "run.cancelled" | "RunCancelled";
+        };
+        LogChunkEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "log.chunk" | "LogChunk";
+            /** @enum {string} */
+            event_type_v2: "LogChunk";
+            payload: components["schemas"]["LogChunkPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "log.chunk" | "LogChunk";
+        };
+        LogTruncatedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "log.truncated" | "LogTruncated";
+            /** @enum {string} */
+            event_type_v2: "LogTruncated";
+            payload: components["schemas"]["LogTruncatedPayload"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "log.truncated" | "LogTruncated";
+        };
+        LogClosedEvent: components["schemas"]["RunEvent"] & {
+            /** @enum {string} */
+            event_type: "log.closed" | "LogClosed";
+            /** @enum {string} */
+            event_type_v2: "LogClosed";
+            payload: components["schemas"]["Null"];
+        } & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "log.closed" | "LogClosed";
+        };
+        SpecLoadedPayload: {
+            name: string;
+            /** @enum {string} */
+            kind: "workflow" | "pipeline" | "agent";
+        };
+        SandboxSelectedPayload: {
+            /** @enum {string} */
+            requested: "mock" | "local" | "auto";
+            /** @enum {string|null} */
+            selected: "mock" | "local" | null;
+        };
+        WorkflowPlannedPayload: {
+            steps: string[];
+            output_step: string;
+        };
+        StageQueuedPayload: {
+            depends_on: string[];
+        };
+        StageStartedPayload: {
+            stage_attempt: number;
+        };
+        MicroVmSpawnedPayload: {
+            stage: string;
+            /** @enum {string} */
+            accelerator: "kvm" | "tcg";
+            pid: number;
+            boot_ms: number;
+        };
+        MicroVmExitedPayload: {
+            stage: string;
+            /** @enum {string} */
+            accelerator: "kvm" | "tcg";
+            pid: number;
+            boot_ms: number;
+            /** @description null when QEMU was killed by a signal. */
+            exit_code: number | null;
+            signal: string | null;
+            /** @description The daemon had to kill QEMU (it did not power off in time). */
+            killed: boolean;
+        };
+        /** @description A chunk of a running stage's stdout or stderr (coalesced, bounded like all output). */
+        StageOutputPayload: {
+            /** @enum {string} */
+            stream: "stdout" | "stderr";
+            /** @description Byte offset of this chunk in the stream of this stage attempt. */
+            offset: number;
+            bytes: number;
+            /**
+             * @description `base64` when the chunk is not valid UTF-8.
+             * @enum {string}
+             */
+            encoding: "utf8" | "base64";
+            data: string;
+            stage_attempt: number;
+        };
+        StageOutputTruncatedPayload: {
+            /** @enum {string} */
+            stream: "stdout" | "stderr";
+            kept_bytes: number;
+            total_bytes: number;
+            limit_bytes: number;
+            /** @description Bytes sent as stage.output events before the event cap stopped live output (present only then). */
+            live_bytes?: number;
+            /** @description The output-event cap that stopped live output (present only then). */
+            limit_events?: number;
+        };
+        StageArtifactsDroppedPayload: {
+            dropped_count: number;
+            /** @description The first 100 dropped artifacts. */
+            dropped: {
+                name: string;
+                /** @enum {string} */
+                reason: "duplicate_name" | "over_count_quota" | "over_byte_quota";
+                size_bytes?: number;
+            }[];
+            stored_count: number;
+            stored_bytes: number;
+            max_artifacts: number;
+            max_artifact_bytes: number;
+        };
+        StageSucceededPayload: {
+            duration_ms: number;
+            /** @enum {integer} */
+            exit_code: 0;
+            stage_attempt: number;
+        };
+        StageFailedPayload: {
+            duration_ms: number;
+            /** @description -1 when the stage was stopped (cancel, timeout, restart). */
+            exit_code: number | null;
+            error: string;
+            stage_attempt: number;
+        };
+        StageSkippedPayload: {
+            reason: string;
+        };
+        RunCompletedPayload: {
+            exit_code: number | null;
+        };
+        /** @description null when the run failed before executing (bad spec, no sandbox, daemon restart). */
+        RunFailedPayload: {
+            error: string;
+            exit_code: number | null;
+        } | null;
+        RunCancelledPayload: {
+            reason: string;
+        };
+        LogChunkPayload: {
+            /** @description One line of the run's output, without its newline. */
+            data: string;
+        };
+        LogTruncatedPayload: {
+            kept_lines: number;
+            dropped_lines: number;
+            total_lines: number;
+            limit_lines: number;
         };
         RunReport: {
             name: string;

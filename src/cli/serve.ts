@@ -1,0 +1,106 @@
+import path from "node:path";
+import { parseArgs } from "node:util";
+import pino from "pino";
+import { ConfigError, defaultSocketPath, defaultStateDir, resolveToken, type Env } from "../config.js";
+import { isLoopbackHost, parseListen } from "../http/listen.js";
+import { limitsFromFlags, SERVE_LIMIT_FLAGS } from "../limits.js";
+import { createDaemon } from "../server.js";
+import { prettyDestination } from "./pretty-log.js";
+
+/** `voidbox serve`: runs the daemon until SIGTERM/SIGINT; bad flags throw ConfigError (exit 2). */
+export async function serve(argv: string[], env: Env): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      listen: { type: "string", multiple: true },
+      "state-dir": { type: "string" },
+      "no-auth": { type: "boolean", default: false },
+      "token-file": { type: "string" },
+      accel: { type: "string", default: "auto" },
+      kernel: { type: "string" },
+      initramfs: { type: "string" },
+      "log-level": { type: "string", default: env.VOIDBOX_LOG_LEVEL ?? "info" },
+      "log-format": { type: "string", default: "json" },
+      "spec-root": { type: "string", multiple: true },
+      ...Object.fromEntries(Object.keys(SERVE_LIMIT_FLAGS).map((f) => [f, { type: "string" as const }])),
+    },
+  });
+  const limits = limitsFromFlags(values, (values["spec-root"] ?? []).map((d) => path.resolve(d)));
+  // Asynchronous log writes: under load, lines written while a write is in flight are
+  // coalesced instead of costing a blocking syscall each (flushed at shutdown).
+  const format = values["log-format"];
+  if (format !== "json" && format !== "pretty") throw new ConfigError(`--log-format must be json or pretty (got ${format})`);
+  const log = pino(
+    { level: values["log-level"], base: { name: "voidbox" } },
+    format === "pretty" ? prettyDestination(process.stdout) : pino.destination({ dest: 1, sync: false }),
+  );
+  const accel = values.accel;
+  if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw new ConfigError(`--accel must be auto, kvm or tcg (got ${accel})`);
+  if (!!values.kernel !== !!values.initramfs) throw new ConfigError("--kernel and --initramfs go together");
+  const listens = values.listen?.length ? values.listen : [`unix://${defaultSocketPath(env)}`];
+  // Every listen URL is checked before anything starts (a bad second one must not leave the first bound).
+  const tcpHosts = listens.map(parseListen).flatMap((t) => (t.kind === "tcp" ? [t.host] : []));
+  let token: string | null = null;
+  if (tcpHosts.length && values["no-auth"]) {
+    const exposed = tcpHosts.filter((h) => !isLoopbackHost(h));
+    if (exposed.length)
+      throw new ConfigError(`--no-auth is only allowed on loopback TCP addresses (127.0.0.0/8, ::1, localhost); ${exposed.join(", ")} would serve anyone who can reach it without a token`);
+    log.warn("--no-auth: TCP listeners accept requests without a bearer token; use only on loopback for development and conformance suites");
+  } else if (tcpHosts.length) token = resolveToken(values["token-file"], env, true);
+
+  const stateDir = path.resolve(values["state-dir"] ?? defaultStateDir(env));
+  const daemon = await createDaemon({
+    stateDir,
+    auth: token ? { token } : null,
+    log,
+    limits,
+    vm: { accel, kernel: values.kernel, initramfs: values.initramfs },
+  });
+  try {
+    for (const l of listens) await daemon.listen(l);
+  } catch (e) {
+    // Stop what start-up began (the guest-boot probe's VM) before exiting with the error.
+    await daemon.close();
+    throw e;
+  }
+  log.info({ state_dir: stateDir }, "daemon ready");
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down");
+    const hard = setTimeout(() => {
+      log.error("shutdown took too long; exiting");
+      process.exit(1);
+    }, 30_000);
+    hard.unref();
+    daemon.close().then(
+      () => {
+        log.flush();
+        process.exit(0);
+      },
+      (e) => {
+        log.error({ err: e }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  // Last line of defence. Every write path has an owner that decides what its failure
+  // means (RunService.storageFault, the 507 reply, best-effort housekeeping), so a
+  // rejection nobody handled is a bug: it is logged at error level, visibly, and the
+  // daemon keeps serving the other runs rather than dying with all of them.
+  process.on("unhandledRejection", (reason) => log.error({ err: reason }, "BUG: unhandled promise rejection (daemon keeps serving)"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  // A drain (SIGUSR2, POST /v1/drain or `voidbox drain`) lets active runs finish, then exits 0.
+  process.on("SIGUSR2", () => {
+    log.info({ signal: "SIGUSR2" }, "drain requested");
+    void daemon.drain();
+  });
+  void daemon.drained.then(() => {
+    log.flush();
+    process.exit(0);
+  });
+  return -1; // keeps running
+}
