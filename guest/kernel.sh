@@ -90,7 +90,10 @@ progress() { # sets LINE (no subshell: max_seen must survive)
   if [ -z "$tree" ]; then LINE="guest kernel [step 1/3] preparing (build dependencies, linux-source-6.1)"; return; fi
   if [ ! -x "$tree/scripts/kconfig/conf" ]; then LINE="guest kernel [step 1/3] unpacking linux-source-6.1"; return; fi
   if [ ! -f "$tree/.config" ] || [ ! -d "$tree/include/generated" ]; then LINE="guest kernel [step 2/3] configuring (tinyconfig + guest/kernel.config)"; return; fi
-  n=$(find "$tree" -name '*.o' 2>/dev/null | wc -l)
+  # find fails when files vanish under it (kbuild's temporaries): a count is all we need,
+  # and under `set -e` a failure here would end the watcher and its EXIT trap would delete
+  # the tree being built.
+  n=$(find "$tree" -name '*.o' 2>/dev/null | wc -l || true)
   [ "$n" -gt "$max_seen" ] && max_seen=$n
   est=$(estimate)
   pct=$(( n * 100 / est )); [ $pct -gt 99 ] && pct=99
@@ -99,7 +102,7 @@ progress() { # sets LINE (no subshell: max_seen must survive)
 }
 watch() { # watch <pid>: progress until it exits
   while kill -0 "$1" 2>/dev/null; do
-    progress
+    progress || true # progress is only shown: it must never stop the build
     [ -z "$LINE" ] || show "$LINE"
     sleep 2
   done

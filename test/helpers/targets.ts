@@ -193,7 +193,8 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function startPrism(): Promise<Target> {
+/** Prism (`mock` or `proxy` mode) on a free loopback port; `args` come before the port flags. */
+async function startPrismOn(name: string, args: string[]): Promise<Target> {
   const prism = path.join(REPO_ROOT, "node_modules", ".bin", "prism");
   let lastError: unknown;
   // The free port can be taken between probing and Prism binding it: retry a few times.
@@ -201,14 +202,14 @@ export async function startPrism(): Promise<Target> {
     const port = await freePort();
     try {
       const { child, url } = await spawnUntilReady(
-        "prism mock",
+        name.toLowerCase(),
         prism,
-        ["mock", "openapi.yaml", "-p", String(port), "-h", "127.0.0.1"],
+        [...args, "-p", String(port), "-h", "127.0.0.1"],
         (line) => (line.includes("Prism is listening") ? `http://127.0.0.1:${port}` : undefined),
         30_000,
       );
       return {
-        name: "Prism mock",
+        name,
         kind: "prism",
         url,
         async close() {
@@ -222,37 +223,17 @@ export async function startPrism(): Promise<Target> {
   throw lastError;
 }
 
+export function startPrism(): Promise<Target> {
+  return startPrismOn("Prism mock", ["mock", "openapi.yaml"]);
+}
+
 /**
  * Prism's validating proxy (`prism proxy openapi.yaml <upstream> --errors`) in front of a
  * running daemon: it forwards what the spec allows and answers a request or reply the spec
  * does not allow with its own error (RFC 7807 problem+json) instead.
  */
-export async function startPrismProxy(upstream: string, extraArgs: string[] = []): Promise<Target> {
-  const prism = path.join(REPO_ROOT, "node_modules", ".bin", "prism");
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
-    try {
-      const { child, url } = await spawnUntilReady(
-        "prism proxy",
-        prism,
-        ["proxy", "openapi.yaml", upstream, "--errors", ...extraArgs, "-p", String(port), "-h", "127.0.0.1"],
-        (line) => (line.includes("Prism is listening") ? `http://127.0.0.1:${port}` : undefined),
-        30_000,
-      );
-      return {
-        name: "Prism proxy",
-        kind: "prism",
-        url,
-        async close() {
-          await stopChild(child);
-        },
-      };
-    } catch (err) {
-      lastError = err;
-    }
-  }
-  throw lastError;
+export function startPrismProxy(upstream: string, extraArgs: string[] = []): Promise<Target> {
+  return startPrismOn("Prism proxy", ["proxy", "openapi.yaml", upstream, "--errors", ...extraArgs]);
 }
 
 export const ALL_TARGETS: TargetFactory[] = [
