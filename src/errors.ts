@@ -3,7 +3,7 @@ import type { components } from "../generated/api.js";
 export type ApiErrorBody = components["schemas"]["ApiError"];
 export type ErrorCode = ApiErrorBody["code"];
 
-/** The one table of error codes → HTTP status and retryability (CONTRACT.md section 3). */
+/** The one table of error codes → HTTP status and retryability (the ApiError codes of openapi.yaml). */
 const ERROR_TABLE: Record<ErrorCode, { status: number; retryable: boolean }> = {
   INVALID_SPEC: { status: 400, retryable: false },
   INVALID_POLICY: { status: 400, retryable: false },

@@ -19,7 +19,7 @@ export interface IdSource {
 
 /**
  * Run ids: a millisecond timestamp plus 64 random bits, so two creates in the same
- * millisecond never collide (the Rust daemon's defect 7), and a process-local counter
+ * millisecond never collide (a defect of the Rust daemon), and a process-local counter
  * as a tie-breaker that makes a collision impossible within one daemon.
  */
 export function defaultIds(now: () => number = Date.now): IdSource {

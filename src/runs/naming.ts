@@ -1,4 +1,4 @@
-/** Legacy dotted event names → v2 PascalCase names (CONTRACT.md section 6). */
+/** Legacy dotted event names → v2 PascalCase names (openapi.yaml pairs them in EventType / EventTypeV2; other names are split on "." and "_" and capitalised). */
 const V2_NAMES: Record<string, string> = {
   "run.started": "RunStarted",
   "run.finished": "RunCompleted",

@@ -37,7 +37,7 @@ export function resultProblem(stage: string, bytes: Buffer | undefined): string 
   return undefined;
 }
 
-/** Decides `artifact_publication` (CONTRACT.md section 10). */
+/** Decides `artifact_publication` (openapi.yaml ArtifactPublication). */
 export function decidePublication(input: PublicationInput): PublicationOutcome {
   const manifest: ArtifactPublication["manifest"] = [];
   for (const [stage, out] of input.outputs) {

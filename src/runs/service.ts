@@ -116,7 +116,7 @@ interface Execution {
 }
 
 /**
- * The run lifecycle (CONTRACT.md sections 5–10): idempotent create, spec loading,
+ * The run lifecycle (the lifecycle described in openapi.yaml's run operations): idempotent create, spec loading,
  * execution through the engine, terminal transitions, cancel, and publication.
  */
 export class RunService {
@@ -525,7 +525,7 @@ export class RunService {
     this.settle(run, () => run.persist());
   }
 
-  /** Cancel (CONTRACT.md section 8): durable before it returns; stops the run's work. */
+  /** Cancel (as openapi.yaml's cancelRun describes it): durable before it returns; stops the run's work. */
   cancel(id: string, reason: string | undefined): CancelRunResponse {
     const run = this.get(id);
     if (!run.terminal) {

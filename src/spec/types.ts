@@ -1,5 +1,5 @@
 /**
- * Run-spec files (CONTRACT.md section 11). These types describe the spec *file*
+ * Run-spec files (the run-spec format; README "Run specs"). These types describe the spec *file*
  * format, which is not part of the HTTP API and so not in openapi.yaml; the JSON
  * Schema that validates them is in ./schema.ts and must stay in step with them.
  */

@@ -1,4 +1,4 @@
-// HTTP contract suite: CONTRACT.md sections 2–9 and 12 (items 1–3), run unchanged against
+// HTTP contract suite: the endpoints, errors, lifecycle, v2 naming, resume and cancel rules of openapi.yaml, run unchanged against
 //   (a) the in-process server, (b) the daemon as a separate process, (c) the Prism mock.
 // Every reply passes the conformance gate (test/helpers/conformance.ts: declared status,
 // media type, headers and body schema, one Content-Length) before a test looks at it.
@@ -65,7 +65,7 @@ function payload(e: RunEvent | undefined): Record<string, any> {
   return (e?.payload ?? {}) as Record<string, any>;
 }
 
-/** Envelope rules of CONTRACT.md sections 4–5 for one run's (legacy-named) events. */
+/** Envelope rules of openapi.yaml's RunEvent for one run's (legacy-named) events. */
 function expectEnvelope(run: RunState, events: RunEvent[] = run.events): void {
   const ids = new Set<string>();
   events.forEach((e, i) => {

@@ -12,7 +12,7 @@ export type RunStatus = components["schemas"]["RunStatus"];
 export const TERMINAL: readonly RunStatus[] = ["succeeded", "failed", "cancelled"];
 export const isTerminal = (s: string) => (TERMINAL as readonly string[]).includes(s);
 
-/** Legacy → v2 names (CONTRACT.md section 6). */
+/** Legacy → v2 names (openapi.yaml pairs them in EventType / EventTypeV2; other names are split on "." and "_" and capitalised). */
 export const V2_NAMES: Record<string, string> = {
   "run.started": "RunStarted",
   "run.finished": "RunCompleted",

@@ -1,4 +1,4 @@
-// CONTRACT.md section 10 (structured output and artifacts) through HTTP, mock sandbox.
+// Structured output and artifacts (openapi.yaml ArtifactPublication and the stage routes) through HTTP, mock sandbox.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";

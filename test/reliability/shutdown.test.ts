@@ -1,4 +1,4 @@
-// Graceful shutdown and the Unix-socket listener (CONTRACT.md sections 1 and 13):
+// Graceful shutdown and the Unix-socket listener (README "Using the daemon" and "Limits and faults"):
 // SIGTERM/SIGINT with an active run exits 0, unlinks the socket and fails the run
 // durably with terminal_reason "daemon_shutdown"; the socket is 0600; a stale socket
 // is replaced; any other file at the socket path is left alone and refused.
@@ -42,7 +42,7 @@ function setup() {
     env: childEnv(home),
     sock: path.join(home, "run", "v.sock"),
     longSpec: writeSpec(specs, "long.yaml", [{ name: "wait", program: "sleep", args: ["300"] }]),
-    // Two steps: a single-step workflow must publish result.json (CONTRACT.md 10), echo does not.
+    // Two steps: a single-step workflow must publish result.json (openapi.yaml ArtifactPublication), echo does not.
     shortSpec: writeSpec(specs, "short.yaml", [
       { name: "say", program: "echo", args: ["hi"] },
       { name: "shout", program: "tr", args: ["a-z", "A-Z"], depends_on: ["say"] },

@@ -1,4 +1,4 @@
-// Bearer-token authentication on TCP listeners (CONTRACT.md section 1): every route of
+// Bearer-token authentication on TCP listeners (README "Using the daemon"; openapi.yaml securitySchemes): every route of
 // openapi.yaml, health included, needs `Authorization: Bearer <token>`; token sources
 // and the refusal of group/other-readable token files; --no-auth is loud.
 import fs from "node:fs";
@@ -90,7 +90,7 @@ describe("TCP listener with a token file", () => {
     if (d) await stopDaemon(d);
   });
 
-  it("the yaml lists the routes of CONTRACT.md section 2", () => {
+  it("the yaml lists the routes the daemon serves", () => {
     expect(ops.length).toBeGreaterThanOrEqual(11);
   });
 

@@ -1,5 +1,5 @@
-// Hostile input against the in-process daemon (CONTRACT.md sections 1, 3, 4, 5, 12.6,
-// 12.8): traversal ids on every route with an id, oversized / deeply nested / badly
+// Hostile input against the in-process daemon (transport, errors, ids, lifecycle,
+// unsafe ids and 413 bodies): traversal ids on every route with an id, oversized / deeply nested / badly
 // encoded bodies, absurd policies, and spec files that are huge, binary, alias bombs,
 // devices or FIFOs. Every bad input must get a 4xx ApiError (never a 5xx), nothing may
 // be written outside the state dir, and the daemon must keep answering.
@@ -73,7 +73,7 @@ function expect4xxApiError(r: Reply, what: string, codes?: string[]): void {
   expect(r.status, `${what}: ${r.text.slice(0, 300)}`).toBeLessThan(500);
   expect(isApiError(r.json), `${what}: not an ApiError: ${r.text.slice(0, 300)}`).toBe(true);
   expect(r.headers["content-type"], what).toMatch(/application\/json/);
-  // CONTRACT.md 1: JSON replies carry Content-Length, never chunked.
+  // Transport rule (openapi.yaml info): JSON replies carry Content-Length, never chunked.
   expect(r.headers["content-length"], `${what}: Content-Length`).toBe(String(Buffer.byteLength(r.text)));
   expect(r.headers["transfer-encoding"], what).toBeUndefined();
   if (codes) expect(codes, `${what}: ${r.text.slice(0, 300)}`).toContain((r.json as { code: string }).code);
@@ -267,7 +267,7 @@ describe("hostile bodies", () => {
     // Literals JSON.stringify cannot produce.
     for (const lit of ["1e400", "-1e400", "1E999"])
       await check(`policy.stage_timeout_secs=${lit} (raw)`, `{"file":${JSON.stringify(goodSpec)},"policy":{"stage_timeout_secs":${lit}}}`, true);
-    // Not JSON at all: malformed JSON is INVALID_SPEC (CONTRACT.md 3), wherever it sits.
+    // Not JSON at all: malformed JSON is INVALID_SPEC (openapi.yaml ApiError), wherever it sits.
     for (const lit of ["NaN", "Infinity", "0x10", "01", "+1"]) {
       const r = await bad(`policy literal ${lit}`, "/v1/runs", {
         body: `{"file":${JSON.stringify(goodSpec)},"policy":{"stage_timeout_secs":${lit}}}`,
@@ -318,7 +318,7 @@ describe("protocol-level garbage", () => {
       else if (!isApiError(json)) failures.push(`${what}: ${status} without an ApiError body (${JSON.stringify(reply.slice(0, 120))})`);
     }
     await expectHealthy();
-    // CONTRACT.md 3: every non-2xx reply is an ApiError — including the ones Node's HTTP parser sends.
+    // openapi.yaml ApiError: every non-2xx reply is an ApiError — including the ones Node's HTTP parser sends.
     expect(failures).toEqual([]);
   }, 30_000);
 });
