@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 import fs from "node:fs";
 import path from "node:path";
-import { DaemonUnreachableError, VoidboxError } from "@voidbox/client";
 import { fileURLToPath } from "node:url";
 import { EXIT, UsageError } from "./cli/errors.js";
 import { ConfigError } from "./config.js";
@@ -51,7 +50,9 @@ async function main(argv: string[]): Promise<number> {
   return commands.clientCommand(cmd, rest, process.env);
 }
 
-function fail(e: unknown): number {
+async function fail(e: unknown): Promise<number> {
+  // Loaded here, not at the top: the SDK pulls in undici (~150 ms), which `serve` never needs.
+  const { DaemonUnreachableError, VoidboxError } = await import("@voidbox/client");
   // Bad flags, files or variables the operator gave are usage errors too.
   if (e instanceof ConfigError) {
     process.stderr.write(`voidbox: ${e.message}\n`);
@@ -81,7 +82,7 @@ main(process.argv.slice(2)).then(
   (code) => {
     if (code >= 0) process.exitCode = code;
   },
-  (e: unknown) => {
-    process.exitCode = fail(e);
+  async (e: unknown) => {
+    process.exitCode = await fail(e);
   },
 );

@@ -3,19 +3,18 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pino, { type Logger } from "pino";
-import type { Express } from "express";
 import type { Document } from "openapi-backend";
-import { createApi, createApp, precompileValidators } from "./http/app.js";
 import { loadDefinitionFile } from "./http/definition.js";
+import { startingHandler, type RequestHandler } from "./http/starting.js";
+import { runHandlers } from "./http/handlers/runs.js";
+import { sessionHandlers } from "./http/handlers/sessions.js";
+import { stageHandlers } from "./http/handlers/stages.js";
 import { healthHandlers, type Health } from "./http/handlers/health.js";
 import { fleetHandlers, type DrainStatus } from "./http/handlers/fleet.js";
 import { NodeSlots } from "./engine/node-slots.js";
 import { Metrics } from "./metrics.js";
 import { GatedSandbox } from "./sandbox/gated.js";
 import type { Sandbox } from "./sandbox/types.js";
-import { runHandlers } from "./http/handlers/runs.js";
-import { sessionHandlers } from "./http/handlers/sessions.js";
-import { stageHandlers } from "./http/handlers/stages.js";
 import { listen, parseListen, type Listener } from "./http/listen.js";
 import { defaultIds, type IdSource } from "./ids.js";
 import { RunService, type VmProvider } from "./runs/service.js";
@@ -52,10 +51,14 @@ export interface DaemonOptions {
   ids?: IdSource;
   /** Bounds on output, artifacts, connections and disk (default DEFAULT_LIMITS). */
   limits?: Partial<Limits>;
+  /**
+   * Listen URLs bound during start-up, as soon as health can be answered: they serve
+   * GET /v1/health before the API is loaded and hold other requests until it is.
+   */
+  listen?: string[];
 }
 
 export interface Daemon {
-  app: Express;
   service: RunService;
   listen(spec: string): Promise<Listener>;
   /** Stops accepting, fails active runs durably, stops every VM, flushes state. */
@@ -212,32 +215,43 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     return { draining: true, active_runs: runs.activeCount(), drain_timeout_secs: Math.round(limits.drainTimeoutMs / 1000) };
   };
 
-  const handlers = {
-    ...healthHandlers(health),
-    ...fleetHandlers({ metrics: async () => ({ text: await metrics.text(), contentType: metrics.contentType }), drain: drainStatus }),
-    ...runHandlers(runs, { heartbeatMs: limits.sseHeartbeatMs, stallTimeoutMs: limits.sseStallTimeoutMs }),
-    ...stageHandlers(runs, store),
-    ...sessionHandlers(sessions, now),
-  };
-  const api = await createApi(loadDefinition());
-  stopPrecompile = precompileValidators(api);
   const onRequest = metrics.httpRequest.bind(metrics);
-  const openApp = createApp({ api, handlers, log, token: null, onRequest });
-  const authApp = opts.auth ? createApp({ api, handlers, log, token: opts.auth.token, onRequest }) : openApp;
-  return {
-    app: openApp,
-    service: runs,
-    drain,
-    drained,
-    async listen(spec: string) {
-      const target = parseListen(spec);
-      // The Unix socket is protected by its file mode; TCP needs the bearer token.
-      const l = await listen(target.kind === "unix" ? openApp : authApp, target, limits, log);
-      listeners.push(l);
-      lock.setUrls(listeners.map((x) => x.url));
-      log.info({ url: l.url, auth: target.kind === "tcp" && !!opts.auth }, "listening");
-      return l;
-    },
-    close,
+  let loaded!: (apps: { open: RequestHandler; auth: RequestHandler }) => void;
+  let loadFailed!: (e: unknown) => void;
+  const apps = new Promise<{ open: RequestHandler; auth: RequestHandler }>((resolve, reject) => ((loaded = resolve), (loadFailed = reject)));
+  apps.catch(() => {}); // start-up reports it; listeners answer held requests with it
+  const listenOn = async (spec: string): Promise<Listener> => {
+    const target = parseListen(spec);
+    // The Unix socket is protected by its file mode; TCP needs the bearer token.
+    const token = target.kind === "tcp" && opts.auth ? opts.auth.token : null;
+    const ready = apps.then((a) => (token === null ? a.open : a.auth));
+    const l = await listen(startingHandler({ health, token, ready, onRequest }), target, limits, log);
+    listeners.push(l);
+    lock.setUrls(listeners.map((x) => x.url));
+    log.info({ url: l.url, auth: token !== null }, "listening");
+    return l;
   };
+
+  try {
+    for (const spec of opts.listen ?? []) await listenOn(spec);
+    // Loaded only now: express and openapi-backend are most of start-up's CPU time, and
+    // the listeners above answer health meanwhile.
+    const { createApi, createApp, precompileValidators } = await import("./http/app.js");
+    const handlers = {
+      ...healthHandlers(health),
+      ...fleetHandlers({ metrics: async () => ({ text: await metrics.text(), contentType: metrics.contentType }), drain: drainStatus }),
+      ...runHandlers(runs, { heartbeatMs: limits.sseHeartbeatMs, stallTimeoutMs: limits.sseStallTimeoutMs }),
+      ...stageHandlers(runs, store),
+      ...sessionHandlers(sessions, now),
+    };
+    const api = await createApi(loadDefinition());
+    stopPrecompile = precompileValidators(api);
+    const open = createApp({ api, handlers, log, token: null, onRequest });
+    loaded({ open, auth: opts.auth ? createApp({ api, handlers, log, token: opts.auth.token, onRequest }) : open });
+  } catch (e) {
+    loadFailed(e);
+    await close(); // stops the probe's VM and releases the lock
+    throw e;
+  }
+  return { service: runs, drain, drained, listen: listenOn, close };
 }

@@ -55,14 +55,10 @@ export async function serve(argv: string[], env: Env): Promise<number> {
     log,
     limits,
     vm: { accel, kernel: values.kernel, initramfs: values.initramfs },
+    // Bound during start-up (health answers before the API is loaded); a bind error
+    // stops what start-up began (the guest-boot probe's VM) and is thrown here.
+    listen: listens,
   });
-  try {
-    for (const l of listens) await daemon.listen(l);
-  } catch (e) {
-    // Stop what start-up began (the guest-boot probe's VM) before exiting with the error.
-    await daemon.close();
-    throw e;
-  }
   log.info({ state_dir: stateDir }, "daemon ready");
 
   let stopping = false;

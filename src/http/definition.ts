@@ -8,7 +8,11 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { Document } from "openapi-backend";
-import { parse as parseYaml } from "yaml";
+import { lazyRequire } from "../lazy.js";
+
+/** The YAML parser, loaded only when there is no snapshot to read. */
+const yaml = lazyRequire<typeof import("yaml")>("yaml");
+const parseYaml = (text: string, options: { maxAliasCount: number }): unknown => yaml().parse(text, options);
 
 const SNAPSHOT = path.join("dist", "openapi.json");
 

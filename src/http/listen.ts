@@ -1,7 +1,6 @@
 import fs from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import type { Express } from "express";
 import type { Logger } from "pino";
 import { ConfigError } from "../config.js";
 import { DEFAULT_LIMITS, type Limits } from "../limits.js";
@@ -139,7 +138,7 @@ function throttled(ms: number, emit: (count: number, last: unknown) => void): (d
  *    itself (it closes a reserve descriptor, accepts and drops the pending connections);
  *    what still reaches Node used to be an unhandled 'error' event.
  */
-export async function listen(app: Express, target: ListenTarget, limits: ConnectionLimits = DEFAULT_LIMITS, log?: Logger): Promise<Listener> {
+export async function listen(app: (req: http.IncomingMessage, res: http.ServerResponse) => void, target: ListenTarget, limits: ConnectionLimits = DEFAULT_LIMITS, log?: Logger): Promise<Listener> {
   // Node checks header/request deadlines every connectionsCheckingInterval (30 s by default).
   const checkEvery = Math.max(100, Math.min(1000, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 2)));
   const server = http.createServer({ connectionsCheckingInterval: checkEvery }, app);

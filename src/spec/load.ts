@@ -1,7 +1,7 @@
 import { constants as fsc, promises as fsp } from "node:fs";
 import path from "node:path";
-import { Ajv, type ErrorObject } from "ajv";
-import { parseDocument } from "yaml";
+import type { ErrorObject } from "ajv";
+import { lazyRequire, once } from "../lazy.js";
 import { runSpecSchema } from "./schema.js";
 import type { RunSpec } from "./types.js";
 import { checkPlan } from "./plan.js";
@@ -13,8 +13,12 @@ export { SpecError };
 export const MAX_SPEC_BYTES = 1024 * 1024;
 
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
-const validateSpec = ajv.compile<RunSpec>(runSpecSchema);
+const yaml = lazyRequire<typeof import("yaml")>("yaml");
+/** Compiled on first use: a daemon with no run to create yet does not pay for it. */
+const specValidator = once(() => {
+  const { Ajv } = lazyRequire<typeof import("ajv")>("ajv")();
+  return new Ajv({ allErrors: true, useDefaults: true, strict: false }).compile<RunSpec>(runSpecSchema);
+});
 
 export function describeAjvErrors(errors: ErrorObject[] | null | undefined, root: string): string {
   if (!errors?.length) return `${root}: invalid`;
@@ -120,7 +124,7 @@ export function parseSpecText(text: string, yamlFormat: boolean, file: string, s
       throw new SpecError(`${subject} is not valid JSON${pos ? ` (at ${lineColumn(text, Number(pos[1]))})` : ""}`);
     }
   }
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false });
+  const doc = yaml().parseDocument(text, { uniqueKeys: true, prettyErrors: false });
   if (doc.errors.length) {
     const err = doc.errors[0];
     const what = err.code.toLowerCase().replace(/_/g, " ");
@@ -149,6 +153,7 @@ export async function loadSpec(file: string, access: SpecAccess = {}): Promise<R
   const text = await readSpecFile(file, access.roots ?? []);
   const raw = parseSpecText(text, /\.ya?ml$/i.test(file), file);
   checkShape(raw, file);
+  const validateSpec = specValidator();
   if (!validateSpec(raw)) throw new SpecError(`invalid spec ${file}: ${describeAjvErrors(validateSpec.errors, "spec")}`);
   checkPlan(raw);
   return raw;
@@ -173,6 +178,7 @@ export function parseInlineSpec(value: unknown): { spec: RunSpec; json: string }
   const json = JSON.stringify(raw) ?? "null";
   if (Buffer.byteLength(json) > MAX_SPEC_BYTES)
     throw new SpecError(`${INLINE_SPEC_FIELD}: is ${Buffer.byteLength(json)} bytes encoded as JSON (limit ${MAX_SPEC_BYTES})`);
+  const validateSpec = specValidator();
   if (!validateSpec(raw)) throw new SpecError(describeAjvErrors(validateSpec.errors, INLINE_SPEC_FIELD));
   try {
     checkPlan(raw);

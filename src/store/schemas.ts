@@ -1,5 +1,5 @@
-import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
-import addFormats from "ajv-formats";
+import type { ErrorObject, ValidateFunction } from "ajv";
+import { lazyRequire, once } from "../lazy.js";
 
 /**
  * Shape checks for what is read back from the state dir, compiled from openapi.yaml's
@@ -54,10 +54,20 @@ export function compileStateSchemas(openapi: { components?: { schemas?: Record<s
   for (const name of ["RunEvent", "RunState", "SessionMessage"]) if (!schemas[name]) throw new Error(`openapi.yaml has no ${name} schema`);
   schemas.StageRecord = STAGE_RECORD;
   schemas.RunFile = runFileSchema(schemas.RunState as Record<string, unknown>);
-  const ajv = new Ajv({ strict: false, allErrors: false });
-  addFormats.default(ajv);
-  ajv.addSchema({ $id: "voidbox-state", components: { schemas } });
-  const compile = (name: string): ValidateFunction => ajv.compile({ $ref: `voidbox-state#/components/schemas/${name}` });
-  const check = (v: ValidateFunction) => (x: unknown) => (v(x) ? null : explain(v.errors));
-  return { runFile: check(compile("RunFile")), event: check(compile("RunEvent")), sessionMessage: check(compile("SessionMessage")) };
+  // Compiled on first use: an empty state dir has nothing to check at start-up.
+  const ajv = once(() => {
+    const { Ajv } = lazyRequire<typeof import("ajv")>("ajv")();
+    const instance = new Ajv({ strict: false, allErrors: false });
+    lazyRequire<typeof import("ajv-formats")>("ajv-formats")().default(instance);
+    instance.addSchema({ $id: "voidbox-state", components: { schemas } });
+    return instance;
+  });
+  const check = (name: string) => {
+    const validator = once((): ValidateFunction => ajv().compile({ $ref: `voidbox-state#/components/schemas/${name}` }));
+    return (x: unknown) => {
+      const v = validator();
+      return v(x) ? null : explain(v.errors);
+    };
+  };
+  return { runFile: check("RunFile"), event: check("RunEvent"), sessionMessage: check("SessionMessage") };
 }
