@@ -68,20 +68,20 @@ async function main(): Promise<number> {
     new QemuSandbox({ kernel, initramfs: image.initramfs, accelerator, pidDir, bootTimeoutMs: 20_000, kernelArgs });
   type Name = "tuned" | "untuned" | "cloud" | "previous";
   const variants = new Map<Name, QemuSandbox>([
-    ["tuned", sandbox(image.kernel, tunedKernelArgs(accelerator))],
+    ["tuned", sandbox(image.kernel, tunedKernelArgs(accelerator, 1, image.kernel))],
     ["untuned", sandbox(untunedKernel, untunedKernelArgs())],
   ]);
   const rel = (p: string) => path.relative(path.join(root, "build/guest"), p);
-  console.log(`tuned:   ${rel(image.kernel)} (${image.kernelVersion}) + "${tunedKernelArgs(accelerator).join(" ")}"`);
+  console.log(`tuned:   ${rel(image.kernel)} (${image.kernelVersion}) + "${tunedKernelArgs(accelerator, 1, image.kernel).join(" ")}"`);
   console.log(`untuned: ${rel(untunedKernel)} (${kernels.cloudBzImage?.kernelVersion ?? image.kernelVersion}) + "${untunedKernelArgs().join(" ")}"`);
   const cloud = kernels.cloud;
   if (kernels.custom && cloud && cloud.kernel !== image.kernel && cloud.kernelVersion !== image.kernelVersion) {
-    variants.set("cloud", sandbox(cloud.kernel, tunedKernelArgs(accelerator)));
+    variants.set("cloud", sandbox(cloud.kernel, tunedKernelArgs(accelerator, 1, cloud.kernel)));
     console.log(`cloud:   ${rel(cloud.kernel)} (${cloud.kernelVersion}) + the tuned command line`);
   }
   // The tuned configuration before the custom kernel and the TCG-only arguments.
-  const previousArgs = tunedKernelArgs("kvm");
-  if (cloud && (variants.has("cloud") || previousArgs.join(" ") !== tunedKernelArgs(accelerator).join(" "))) {
+  const previousArgs = tunedKernelArgs("kvm", 1, image.kernel);
+  if (cloud && (variants.has("cloud") || previousArgs.join(" ") !== tunedKernelArgs(accelerator, 1, image.kernel).join(" "))) {
     variants.set("previous", sandbox(cloud.kernel, previousArgs));
     console.log(`previous: ${rel(cloud.kernel)} + "${previousArgs.join(" ")}" (the earlier tuned setup, as a baseline)`);
   }

@@ -3,7 +3,7 @@ import { describe, it, expect, afterEach } from "vitest";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { findGuestImage, findGuestKernels } from "../../src/sandbox/qemu/index.js";
+import { findGuestImage, findGuestKernels, TCG_KERNEL_ARGS, tunedKernelArgs } from "../../src/sandbox/qemu/index.js";
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -70,5 +70,16 @@ describe("guest image discovery", () => {
   it("ignores a kernel without its kernel-version and an image without initramfs", () => {
     expect(findGuestImage(layout({ "initramfs.cpio.lz4": "i", "custom/vmlinux": "k" }).root)).toBeNull();
     expect(findGuestImage(layout({ "vmlinux": "k", "kernel-version": "x\n" }).root)).toBeNull();
+  });
+});
+
+describe("tuned kernel arguments", () => {
+  it("adds the TCG-only arguments for the minimal kernel on one vCPU, never for the Debian cloud kernel", () => {
+    const { g } = layout({ "custom/vmlinux": "k", "custom/microvm-options": "acpi=off\n", "cloud/vmlinux": "c" });
+    const has = (args: string[]) => TCG_KERNEL_ARGS.every((a) => args.includes(a));
+    expect(has(tunedKernelArgs("tcg", 1, path.join(g, "custom/vmlinux")))).toBe(true);
+    expect(has(tunedKernelArgs("tcg", 2, path.join(g, "custom/vmlinux")))).toBe(false);
+    expect(has(tunedKernelArgs("kvm", 1, path.join(g, "custom/vmlinux")))).toBe(false);
+    expect(has(tunedKernelArgs("tcg", 1, path.join(g, "cloud/vmlinux")))).toBe(false);
   });
 });

@@ -45,7 +45,7 @@ export interface QemuSandboxOptions {
   /** Boot → ready-marker deadline; default 60 s (TCG boots take 2–4 s, more under load). */
   bootTimeoutMs?: number;
   log?: Logger;
-  /** Kernel command line words; default tunedKernelArgs(accelerator, vcpus). */
+  /** Kernel command line words; default tunedKernelArgs(accelerator, vcpus, kernel). */
   kernelArgs?: string[];
   qemuBinary?: string;
   /** Spawn QEMU so that it dies with the daemon (setpriv --pdeathsig KILL). */
@@ -83,7 +83,7 @@ export class QemuSandbox implements Sandbox {
         memoryMb: o.memoryMb,
         vcpus: o.vcpus,
         network: o.network,
-        kernelArgs: this.opts.kernelArgs ?? tunedKernelArgs(this.opts.accelerator, o.vcpus),
+        kernelArgs: this.opts.kernelArgs ?? tunedKernelArgs(this.opts.accelerator, o.vcpus, kernel),
         runId: o.runId,
         stage: o.stage,
         attempt: o.attempt,
@@ -421,11 +421,34 @@ export function withQemuMessage(reason: string, output: string): string {
 
 export type BootProbeResult = { ok: true; ms: number; kernelVersion: string } | { ok: false; ms: number; reason: string };
 
+/** Runs PROBE_COMMAND before `deadline` (epoch ms); null when it printed what it should, else why not. */
+async function probeCommand(vm: QemuStageVm, deadline: number): Promise<string | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const ms = Math.max(1000, deadline - Date.now());
+  const timedOut = new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`did not finish a command within ${ms} ms`), ms)));
+  const ran = vm
+    .exec({ ...PROBE_COMMAND, env: {}, stdin: Buffer.alloc(0), signal: new AbortController().signal, maxOutputBytes: 4096 })
+    .then(
+      (x) => (x.exitCode === 0 && x.stdout.toString() === PROBE_OUTPUT ? null : `a command in it failed (exit ${x.exitCode}: ${x.stdout.toString().slice(0, 80)})`),
+      (e: Error) => `a command in it failed: ${e.message}`,
+    );
+  try {
+    return await Promise.race([ran, timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What the probe runs once the guest is ready, and the output that proves it ran. */
+const PROBE_COMMAND = { program: "echo", args: ["voidbox-probe-ok"] };
+const PROBE_OUTPUT = "voidbox-probe-ok\n";
+
 /**
- * Boots the guest once under `accelerator` (1 vCPU, 256 MiB, no network) and waits for
- * its ready marker, bounded by `deadlineMs`. The VM is always killed, and dies with this
- * process (parent-death signal); its pid file (in `pidDir`) is the fallback when
- * setpriv is missing.
+ * Boots the guest once under `accelerator` (1 vCPU, 256 MiB, no network), waits for its
+ * ready marker and runs one command in it, all bounded by `deadlineMs`: a guest that
+ * boots but cannot finish a command (a kernel whose timers never fire) fails here, not
+ * in every run. The VM is always killed, and dies with this process (parent-death
+ * signal); its pid file (in `pidDir`) is the fallback when setpriv is missing.
  */
 export async function bootProbe(o: {
   kernel: string;
@@ -452,8 +475,12 @@ export async function bootProbe(o: {
       qemuBinary: o.qemuBinary,
     });
     const r = await waitReady(vm, o.deadlineMs, o.signal);
+    if (r.ok) {
+      const failed = await probeCommand(new QemuStageVm(vm, { accelerator: o.accelerator, pid: vm.pid, bootMs: Date.now() - t0 }, r.kernelVersion), t0 + o.deadlineMs);
+      if (failed === null) return { ok: true, ms: Date.now() - t0, kernelVersion: r.kernelVersion };
+      return { ok: false, ms: Date.now() - t0, reason: `guest ${r.kernelVersion} booted but ${failed}` };
+    }
     const ms = Date.now() - t0;
-    if (r.ok) return { ok: true, ms, kernelVersion: r.kernelVersion };
     // QEMU's last words (its error when it refuses to start) may still be in the pipe.
     if (vm.exited) await vm.waitOutput(1000);
     return { ok: false, ms, reason: withQemuMessage(r.reason, vm.consoleText(2000)) };
