@@ -7,7 +7,7 @@ import type { VmProvider } from "../runs/service.js";
 import type { Sandbox } from "./types.js";
 import { probeGuest, type BootFailure } from "./guest-probe.js";
 import { probeIdentity, probeKey, qemuVersion, readProbeCache, writeProbeCache, type Accelerator } from "./probe-cache.js";
-import { dieWithParentAvailable, findGuestImage, killLeftoverVms, QemuSandbox, stopAllVms, type GuestImage } from "./qemu/index.js";
+import { checkDieWithParent, findGuestImage, killLeftoverVms, QemuSandbox, stopAllVms, type GuestImage } from "./qemu/index.js";
 
 type Health = components["schemas"]["Health"];
 
@@ -109,7 +109,7 @@ export function startVmSetup(
   const run = async () => {
     const killed = await killLeftoverVms(pidDir, o.log);
     if (killed) o.log.warn({ killed }, "killed micro-VMs left over by a previous daemon");
-    if (!dieWithParentAvailable())
+    if (!(await checkDieWithParent()))
       o.log.warn({}, "setpriv (util-linux) with --pdeathsig is not available: micro-VMs will outlive a daemon killed by SIGKILL until the next start cleans them up");
     const version = await qemuVersion(qemuBinary);
     if (!version.ok) return fail(version.reason);

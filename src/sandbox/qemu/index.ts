@@ -23,7 +23,7 @@ import { QemuVm, tunedKernelArgs, type Accelerator, type Logger } from "./vm.js"
 export {
   killLeftoverVms,
   stopAllVms,
-  dieWithParentAvailable,
+  checkDieWithParent,
   qemuAvailable,
   liveVmCount,
   tunedKernelArgs,

@@ -618,8 +618,19 @@ const SETPRIV = "setpriv";
 let setprivWorks: boolean | undefined;
 /** Whether util-linux's `setpriv` runs and knows --pdeathsig (checked once per process). */
 export function dieWithParentAvailable(): boolean {
-  setprivWorks ??= spawnSync(SETPRIV, ["--pdeathsig", "KILL", "--", "true"], { stdio: "ignore", timeout: 10_000 }).status === 0;
+  setprivWorks ??= spawnSync(SETPRIV, SETPRIV_CHECK, { stdio: "ignore", timeout: 10_000 }).status === 0;
   return setprivWorks;
+}
+const SETPRIV_CHECK = ["--pdeathsig", "KILL", "--", "true"];
+
+/** dieWithParentAvailable() without blocking the event loop (the daemon checks it at start-up). */
+export function checkDieWithParent(): Promise<boolean> {
+  if (setprivWorks !== undefined) return Promise.resolve(setprivWorks);
+  return new Promise((resolve) => {
+    const child = spawn(SETPRIV, SETPRIV_CHECK, { stdio: "ignore", timeout: 10_000 });
+    child.once("error", () => resolve((setprivWorks = false)));
+    child.once("exit", (code) => resolve((setprivWorks = code === 0)));
+  });
 }
 
 /** True when `qemu-system-x86_64` runs (found on the PATH and answers --version). */
