@@ -132,7 +132,10 @@ test: node-check deps lint build test-guest
 	@# The suite's own count last (the conformance runs above print theirs).
 	@node -e 'const r=require("./build/vitest.json"); console.log(`suite: $${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'
 
+# Each bench writes its figures to build/bench/<name>.json; report.ts prints them as one
+# table (figure, goal, pass/miss) and writes build/bench/report.json and latency.svg.
 bench: deps build guest
+	rm -f build/bench/*.json
 	npx --no-install tsx bench/events-append.ts
 	npx --no-install tsx bench/events-throughput.ts
 	npx --no-install tsx bench/boot.ts
@@ -143,6 +146,7 @@ bench: deps build guest
 	npx --no-install tsx bench/sse-latency.ts
 	npx --no-install tsx bench/sdk-follow.ts
 	npx --no-install tsx bench/metrics.ts
+	npx --no-install tsx bench/report.ts
 
 # The mock consumers develop against: the spec itself answering with its examples
 # (`Prefer: code=404` / `Prefer: example=…` pick a reply; see README "The mock").
