@@ -130,6 +130,10 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     if (size > 0 && !poolStopped) pool = new WarmPool({ inner: sandbox, slots, size, log, onRequest: (r) => metrics.warmPoolRequest(r) });
     return new GatedSandbox(sandbox, slots, metrics, pool);
   };
+  const stopPool = (): Promise<void> => {
+    poolStopped = true;
+    return pool?.stop(2_000) ?? Promise.resolve();
+  };
   let vmSetup: VmSetup | null = null;
   let vm: VmProvider;
   if (opts.vm === false) vm = { sandbox: null, unavailableReason: "micro-VMs are disabled for this daemon" };
@@ -190,8 +194,7 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
       stopPrecompile();
       const stopping = Promise.all(listeners.map((l) => l.close()));
       // First, so that stages ending in the shutdown do not make it boot replacements.
-      poolStopped = true;
-      const poolStopping = pool?.stop(2_000);
+      const poolStopping = stopPool();
       await runs.shutdown(10_000);
       await poolStopping;
       await vmSetup?.stopAll(5_000);
@@ -214,6 +217,8 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
   const drain = (): Promise<void> => {
     drainRun ??= (async () => {
       runs.startDrain();
+      // A draining node boots nothing ahead: its idle pool VMs give their memory back now.
+      void stopPool();
       log.info({ active_runs: runs.activeCount(), timeout_ms: limits.drainTimeoutMs }, "draining: no new runs; waiting for active runs");
       const idle = await runs.waitIdle(limits.drainTimeoutMs);
       if (!idle) log.warn({ active_runs: runs.activeCount() }, "drain timeout: failing the runs still active");
