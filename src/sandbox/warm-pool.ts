@@ -140,17 +140,14 @@ export class WarmPool {
   async stop(graceMs: number): Promise<void> {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.booting?.abort.abort();
+    // Its slot is free at once, as for an eviction; the aborted boot kills its QEMU.
+    const b = this.booting;
+    this.booting = null;
+    b?.abort.abort();
+    b?.release();
     const idle = this.idle.splice(0);
-    await Promise.all(
-      idle.map(async (x) => {
-        try {
-          await x.vm.stop(graceMs);
-        } finally {
-          x.release();
-        }
-      }),
-    );
+    for (const x of idle) x.release();
+    await Promise.all(idle.map((x) => x.vm.stop(graceMs).catch(() => undefined)));
   }
 
   /** Two attempts in a row of a shape other than the warmed one: warm that one instead. */
