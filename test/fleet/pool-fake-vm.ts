@@ -8,7 +8,9 @@ import type { ExecResult, Sandbox, StageVm, StageVmOptions, VmExit } from "../..
 export interface FakeVm {
   pid: number;
   opts: StageVmOptions;
+  /** Commands run in it, but for the pool's priming `true`. */
   execs: number;
+  primed: boolean;
   stopped: boolean;
   /** Ends the "process" as if QEMU died. */
   die(): void;
@@ -22,6 +24,8 @@ export class PoolFakeVms implements Sandbox {
   /** Pool (background) boots that may still go ahead; the others wait for releasePoolBoots(). */
   poolBootsAllowed = Infinity;
   private held: Array<() => void> = [];
+  /** The pool's priming command fails (a guest that boots but cannot run a command). */
+  primeFails = false;
   private nextPid = 5000;
 
   provider(): VmProvider {
@@ -63,6 +67,7 @@ export class PoolFakeVms implements Sandbox {
       pid: this.nextPid++,
       opts,
       execs: 0,
+      primed: false,
       stopped: false,
       die: () => {
         vm.stopped = true;
@@ -76,6 +81,10 @@ export class PoolFakeVms implements Sandbox {
       closed,
       exec: async (cmd): Promise<ExecResult> => {
         if (vm.stopped) throw new Error(`fake VM ${vm.pid} is stopped`);
+        if (cmd.program === "true" && opts.background && !vm.primed && vm.execs === 0) {
+          vm.primed = true;
+          return { exitCode: this.primeFails ? 127 : 0, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) };
+        }
         vm.execs++;
         if (cmd.program === "sleep") {
           await new Promise<void>((r) => (cmd.signal.aborted ? r() : cmd.signal.addEventListener("abort", () => r(), { once: true })));

@@ -45,7 +45,7 @@ describe("warm pool", () => {
     await waitFor(async () => (await health(url)).warm_vms_ready === 2, "the pool to fill");
     expect((await health(url)).warm_pool).toMatchObject({ size: 2, ready: 2, booting: 0, in_use: 0, hits: 0, misses: 0, shape: { memory_mb: 256, vcpus: 1, network: false } });
     expect(vms.maxBooting).toBe(1);
-    expect(vms.vms.every((v) => v.opts.background && v.opts.runId === "warm-pool")).toBe(true);
+    expect(vms.vms.every((v) => v.opts.background && v.opts.runId === "warm-pool" && v.primed)).toBe(true);
 
     const id = (await api(url, "POST", "/v1/runs", { file: localSpec(dir, "hello", hello) })).json.run_id as string;
     const run = await waitTerminal(url, id);
@@ -189,6 +189,19 @@ describe("warm pool", () => {
     expect(run.status).toBe("succeeded");
     expect(spawned(run)[0].payload).toMatchObject({ warm: true, pid: vms.vms[1].pid });
     expect(first.execs).toBe(0);
+  });
+
+  it("never offers a pool VM that cannot run a command; the stage boots cold", async () => {
+    const dir = tmpDir("vbx-warm-");
+    const vms = new PoolFakeVms();
+    vms.primeFails = true;
+    const { url } = await start(vms, { warmPool: 1, maxVms: 4 });
+    await waitFor(() => vms.vms.some((v) => v.primed && v.stopped), "a pool boot to fail its first command");
+    expect((await health(url)).warm_vms_ready).toBe(0);
+    const run = await waitTerminal(url, (await api(url, "POST", "/v1/runs", { file: localSpec(dir, "one", [hello[0]]) })).json.run_id);
+    expect(run.status).toBe("succeeded");
+    expect(spawned(run)[0].payload.warm).toBe(false);
+    expect(vms.vms.filter((v) => v.opts.background).every((v) => v.stopped && v.execs === 0)).toBe(true);
   });
 
   it("stops idle and booting pool VMs at shutdown and boots no more", async () => {
