@@ -152,6 +152,8 @@ export interface VmSpawnOptions {
   dieWithParent?: boolean;
   /** Start QEMU under `nice -n <nice>` (all its threads inherit it): warm-pool boots. */
   nice?: number;
+  /** More QEMU arguments, appended (benchmarks: `-qmp`, `-incoming`). */
+  extraArgs?: string[];
   log?: Logger;
 }
 
@@ -392,7 +394,7 @@ export class QemuVm {
       machineOptions: o.machineOptions ?? microvmOptionsFor(o.kernel),
       marker: this.marker,
       socketPath,
-    });
+    }).concat(o.extraArgs ?? []);
     const qemu = o.qemuBinary ?? "qemu-system-x86_64";
     // setpriv sets PR_SET_PDEATHSIG and execs QEMU: the pid (and, once exec'd, the
     // cmdline killLeftoverVms checks) is QEMU's. The death signal follows the thread
