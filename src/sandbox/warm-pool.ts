@@ -226,12 +226,17 @@ export class WarmPool {
     this.o.inner
       .open({ runId: "warm-pool", stage: "pool", attempt: 0, ...shape, signal: abort.signal, background: true })
       .then(async (vm) => {
+        // Evicted or stopped while priming: the VM goes at once, not after the command.
+        const kill = () => void vm.stop(0).catch(() => undefined);
+        abort.signal.addEventListener("abort", kill, { once: true });
         try {
           await prime(vm, abort.signal);
           return vm;
         } catch (e) {
           await vm.stop(0).catch(() => undefined);
           throw e;
+        } finally {
+          abort.signal.removeEventListener("abort", kill);
         }
       })
       .then(
