@@ -139,6 +139,8 @@ bench: deps build guest
 	npx --no-install tsx bench/events-append.ts
 	npx --no-install tsx bench/events-throughput.ts
 	npx --no-install tsx bench/boot.ts
+	npx --no-install tsx bench/warm-start.ts
+	npx --no-install tsx bench/snapshot.ts
 	npx --no-install tsx bench/output-flood.ts
 	npx --no-install tsx bench/hostile.ts
 	npx --no-install tsx bench/startup.ts

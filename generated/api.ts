@@ -380,12 +380,39 @@ export interface components {
             stages_waiting_for_vm?: number;
             /** @description Pre-booted VMs ready to take a stage (0 while the daemon has no warm pool). */
             warm_vms_ready: number;
+            warm_pool?: components["schemas"]["WarmPool"];
             /** @description Runs not yet terminal. */
             active_runs: number;
             /** @description Whether `POST /v1/runs` would start a new run now (false while draining or while stages wait for a VM). */
             accepts_runs: boolean;
             /** @description A drain is under way (`POST /v1/drain`, SIGUSR2); the daemon exits when it ends. */
             draining: boolean;
+        };
+        /**
+         * @description Pre-booted, never-used micro-VMs (`--warm-pool N`; 0 disables). Each serves exactly
+         *     one stage attempt and is destroyed after it. The pool warms one shape (memory, vCPUs,
+         *     network, guest image): the default until two stage attempts in a row ask for another.
+         *     Idle and booting pool VMs count in `vms_in_use` but are stopped whenever a stage needs
+         *     their slot. Absent when the daemon has no pool (micro-VMs unavailable or injected).
+         */
+        WarmPool: {
+            /** @description VMs the pool keeps ready (`--warm-pool`). */
+            size: number;
+            /** @description Idle VMs ready to take a stage (same as `warm_vms_ready`). */
+            ready: number;
+            /** @description Pool VMs booting now (at most one at a time). */
+            booting: number;
+            /** @description VMs taken from the pool whose stage attempt has not stopped them yet. */
+            in_use: number;
+            /** @description Stage attempts that got a warm VM since the daemon started. */
+            hits: number;
+            /** @description Stage attempts that booted cold since the daemon started (no ready VM of their shape). */
+            misses: number;
+            shape: {
+                memory_mb: number;
+                vcpus: number;
+                network: boolean;
+            };
         };
         DrainStatus: {
             /** @enum {boolean} */
@@ -886,7 +913,12 @@ export interface components {
             /** @enum {string} */
             accelerator: "kvm" | "tcg";
             pid: number;
+            /** @description How long this VM took to boot (for a warm VM: its boot in the pool, before the stage asked). */
             boot_ms: number;
+            /** @description The VM came pre-booted from the daemon's warm pool (never used before; it serves only this stage attempt). Absent from events of older daemons. */
+            warm?: boolean;
+            /** @description From the stage asking for a VM to holding a ready one: the claim for a warm VM, the boot for a cold one. */
+            start_ms?: number;
         };
         MicroVmExitedPayload: {
             stage: string;
@@ -1444,7 +1476,9 @@ export interface operations {
                      *                 "stage": "fetch",
                      *                 "accelerator": "tcg",
                      *                 "pid": 6167,
-                     *                 "boot_ms": 6355
+                     *                 "boot_ms": 6355,
+                     *                 "warm": false,
+                     *                 "start_ms": 6355
                      *               },
                      *               "stage_name": "fetch"
                      *             },
@@ -1508,7 +1542,7 @@ export interface operations {
                      *               "ts_ms": 1795804280850,
                      *               "level": "info",
                      *               "event_type": "microvm.spawned",
-                     *               "message": "micro-VM for shout booted in 2575 ms (tcg)",
+                     *               "message": "micro-VM for shout taken from the warm pool in 3 ms (tcg)",
                      *               "run_id": "build-42",
                      *               "event_id": "01a21e46-b812-70b4-a86c-e6d870eb04ca",
                      *               "seq": 12,
@@ -1519,7 +1553,9 @@ export interface operations {
                      *                 "stage": "shout",
                      *                 "accelerator": "tcg",
                      *                 "pid": 6279,
-                     *                 "boot_ms": 2575
+                     *                 "boot_ms": 2575,
+                     *                 "warm": true,
+                     *                 "start_ms": 3
                      *               },
                      *               "stage_name": "shout"
                      *             },
@@ -1935,7 +1971,9 @@ export interface operations {
                      *           "stage": "fetch",
                      *           "accelerator": "tcg",
                      *           "pid": 6167,
-                     *           "boot_ms": 6355
+                     *           "boot_ms": 6355,
+                     *           "warm": false,
+                     *           "start_ms": 6355
                      *         },
                      *         "stage_name": "fetch"
                      *       },
@@ -1999,7 +2037,7 @@ export interface operations {
                      *         "ts_ms": 1795804280850,
                      *         "level": "info",
                      *         "event_type": "microvm.spawned",
-                     *         "message": "micro-VM for shout booted in 2575 ms (tcg)",
+                     *         "message": "micro-VM for shout taken from the warm pool in 3 ms (tcg)",
                      *         "run_id": "build-42",
                      *         "event_id": "01a21e46-b812-70b4-a86c-e6d870eb04ca",
                      *         "seq": 12,
@@ -2010,7 +2048,9 @@ export interface operations {
                      *           "stage": "shout",
                      *           "accelerator": "tcg",
                      *           "pid": 6279,
-                     *           "boot_ms": 2575
+                     *           "boot_ms": 2575,
+                     *           "warm": true,
+                     *           "start_ms": 3
                      *         },
                      *         "stage_name": "shout"
                      *       },
@@ -2153,7 +2193,7 @@ export interface operations {
                      *
                      *     id: 01a21e46-a9fc-7334-87aa-b1cced068d49
                      *     event: microvm.spawned
-                     *     data: {"ts_ms":1795804277244,"level":"info","event_type":"microvm.spawned","message":"micro-VM for fetch booted in 6355 ms (tcg)","run_id":"build-42","event_id":"01a21e46-a9fc-7334-87aa-b1cced068d49","seq":8,"attempt_id":1,"timestamp":"2026-11-27T18:31:17.244Z","event_type_v2":"MicroVmSpawned","payload":{"stage":"fetch","accelerator":"tcg","pid":6167,"boot_ms":6355},"stage_name":"fetch"}
+                     *     data: {"ts_ms":1795804277244,"level":"info","event_type":"microvm.spawned","message":"micro-VM for fetch booted in 6355 ms (tcg)","run_id":"build-42","event_id":"01a21e46-a9fc-7334-87aa-b1cced068d49","seq":8,"attempt_id":1,"timestamp":"2026-11-27T18:31:17.244Z","event_type_v2":"MicroVmSpawned","payload":{"stage":"fetch","accelerator":"tcg","pid":6167,"boot_ms":6355,"warm":false,"start_ms":6355},"stage_name":"fetch"}
                      *
                      *     : heartbeat
                      *
@@ -2171,7 +2211,7 @@ export interface operations {
                      *
                      *     id: 01a21e46-b812-70b4-a86c-e6d870eb04ca
                      *     event: microvm.spawned
-                     *     data: {"ts_ms":1795804280850,"level":"info","event_type":"microvm.spawned","message":"micro-VM for shout booted in 2575 ms (tcg)","run_id":"build-42","event_id":"01a21e46-b812-70b4-a86c-e6d870eb04ca","seq":12,"attempt_id":1,"timestamp":"2026-11-27T18:31:20.850Z","event_type_v2":"MicroVmSpawned","payload":{"stage":"shout","accelerator":"tcg","pid":6279,"boot_ms":2575},"stage_name":"shout"}
+                     *     data: {"ts_ms":1795804280850,"level":"info","event_type":"microvm.spawned","message":"micro-VM for shout taken from the warm pool in 3 ms (tcg)","run_id":"build-42","event_id":"01a21e46-b812-70b4-a86c-e6d870eb04ca","seq":12,"attempt_id":1,"timestamp":"2026-11-27T18:31:20.850Z","event_type_v2":"MicroVmSpawned","payload":{"stage":"shout","accelerator":"tcg","pid":6279,"boot_ms":2575,"warm":true,"start_ms":3},"stage_name":"shout"}
                      *
                      *     id: 01a21e46-b8ac-7222-af87-6b0e9a941678
                      *     event: microvm.exited

@@ -44,6 +44,12 @@ export interface Limits {
   maxGuestMemoryMib: number;
   /** After a drain starts, runs still active this long later fail (`daemon_shutdown`) and the daemon stops. */
   drainTimeoutMs: number;
+  /**
+   * Pre-booted micro-VMs kept ready (the warm pool); 0 disables it. -1 (the default):
+   * sized from the host by defaultWarmPool() when the daemon boots real micro-VMs, and
+   * no pool for a sandbox injected by a test.
+   */
+  warmPool: number;
 }
 
 /** Node capacity defaults from the host: guests mostly wait on I/O and TCG, so 2 VMs per core; 75% of RAM for guests. */
@@ -69,12 +75,22 @@ export const DEFAULT_LIMITS: Limits = {
   maxVms: HOST_MAX_VMS,
   maxGuestMemoryMib: HOST_GUEST_MEMORY_MIB,
   drainTimeoutMs: 900_000,
+  warmPool: -1,
 };
+
+/**
+ * The automatic `--warm-pool`: one ready VM per two host cores (each boot costs about
+ * a core-second under TCG; more would only burn CPU the running stages need), at most
+ * 4, at most an eighth of the guest memory at 256 MiB each, and always below max-vms.
+ */
+export function defaultWarmPool(limits: Pick<Limits, "maxVms" | "maxGuestMemoryMib">, cores = os.cpus().length): number {
+  return Math.max(0, Math.min(4, Math.max(1, Math.floor(cores / 2)), Math.floor(limits.maxGuestMemoryMib / 8 / 256), limits.maxVms - 1));
+}
 
 type NumericLimit = Exclude<keyof Limits, "specRoots">;
 
 /** `voidbox serve` flag → limit, with how its value is read. */
-export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes" | "count" | "ms" | "mib" | "secs"; help: string }> = {
+export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes" | "count" | "count0" | "ms" | "mib" | "secs"; help: string }> = {
   "max-stage-output": { key: "maxStageOutputBytes", kind: "bytes", help: "stdout/stderr bytes kept per stage attempt" },
   "max-output-events": { key: "maxOutputEvents", kind: "count", help: "stage.output events per stage attempt, log.chunk events per run" },
   "max-artifacts": { key: "maxArtifactsPerStage", kind: "count", help: "artifacts per stage" },
@@ -92,6 +108,7 @@ export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes
   "max-vms": { key: "maxVms", kind: "count", help: "micro-VMs alive at once on this daemon, all runs together (2 per host core)" },
   "max-guest-memory": { key: "maxGuestMemoryMib", kind: "mib", help: "MiB of guest memory all live micro-VMs may take (75% of host memory)" },
   "drain-timeout": { key: "drainTimeoutMs", kind: "secs", help: "seconds a drain waits for active runs before failing them" },
+  "warm-pool": { key: "warmPool", kind: "count0", help: "pre-booted micro-VMs kept ready for stages, 0 disables (1 per 2 host cores, at most 4)" },
 };
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };
@@ -102,6 +119,11 @@ export function parseBytes(flag: string, value: string): number {
   const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
   if (!m || unit === undefined) throw new ConfigError(`--${flag}: expected a size such as 1048576, 512KiB or 4MiB (got ${JSON.stringify(value)})`);
   return Number(m[1]) * unit;
+}
+
+function parseCount0(flag: string, value: string): number {
+  if (!/^\d+$/.test(value.trim())) throw new ConfigError(`--${flag}: expected a whole number ≥ 0 (got ${JSON.stringify(value)})`);
+  return Number(value);
 }
 
 function parseCount(flag: string, value: string): number {
@@ -129,7 +151,9 @@ export function limitsFromFlags(values: Record<string, unknown>, specRoots: stri
           ? parseMib(flag, v)
           : kind === "secs"
             ? parseCount(flag, v) * 1000
-            : parseCount(flag, v);
+            : kind === "count0"
+              ? parseCount0(flag, v)
+              : parseCount(flag, v);
   }
   return out;
 }

@@ -43,7 +43,7 @@ export class Metrics implements BootObserver {
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32],
       registers,
     });
-    this.warmPool = new Counter({ name: "voidbox_warm_pool_requests_total", help: "Stage VMs asked of the warm pool, by result (hit|miss); 0 while the daemon has no pool.", labelNames: ["result"], registers });
+    this.warmPool = new Counter({ name: "voidbox_warm_pool_requests_total", help: "Stage VMs asked of the warm pool, by result (hit|miss); 0 while the daemon has no pool (--warm-pool 0 or no micro-VMs).", labelNames: ["result"], registers });
     for (const result of ["hit", "miss"]) this.warmPool.inc({ result }, 0);
     this.eventAppend = new Histogram({
       name: "voidbox_event_append_seconds",
@@ -79,6 +79,9 @@ export class Metrics implements BootObserver {
   }
   vmBooted(bootMs: number, kind: "warm" | "cold"): void {
     this.vmBoot.observe({ kind }, bootMs / 1000);
+  }
+  warmPoolRequest(result: "hit" | "miss"): void {
+    this.warmPool.inc({ result });
   }
   eventAppended(seconds: number): void {
     this.eventAppend.observe(seconds);

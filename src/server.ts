@@ -14,6 +14,7 @@ import { fleetHandlers, type DrainStatus } from "./http/handlers/fleet.js";
 import { NodeSlots } from "./engine/node-slots.js";
 import { Metrics } from "./metrics.js";
 import { GatedSandbox } from "./sandbox/gated.js";
+import { WarmPool } from "./sandbox/warm-pool.js";
 import type { Sandbox } from "./sandbox/types.js";
 import { listen, parseListen, type Listener } from "./http/listen.js";
 import { defaultIds, type IdSource } from "./ids.js";
@@ -22,7 +23,7 @@ import { RunStore } from "./store/runs.js";
 import { SessionStore } from "./store/sessions.js";
 import { compileStateSchemas } from "./store/schemas.js";
 import { StorageGuard } from "./store/storage.js";
-import { DEFAULT_LIMITS, type Limits } from "./limits.js";
+import { DEFAULT_LIMITS, defaultWarmPool, type Limits } from "./limits.js";
 import { noVmHealth, startVmSetup, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
 import { lockStateDir, type StateLock } from "./state-lock.js";
 
@@ -120,15 +121,26 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     activeRuns: () => runs.activeCount(),
     draining: () => runs.draining,
   });
-  // Every micro-VM, whoever provides the sandbox, goes through the node's slots.
-  const gate = (sandbox: Sandbox): Sandbox => new GatedSandbox(sandbox, slots, metrics);
+  // Every micro-VM, whoever provides the sandbox, goes through the node's slots. The warm
+  // pool starts with the sandbox, i.e. only once the guest-boot probe has proven a boot.
+  let pool: WarmPool | null = null;
+  let poolStopped = false;
+  const gate = (sandbox: Sandbox, real: boolean): Sandbox => {
+    const size = limits.warmPool === -1 ? (real ? defaultWarmPool(limits) : 0) : limits.warmPool;
+    if (size > 0 && !poolStopped) pool = new WarmPool({ inner: sandbox, slots, size, log, onRequest: (r) => metrics.warmPoolRequest(r) });
+    return new GatedSandbox(sandbox, slots, metrics, pool);
+  };
+  const stopPool = (): Promise<void> => {
+    poolStopped = true;
+    return pool?.stop(2_000) ?? Promise.resolve();
+  };
   let vmSetup: VmSetup | null = null;
   let vm: VmProvider;
   if (opts.vm === false) vm = { sandbox: null, unavailableReason: "micro-VMs are disabled for this daemon" };
-  else if (opts.vm && "unavailableReason" in opts.vm) vm = { ...opts.vm, sandbox: opts.vm.sandbox && gate(opts.vm.sandbox) };
+  else if (opts.vm && "unavailableReason" in opts.vm) vm = { ...opts.vm, sandbox: opts.vm.sandbox && gate(opts.vm.sandbox, false) };
   else {
     // In the background: /v1/health answers at once and says `probing` until it settles.
-    vmSetup = startVmSetup({ ...opts.vm, stateDir: opts.stateDir, projectRoot: PROJECT_ROOT, log, limits, now, gate });
+    vmSetup = startVmSetup({ ...opts.vm, stateDir: opts.stateDir, projectRoot: PROJECT_ROOT, log, limits, now, gate: (x) => gate(x, true) });
     vm = vmSetup.provider;
   }
 
@@ -164,7 +176,8 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
       vcpus_in_use: u.vcpus,
       guest_memory_in_use_mib: u.memoryMib,
       stages_waiting_for_vm: u.waiting,
-      warm_vms_ready: 0, // no pre-booted pool yet
+      warm_vms_ready: pool?.stats().ready ?? 0,
+      ...(pool ? { warm_pool: pool.stats() } : {}),
       active_runs: runs.activeCount(),
       accepts_runs: runs.refusal() === null,
       draining: runs.draining,
@@ -180,7 +193,10 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     try {
       stopPrecompile();
       const stopping = Promise.all(listeners.map((l) => l.close()));
+      // First, so that stages ending in the shutdown do not make it boot replacements.
+      const poolStopping = stopPool();
       await runs.shutdown(10_000);
+      await poolStopping;
       await vmSetup?.stopAll(5_000);
       storage.close();
       try {
@@ -201,6 +217,8 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
   const drain = (): Promise<void> => {
     drainRun ??= (async () => {
       runs.startDrain();
+      // A draining node boots nothing ahead: its idle pool VMs give their memory back now.
+      void stopPool();
       log.info({ active_runs: runs.activeCount(), timeout_ms: limits.drainTimeoutMs }, "draining: no new runs; waiting for active runs");
       const idle = await runs.waitIdle(limits.drainTimeoutMs);
       if (!idle) log.warn({ active_runs: runs.activeCount() }, "drain timeout: failing the runs still active");

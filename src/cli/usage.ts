@@ -1,10 +1,11 @@
 import { DEFAULT_LIMITS, SERVE_LIMIT_FLAGS } from "../limits.js";
 
-function showDefault(v: number, kind: "bytes" | "count" | "ms" | "mib" | "secs"): string {
+function showDefault(v: number, kind: "bytes" | "count" | "count0" | "ms" | "mib" | "secs"): string {
+  if (v === -1) return "auto";
   if (kind === "ms") return `${v} ms`;
   if (kind === "secs") return `${v / 1000} s`;
   if (kind === "mib") return `${v} MiB`;
-  if (kind === "count") return String(v);
+  if (kind === "count" || kind === "count0") return String(v);
   for (const [unit, size] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) if (v >= size && v % size === 0) return `${v / size}${unit}`;
   return String(v);
 }

@@ -27,6 +27,14 @@ interface Waiter {
 export class NodeSlots {
   private readonly used: SlotUsage = { vms: 0, memoryMib: 0, vcpus: 0, waiting: 0 };
   private waiters: Waiter[] = [];
+  private waking = false;
+  /**
+   * Frees one slot held by something idle (a warm-pool VM), synchronously; false when
+   * nothing can be freed. A stage never waits while an idle VM holds what it needs.
+   */
+  evictIdle: (() => boolean) | null = null;
+  /** Told after a slot is given back (the warm pool refills then). */
+  onRelease: (() => void) | null = null;
 
   constructor(
     readonly maxVms: number,
@@ -50,7 +58,7 @@ export class NodeSlots {
     if (signal.aborted) return Promise.reject(signal.reason);
     if (claim.memoryMib > this.maxMemoryMib)
       return Promise.reject(new SandboxError(`the stage needs ${claim.memoryMib} MiB of guest memory, more than this node gives all guests together (${this.maxMemoryMib} MiB)`));
-    if (!this.waiters.length && this.fits(claim)) return Promise.resolve(this.take(claim));
+    if (!this.waiters.length && this.fitsEvicting(claim)) return Promise.resolve(this.take(claim));
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
         claim,
@@ -69,6 +77,22 @@ export class NodeSlots {
     });
   }
 
+  /**
+   * Takes a slot only when it fits now and no stage waits (the warm pool's boots:
+   * they never queue ahead of a stage nor evict anything); null otherwise.
+   */
+  tryAcquire(claim: VmClaim): (() => void) | null {
+    return !this.waiters.length && this.fits(claim) ? this.take(claim) : null;
+  }
+
+  /** fits(c), after evicting idle VMs as long as that helps. */
+  private fitsEvicting(c: VmClaim): boolean {
+    while (!this.fits(c)) {
+      if (c.memoryMib > this.maxMemoryMib || !this.evictIdle?.()) return false;
+    }
+    return true;
+  }
+
   private fits(c: VmClaim): boolean {
     return this.used.vms < this.maxVms && this.used.memoryMib + c.memoryMib <= this.maxMemoryMib;
   }
@@ -85,10 +109,18 @@ export class NodeSlots {
       this.used.memoryMib -= c.memoryMib;
       this.used.vcpus -= c.vcpus;
       this.wake();
+      this.onRelease?.();
     };
   }
 
   private wake(): void {
-    while (this.waiters.length && this.fits(this.waiters[0].claim)) this.waiters.shift()!.grant();
+    // An eviction releases a slot, which calls wake() again: the outer loop carries on.
+    if (this.waking) return;
+    this.waking = true;
+    try {
+      while (this.waiters.length && this.fitsEvicting(this.waiters[0].claim)) this.waiters.shift()!.grant();
+    } finally {
+      this.waking = false;
+    }
   }
 }

@@ -151,8 +151,16 @@ async function execInVm(
     ctx.hooks.vmDelta(1);
     ctx.hooks.event({
       type: "microvm.spawned",
-      message: `micro-VM for ${job.name} booted in ${vm.vm.bootMs} ms (${vm.vm.accelerator})`,
-      payload: { stage: job.name, accelerator: vm.vm.accelerator, pid: vm.vm.pid, boot_ms: vm.vm.bootMs },
+      message: vm.vm.warm
+        ? `micro-VM for ${job.name} taken from the warm pool in ${vm.vm.startMs ?? 0} ms (${vm.vm.accelerator})`
+        : `micro-VM for ${job.name} booted in ${vm.vm.bootMs} ms (${vm.vm.accelerator})`,
+      payload: {
+        stage: job.name,
+        accelerator: vm.vm.accelerator,
+        pid: vm.vm.pid,
+        boot_ms: vm.vm.bootMs,
+        ...(vm.vm.warm !== undefined ? { warm: vm.vm.warm, start_ms: vm.vm.startMs ?? vm.vm.bootMs } : {}),
+      },
       stage_name: job.name,
       box_name: job.box_name,
     });

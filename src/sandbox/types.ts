@@ -23,6 +23,8 @@ export interface StageVmOptions {
   initramfs?: string;
   /** Aborting it while the VM boots kills the boot; open() then rejects. */
   signal: AbortSignal;
+  /** A warm-pool boot nobody waits for: run it at a lower CPU priority (nice). */
+  background?: boolean;
 }
 
 export interface ExecCommand {
@@ -63,6 +65,10 @@ export interface VmInfo {
   accelerator: "kvm" | "tcg";
   pid: number;
   bootMs: number;
+  /** Taken from the warm pool (pre-booted) rather than booted for this stage attempt. */
+  warm?: boolean;
+  /** ms from asking for the VM to holding a ready one: the claim for a warm VM, the boot for a cold one. */
+  startMs?: number;
 }
 
 export interface VmExit {
@@ -87,6 +93,10 @@ export interface StageVm {
    * no process of this stage is left.
    */
   stop(graceMs: number): Promise<VmExit>;
+  /** Settles once the VM's process is gone, whoever ended it (absent: the mock, nothing to watch). */
+  readonly closed?: Promise<void>;
+  /** Back to normal CPU priority after a background boot (best effort: raising it needs privilege). */
+  foreground?(): void;
 }
 
 export interface Sandbox {

@@ -30,7 +30,8 @@ describe.skipIf(!ready)("daemon crash with a micro-VM running", () => {
       spec,
       "api_version: v1\nkind: workflow\nname: nap\nsandbox: {mode: local, memory_mb: 256}\nworkflow:\n  steps:\n    - name: nap\n      run: {program: sleep, args: [\"300\"]}\n",
     );
-    const args = ["--listen", "tcp://127.0.0.1:0", "--state-dir", state, "--no-auth"];
+    // No warm pool: the one pid file is the stage's VM (test/e2e/warm-pool.test.ts covers pool VMs).
+    const args = ["--listen", "tcp://127.0.0.1:0", "--state-dir", state, "--no-auth", "--warm-pool", "0"];
     const first = await startDaemon({ args, env: childEnv(dir) });
     daemons.push(first);
     const created = await request(first.urls[0], "/v1/runs", { body: { file: spec, run_id: "crashy" } });

@@ -58,6 +58,8 @@ export interface QemuSandboxOptions {
 const CHANNEL_EXIT_GRACE_MS = 1000;
 /** How long an aborted command may take to be confirmed dead by the guest. */
 const ABORT_CONFIRM_MS = 5000;
+/** Niceness of a warm-pool boot: it takes CPU only when running stages leave some. */
+const BACKGROUND_NICE = 10;
 /** Bound on a readFile round trip (16 MiB over virtio-serial takes well under this). */
 const READ_TIMEOUT_MS = 60_000;
 
@@ -90,6 +92,7 @@ export class QemuSandbox implements Sandbox {
         pidDir: this.opts.pidDir,
         qemuBinary: this.opts.qemuBinary,
         dieWithParent: this.opts.dieWithParent,
+        nice: o.background ? BACKGROUND_NICE : undefined,
         log: this.opts.log,
       });
     } catch (e) {
@@ -169,6 +172,8 @@ class QemuStageVm implements StageVm {
   private queue: Promise<unknown> = Promise.resolve();
   private broken: Error | null = null;
   private stopping = false;
+  private reniced = false;
+  readonly closed: Promise<void>;
 
   constructor(
     private readonly qvm: QemuVm,
@@ -179,9 +184,19 @@ class QemuStageVm implements StageVm {
     qvm.onChannelError = (e) => this.fail(
       e instanceof ProtocolError ? new SandboxError(`guest protocol error: ${e.message}`) : new SandboxError(`guest channel lost: ${e.message}`),
     );
-    qvm.onExit = (e) =>
+    let markClosed!: () => void;
+    this.closed = new Promise((r) => (markClosed = r));
+    qvm.onExit = (e) => {
       this.fail(new SandboxError(`micro-VM exited (code ${e.exitCode}, signal ${e.signal})${this.stopping ? " (stopped)" : ""}`));
+      markClosed();
+    };
     if (qvm.exited) qvm.onExit(qvm.exited);
+  }
+
+  foreground(): void {
+    if (this.reniced) return;
+    this.reniced = true;
+    this.qvm.renice(0);
   }
 
   private fail(e: Error): void {

@@ -150,6 +150,10 @@ export interface VmSpawnOptions {
    * daemon dies, even by SIGKILL. Default: whenever setpriv is available.
    */
   dieWithParent?: boolean;
+  /** Start QEMU under `nice -n <nice>` (all its threads inherit it): warm-pool boots. */
+  nice?: number;
+  /** More QEMU arguments, appended (benchmarks: `-qmp`, `-incoming`). */
+  extraArgs?: string[];
   log?: Logger;
 }
 
@@ -280,8 +284,8 @@ export async function killLeftoverVms(pidDir: string, log?: Logger): Promise<num
     }
     if (info && Number.isInteger(info.pid) && info.pid > 1 && typeof info.marker === "string") {
       const argv = readCmdline(info.pid);
-      // Just after spawn the process may still be setpriv, about to exec QEMU.
-      const exe = argv?.[0] && path.basename(argv[0]) === "setpriv" ? argv.find((a) => path.basename(a).startsWith("qemu-system")) : argv?.[0];
+      // Just after spawn the process may still be nice or setpriv, about to exec QEMU.
+      const exe = argv?.[0] && ["setpriv", "nice"].includes(path.basename(argv[0])) ? argv.find((a) => path.basename(a).startsWith("qemu-system")) : argv?.[0];
       const isOurs = argv !== null && exe !== undefined && path.basename(exe).startsWith("qemu-system") && argv.includes(info.marker);
       if (isOurs) {
         try {
@@ -390,12 +394,13 @@ export class QemuVm {
       machineOptions: o.machineOptions ?? microvmOptionsFor(o.kernel),
       marker: this.marker,
       socketPath,
-    });
+    }).concat(o.extraArgs ?? []);
     const qemu = o.qemuBinary ?? "qemu-system-x86_64";
     // setpriv sets PR_SET_PDEATHSIG and execs QEMU: the pid (and, once exec'd, the
     // cmdline killLeftoverVms checks) is QEMU's. The death signal follows the thread
     // that forked, and Node spawns from the main thread, which lives as long as the daemon.
-    const [cmd, argv] = (o.dieWithParent ?? dieWithParentAvailable()) ? [SETPRIV, ["--pdeathsig", "KILL", "--", qemu, ...args]] : [qemu, args];
+    const [cmd0, argv0] = (o.dieWithParent ?? dieWithParentAvailable()) ? [SETPRIV, ["--pdeathsig", "KILL", "--", qemu, ...args]] : [qemu, args];
+    const [cmd, argv] = o.nice ? ["nice", ["-n", String(o.nice), cmd0, ...argv0]] : [cmd0, argv0];
     const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
     this.child = child;
     register(this);
@@ -553,6 +558,17 @@ export class QemuVm {
       };
       this.exitWaiters.push(done);
     });
+  }
+
+  /** Every thread back to nice 0 (after a niced boot); false when not permitted (needs CAP_SYS_NICE). */
+  renice(priority = 0): boolean {
+    if (this.exitInfo || !this.child.pid) return false;
+    try {
+      for (const tid of readdirSync(`/proc/${this.child.pid}/task`)) os.setPriority(Number(tid), priority);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   kill(): void {
