@@ -16,9 +16,10 @@
  * as a failure (and is killed).
  */
 import path from "node:path";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
+import { atMost, writeFigures } from "./figures.js";
 import {
   QemuSandbox,
   findGuestImage,
@@ -146,14 +147,11 @@ async function main(): Promise<number> {
   if (variants.has("previous")) console.log(`speed-up previous/tuned: ${ratio("previous", "tuned")}`);
   for (const name of names) console.log(`${name.padEnd(8)} QEMU CPU per boot (to first command): p50 ${pct(cpu[name], 50)} ms, p95 ${pct(cpu[name], 95)} ms`);
   const p50 = pct(times.tuned, 50);
-  const figures = [
-    { figure: "cold boot → first command, p50", value: Math.round(p50), unit: "ms", goal: "<= 500 ms", pass: p50 <= 500, samples: times.tuned.map((x) => Math.round(x)) },
-    { figure: "cold boot → first command, p95", value: Math.round(pct(times.tuned, 95)), unit: "ms", goal: "", pass: true },
-    { figure: "QEMU CPU time per cold boot (to first command), p50", value: pct(cpu.tuned, 50), unit: "ms", goal: "", pass: true, samples: cpu.tuned },
-  ];
-  const out = path.join(root, "build", "bench");
-  mkdirSync(out, { recursive: true });
-  writeFileSync(path.join(out, "boot.json"), JSON.stringify({ bench: "boot", figures }, null, 1) + "\n");
+  writeFigures("boot", [
+    atMost("cold boot → first command, p50", Math.round(p50), "ms", 500, times.tuned.map((x) => Math.round(x))),
+    { figure: "cold boot → first command, p95", value: Math.round(pct(times.tuned, 95)), unit: "ms" },
+    { figure: "QEMU CPU time per cold boot (to first command), p50", value: pct(cpu.tuned, 50), unit: "ms", samples: cpu.tuned },
+  ]);
   await killLeftoverVms(pidDir);
   rmSync(pidDir, { recursive: true, force: true });
   return 0;
