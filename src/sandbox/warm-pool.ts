@@ -14,6 +14,7 @@
  * first. A pool VM that dies while idle is dropped and replaced; a failed boot backs
  * off (1 s doubling to 60 s) so a broken host does not spin.
  */
+import type { components } from "../../generated/api.js";
 import type { NodeSlots } from "../engine/node-slots.js";
 import type { Logger } from "./qemu/vm.js";
 import type { Sandbox, StageVm, StageVmOptions } from "./types.js";
@@ -34,15 +35,7 @@ export function shapeKey(s: PoolShape): string {
 }
 
 /** The pool part of `/v1/health` (capacity.warm_pool). */
-export interface WarmPoolStats {
-  size: number;
-  ready: number;
-  booting: number;
-  in_use: number;
-  hits: number;
-  misses: number;
-  shape: { memory_mb: number; vcpus: number; network: boolean };
-}
+export type WarmPoolStats = components["schemas"]["WarmPool"];
 
 interface Idle {
   vm: StageVm;
