@@ -44,6 +44,8 @@ export interface Limits {
   maxGuestMemoryMib: number;
   /** After a drain starts, runs still active this long later fail (`daemon_shutdown`) and the daemon stops. */
   drainTimeoutMs: number;
+  /** Bytes of events of terminal runs kept in memory once read back from disk (least recently used out first). */
+  runCacheBytes: number;
 }
 
 /** Node capacity defaults from the host: guests mostly wait on I/O and TCG, so 2 VMs per core; 75% of RAM for guests. */
@@ -69,6 +71,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxVms: HOST_MAX_VMS,
   maxGuestMemoryMib: HOST_GUEST_MEMORY_MIB,
   drainTimeoutMs: 900_000,
+  runCacheBytes: 32 * 1024 * 1024,
 };
 
 type NumericLimit = Exclude<keyof Limits, "specRoots">;
@@ -92,6 +95,7 @@ export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes
   "max-vms": { key: "maxVms", kind: "count", help: "micro-VMs alive at once on this daemon, all runs together (2 per host core)" },
   "max-guest-memory": { key: "maxGuestMemoryMib", kind: "mib", help: "MiB of guest memory all live micro-VMs may take (75% of host memory)" },
   "drain-timeout": { key: "drainTimeoutMs", kind: "secs", help: "seconds a drain waits for active runs before failing them" },
+  "run-cache": { key: "runCacheBytes", kind: "bytes", help: "bytes of terminal runs' events kept in memory after they are read back" },
 };
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };
