@@ -13,8 +13,7 @@ export function runHandlers(runs: RunService, sse: EventStreamOptions) {
   const listRuns: Handler<"listRuns"> = ({ query }) => {
     const filter = query.state === "active" || query.state === "terminal" ? query.state : undefined;
     // Opt-in: without limit or cursor the reply is every run with its events, as it always was.
-    // The query arrives as text (validated as an integer in range): hence Number().
-    if (query.limit !== undefined || query.cursor !== undefined) return { json: runs.page(filter, query.limit === undefined ? DEFAULT_PAGE : Number(query.limit), query.cursor) };
+    if (query.limit !== undefined || query.cursor !== undefined) return { json: runs.page(filter, query.limit ?? DEFAULT_PAGE, query.cursor) };
     return { json: { runs: runs.list(filter).map((r) => r.toState(isV2(query))) } };
   };
 
