@@ -1,7 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { components } from "../../generated/api.js";
-import { writeFileAtomic } from "./fsutil.js";
 
 export type RunSummary = components["schemas"]["RunSummary"];
 
@@ -23,14 +22,25 @@ function stamp(file: string): Stamp {
 
 const same = (a: unknown, b: Stamp) => !!a && typeof a === "object" && (a as Stamp).size === b.size && (a as Stamp).mtime_ms === b.mtime_ms;
 
+let tmpCounter = 0;
+
 /**
  * `<run dir>/summary.json`: the run's summary plus the stamps of run.json and
- * events.jsonl it was derived from, written (atomically) after a terminal run.json.
- * Start-up lists a terminal run from it without reading its events.
+ * events.jsonl it was derived from, written after a terminal run.json. Start-up lists a
+ * terminal run from it without reading its events. Replaced atomically (rename) but not
+ * fsynced: it is derived, and one that a crash left empty, torn or behind its files is
+ * never trusted (it does not parse, or its stamps do not match) but derived again.
  */
 export function writeSummary(dir: string, summary: RunSummary): void {
   const body = { summary, run_json: stamp(path.join(dir, "run.json")), events: stamp(path.join(dir, "events.jsonl")) };
-  writeFileAtomic(path.join(dir, SUMMARY), JSON.stringify(body));
+  const tmp = path.join(dir, `.${SUMMARY}.${process.pid}.${++tmpCounter}.tmp`);
+  try {
+    fs.writeFileSync(tmp, JSON.stringify(body), { mode: 0o600 });
+    fs.renameSync(tmp, path.join(dir, SUMMARY));
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
 }
 
 /** The summary when summary.json exists, parses and matches both files as they are now; else null (derive it again). */
