@@ -11,6 +11,11 @@ export interface LoadedRun {
   events: RunEvent[];
   /** Each event's line as read from events.jsonl (absent for a Rust run file). */
   lines?: string[];
+  /**
+   * Its run.json and events.jsonl are as they were when its summary.json was written (by
+   * this daemon after writing them, or after they passed every check): size and mtime match.
+   */
+  unchanged?: boolean;
   /** true for a Rust void-box `runs/<id>.json` (full RunState with events). */
   legacy: boolean;
 }
@@ -247,9 +252,10 @@ export class RunStore {
   }
 
   /** A run listed from its summary, read in full now (throws when damaged: see quarantineRun). */
-  loadRun(id: string): LoadedRun {
-    bestEffort(() => removeTempFiles(this.dir(id)));
-    return this.readRunDir(id);
+  loadRun(id: string, tidy = true): LoadedRun {
+    if (tidy) bestEffort(() => removeTempFiles(this.dir(id)));
+    const unchanged = readFreshSummary(this.dir(id)) !== null;
+    return { ...this.readRunDir(id), unchanged };
   }
 
   /** Moves a damaged run's directory to quarantine/; returns the path to report (see quarantine). */

@@ -135,12 +135,18 @@ describe("terminal runs after a restart", () => {
     const ids = await finishedRuns(t, 3, "l");
     const before = await Promise.all(ids.map(async (id) => (await api(t.url, "GET", `/v1/runs/${id}/events`)).bytes));
     const stateBefore = (await api(t.url, "GET", `/v1/runs/${ids[1]}`)).json;
+    const listBefore = (await api(t.url, "GET", "/v1/runs")).json;
+    const listV2Before = (await api(t.url, "GET", "/v1/runs?api_version=v2")).json;
     for (const id of ids) expect(JSON.parse(fs.readFileSync(summaryFile(t, id), "utf8")).summary).toMatchObject({ id, status: stateBefore.status, event_count: stateBefore.events.length });
     t = await restart(t);
     // Start-up read no event log: nothing is loaded until asked for.
     const service = t.d.service as unknown as { runs: Map<string, unknown>; cache: { size: number } };
     expect([...service.runs.values()].every((r) => (r as { events?: unknown }).events === undefined)).toBe(true);
     expect((await allPages(t.url, "limit=2")).ids).toEqual(ids);
+    expect(service.cache.size).toBe(0);
+    // The full listing (read from disk now) is what it was when every run was in memory.
+    expect((await api(t.url, "GET", "/v1/runs")).json).toEqual(listBefore);
+    expect((await api(t.url, "GET", "/v1/runs?api_version=v2")).json).toEqual(listV2Before);
     expect(service.cache.size).toBe(0);
     for (const [i, id] of ids.entries()) expect((await api(t.url, "GET", `/v1/runs/${id}/events`)).bytes.equals(before[i])).toBe(true);
     expect((await api(t.url, "GET", `/v1/runs/${ids[1]}`)).json).toEqual(stateBefore);

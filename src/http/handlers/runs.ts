@@ -14,7 +14,7 @@ export function runHandlers(runs: RunService, sse: EventStreamOptions) {
     const filter = query.state === "active" || query.state === "terminal" ? query.state : undefined;
     // Opt-in: without limit or cursor the reply is every run with its events, as it always was.
     if (query.limit !== undefined || query.cursor !== undefined) return { json: runs.page(filter, query.limit ?? DEFAULT_PAGE, query.cursor) };
-    return { json: { runs: runs.list(filter).map((r) => r.toState(isV2(query))) } };
+    return { raw: runs.listJson(filter, isV2(query)), contentType: "application/json; charset=utf-8" };
   };
 
   const getRun: Handler<"getRun"> = ({ params, query }) => ({ json: runs.get(params.run_id).toState(isV2(query)) });
