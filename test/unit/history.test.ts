@@ -218,3 +218,25 @@ describe("summary.json", () => {
     expect((await api(t.url, "GET", "/v1/runs?limit=10")).json.runs.map((r: any) => r.status)).toEqual([status, status, status]);
   });
 });
+
+describe("RunCache", () => {
+  it("keeps read-back runs up to its byte bound, least recently used out first, the latest always kept", async () => {
+    const { RunCache } = await import("../../src/runs/run-cache.js");
+    type CachedRun = Parameters<InstanceType<typeof RunCache>["put"]>[0];
+    const run = (id: string, jsonBytes: number) => ({ id, jsonBytes }) as unknown as CachedRun;
+    // Each costs 3 × jsonBytes + 4096: 10,000 bytes of events ≈ 34 KB.
+    const cache = new RunCache(100_000);
+    cache.put(run("a", 10_000));
+    cache.put(run("b", 10_000));
+    expect(cache.get("a")?.id).toBe("a"); // a is now the most recently used
+    cache.put(run("c", 10_000));
+    expect(cache.size).toBe(2);
+    expect(cache.get("b")).toBeUndefined();
+    expect(cache.get("a")?.id).toBe("a");
+    cache.put(run("huge", 1_000_000));
+    expect(cache.size).toBe(1);
+    expect(cache.get("huge")?.id).toBe("huge");
+    cache.delete("huge");
+    expect(cache.size).toBe(0);
+  });
+});
