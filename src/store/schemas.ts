@@ -10,8 +10,6 @@ import { lazyRequire, once } from "../lazy.js";
 export interface StateSchemas {
   /** A `run.json` (or a Rust run file without its events, after normalisation). */
   runFile(v: unknown): string | null;
-  /** A terminal run's summary.json summary (RunSummary). */
-  summary(v: unknown): string | null;
   /** One event of a run's log. */
   event(v: unknown): string | null;
   /** One line of a session log. */
@@ -53,7 +51,7 @@ function explain(errors: ErrorObject[] | null | undefined): string {
 
 export function compileStateSchemas(openapi: { components?: { schemas?: Record<string, unknown> } }): StateSchemas {
   const schemas = structuredClone(openapi.components?.schemas ?? {});
-  for (const name of ["RunEvent", "RunState", "RunSummary", "SessionMessage"]) if (!schemas[name]) throw new Error(`openapi.yaml has no ${name} schema`);
+  for (const name of ["RunEvent", "RunState", "SessionMessage"]) if (!schemas[name]) throw new Error(`openapi.yaml has no ${name} schema`);
   schemas.StageRecord = STAGE_RECORD;
   schemas.RunFile = runFileSchema(schemas.RunState as Record<string, unknown>);
   // Compiled on first use: an empty state dir has nothing to check at start-up.
@@ -71,5 +69,5 @@ export function compileStateSchemas(openapi: { components?: { schemas?: Record<s
       return v(x) ? null : explain(v.errors);
     };
   };
-  return { runFile: check("RunFile"), summary: check("RunSummary"), event: check("RunEvent"), sessionMessage: check("SessionMessage") };
+  return { runFile: check("RunFile"), event: check("RunEvent"), sessionMessage: check("SessionMessage") };
 }
