@@ -144,7 +144,8 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
     vm = vmSetup.provider;
   }
 
-  const runs: RunService = new RunService({ store, ids, now, log, vm, limits, storage, schemas, slots, metrics });
+  const onQuarantine = (file: string) => quarantined.push(file);
+  const runs: RunService = new RunService({ store, ids, now, log, vm, limits, storage, schemas, slots, metrics, onQuarantine });
   // A state dir that can be read but not written is served read-only (writes get 507).
   storage.checkWritable();
   quarantined.push(...runs.restore());

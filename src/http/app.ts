@@ -58,6 +58,8 @@ interface Route {
   op: Operation & { operationId: string };
   /** Declared query parameters: unknown ones are dropped, never an error. */
   query: Set<string>;
+  /** Declared header parameters (lower-case): part of what a verdict depends on. */
+  headers: string[];
 }
 
 /**
@@ -77,6 +79,7 @@ function routeTable(api: OpenAPIBackend): (method: string, path: string) => Rout
       route: {
         op: op as Route["op"],
         query: new Set((op.parameters ?? []).filter((p) => "in" in p && p.in === "query").map((p) => (p as { name: string }).name)),
+        headers: (op.parameters ?? []).filter((p) => "in" in p && p.in === "header").map((p) => (p as { name: string }).name.toLowerCase()),
       },
     }));
   return (method, path) => {
@@ -97,6 +100,9 @@ export async function createApi(definition: Document): Promise<OpenAPIBackend> {
     // before the daemon could answer anything. precompileValidators() warms them up.
     quick: true,
     validate: true,
+    // The validator's parse of path and query parameters (typed by the schema) is what
+    // handlers get: the request is parsed once, not again by the router.
+    coerceTypes: true,
     // verbose: errors carry their schema and data, so oneOf/anyOf failures can be worded (see errors.ts).
     ajvOpts: { allErrors: true, strict: false, verbose: true },
     customizeAjv: (ajv) => {
@@ -131,9 +137,19 @@ export function precompileValidators(api: OpenAPIBackend, delayMs = 300): () => 
   };
 }
 
+/** Verdicts kept: one per distinct URL (and declared headers) of requests without a body. */
+const VERDICTS_KEPT = 1024;
+
 export function createApp(opts: AppOptions): express.Express {
   const { api } = opts;
   const match = routeTable(api);
+  /**
+   * openapi-backend's parsed, validated parameters of body-less requests, by operation,
+   * URL and declared headers: a poller asking for the same events again is not parsed
+   * and validated again (that was a sixth of such a request's CPU). Only valid verdicts
+   * are kept (frozen: every request with that key shares them); oldest out first.
+   */
+  const verdicts = new Map<string, { params: unknown; query: unknown }>();
 
   const app = express();
   app.disable("x-powered-by");
@@ -180,12 +196,23 @@ export function createApp(opts: AppOptions): express.Express {
     }
     const { op } = route;
     request.body = parseBody(req.body);
-    request.query = Object.fromEntries(Object.entries(request.query).filter(([k]) => route.query.has(k)));
-    const validation = api.validator.validateRequest(request, op);
-    if (validation.errors?.length) throw validationError(validation.errors);
-    const parsed = api.router.parseRequest(request, op);
+    const key = op.requestBody ? null : `${op.operationId} ${req.url}${route.headers.map((h) => ` ${JSON.stringify(req.headers[h] ?? null)}`).join("")}`;
+    let verdict = key === null ? undefined : verdicts.get(key);
+    if (!verdict) {
+      request.query = Object.fromEntries(Object.entries(request.query).filter(([k]) => route.query.has(k)));
+      const validation = api.validator.validateRequest(request, op);
+      if (validation.errors?.length) throw validationError(validation.errors);
+      const coerced = validation.coerced as { params?: unknown; query?: unknown } | undefined;
+      const parsed = coerced?.params ? coerced : api.router.parseRequest(request, op);
+      verdict = { params: Object.freeze(parsed.params), query: Object.freeze(parsed.query) };
+      if (key !== null) {
+        if (verdicts.size >= VERDICTS_KEPT) verdicts.delete(verdicts.keys().next().value!);
+        verdicts.set(key, verdict);
+      }
+    }
+    const { params, query } = verdict;
     const handler = opts.handlers[op.operationId as keyof HandlerMap] as (input: unknown) => Reply | Promise<Reply>;
-    const reply = handler({ params: parsed.params, query: parsed.query, body: parsed.requestBody, headers: req.headers });
+    const reply = handler({ params, query, body: request.body, headers: req.headers });
     if (reply instanceof Promise) reply.then((r) => send(req, res, r), next);
     else send(req, res, reply);
   });

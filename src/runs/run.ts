@@ -3,6 +3,7 @@ import type { RunStore } from "../store/runs.js";
 import { EVENT_CONTEXT_KEYS, type EngineEvent, type StagePatch, type StagePlan } from "../engine/types.js";
 import type { Metrics } from "../metrics.js";
 import { v2EventName } from "./naming.js";
+import type { RunSummary } from "../store/summary.js";
 import { TERMINAL, type RunEvent, type RunFile, type RunState, type RunStatus, type StageRecord, type StageView } from "./model.js";
 
 export interface RunDeps {
@@ -13,6 +14,7 @@ export interface RunDeps {
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
+const encodeV2 = (e: RunEvent) => JSON.stringify({ ...e, event_type: e.event_type_v2 });
 
 /**
  * One run in memory: its persisted file, its events (with their serialised forms
@@ -22,7 +24,10 @@ const iso = (ms: number) => new Date(ms).toISOString();
 export class Run {
   readonly events: RunEvent[];
   private readonly legacyJson: string[] = [];
-  private readonly v2Json: string[] = [];
+  /** Filled on first use: most runs are never read in the v2 naming. */
+  private v2Json: string[] | null = null;
+  /** Bytes of the serialised events (for the cache of loaded terminal runs). */
+  jsonBytes = 0;
   private readonly eventIndex = new Map<string, number>();
   activeMicrovms = 0;
   /** Told after each append (event streams); each defers its own work. */
@@ -34,9 +39,11 @@ export class Run {
     readonly file: RunFile,
     events: RunEvent[],
     private readonly deps: RunDeps,
+    /** The events' lines as read from the log (each is JSON.stringify of its event): not encoded again. */
+    lines?: string[],
   ) {
     this.events = [];
-    for (const e of events) this.remember(e);
+    events.forEach((e, i) => this.remember(e, lines?.[i]));
   }
 
   get id(): string {
@@ -56,7 +63,12 @@ export class Run {
     this.eventIndex.set(e.event_id, this.events.length);
     this.events.push(e);
     this.legacyJson.push(json);
-    this.v2Json.push(JSON.stringify({ ...e, event_type: e.event_type_v2 }));
+    this.jsonBytes += json.length;
+    this.v2Json?.push(encodeV2(e));
+  }
+
+  private v2(): string[] {
+    return (this.v2Json ??= this.events.map(encodeV2));
   }
 
   /** Appends an event with a full envelope; returns it; throws if it could not be written. Callers apply the terminal guard. */
@@ -107,7 +119,14 @@ export class Run {
   persist(): void {
     this.deps.store.syncEvents(this.id);
     this.deps.store.saveRun(this.file);
-    if (this.terminal) this.deps.store.closeRun(this.id); // reopened lazily should anything follow
+    if (this.terminal) {
+      this.deps.store.closeRun(this.id); // reopened lazily should anything follow
+      try {
+        this.deps.store.saveSummary(this.summary());
+      } catch {
+        // Only an index: without it the next start reads this run's files instead.
+      }
+    }
   }
 
   planStages(plan: StagePlan[]): void {
@@ -171,12 +190,12 @@ export class Run {
 
   /** Event `i` encoded as the JSON replies carry it. */
   eventJson(i: number, v2: boolean): string {
-    return (v2 ? this.v2Json : this.legacyJson)[i];
+    return (v2 ? this.v2() : this.legacyJson)[i];
   }
 
   eventsJson(fromEventId: string | undefined, v2: boolean): Buffer {
     const start = this.indexAfter(fromEventId);
-    const src = v2 ? this.v2Json : this.legacyJson;
+    const src = v2 ? this.v2() : this.legacyJson;
     if (start > 0) return Buffer.from("[" + src.slice(start).join(",") + "]");
     if (this.encoded.count !== src.length) this.encoded = { count: src.length };
     const key = v2 ? "v2" : "legacy";
@@ -193,6 +212,26 @@ export class Run {
       stage_states: stages?.length
         ? Object.fromEntries(stages.map((s) => [s.name, { status: s.status, attempt: s.attempt, exit_code: s.exit_code }]))
         : (stage_states ?? null),
+    };
+  }
+
+  /** The run as pages of `GET /v1/runs` list it (and as summary.json keeps it). */
+  summary(): RunSummary {
+    const f = this.file;
+    return {
+      id: f.id,
+      status: f.status,
+      file: f.file,
+      error: f.error,
+      attempt_id: f.attempt_id,
+      started_at: f.started_at,
+      updated_at: f.updated_at,
+      finished_at: f.finished_at,
+      terminal_reason: f.terminal_reason,
+      terminal_event_id: f.terminal_event_id,
+      exit_code: f.exit_code,
+      sandbox_mode: f.sandbox_mode ?? null,
+      event_count: this.events.length,
     };
   }
 

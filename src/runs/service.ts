@@ -15,15 +15,19 @@ import type { LoadedRun, RunStore } from "../store/runs.js";
 import type { StateSchemas } from "../store/schemas.js";
 import { isStorageError, type StorageGuard } from "../store/storage.js";
 import { adoptTerminalEvent, terminalEventOf } from "./adopt.js";
-import type { RunEvent, RunFile, RunState } from "./model.js";
+import type { RunSummary } from "../store/summary.js";
+import { TERMINAL, type RunEvent, type RunFile, type RunState } from "./model.js";
 import { normaliseStatus, v2EventName } from "./naming.js";
 import { decidePublication, type StageOutputs } from "./publication.js";
 import { Run } from "./run.js";
+import { RunCache } from "./run-cache.js";
+import { decodeCursor, encodeCursor, RunOrder, type OrderKey } from "./run-order.js";
 import { checkRunInputs, INLINE_SPEC_FILE, storeRunInputs, type RunInputs } from "./inline.js";
 
 type CreateRunRequest = components["schemas"]["CreateRunRequest"];
 type CreateRunResponse = components["schemas"]["CreateRunResponse"];
 type CancelRunResponse = components["schemas"]["CancelRunResponse"];
+type RunPage = components["schemas"]["RunPage"];
 
 /** Where micro-VM stages run, when they can. */
 export interface VmProvider {
@@ -51,6 +55,8 @@ export interface RunServiceDeps {
   /** The node's VM slots: a create is refused while stages already wait for one. */
   slots?: NodeSlots;
   metrics?: Metrics;
+  /** Told of a terminal run's files quarantined after start-up (found damaged when first read back). */
+  onQuarantine?: (file: string, reason: string) => void;
 }
 
 /** Rust-daemon events may predate seq/event_type_v2/etc.: fill what is derivable. */
@@ -107,6 +113,28 @@ function appendOutputLines(run: Run, output: string, maxLines: number): void {
   run.append({ type: "log.closed", message: "output closed", stream: "stdout" });
 }
 
+/** Stands for the events in a state encoded without them (a JSON string no run can hold as this key's value). */
+const EVENTS_MARK = "\u0000events\u0000";
+
+/** A terminal run's RunState as JSON, as Run.toState encodes it, with its log's lines as the events. */
+function stateJson(loaded: LoadedRun): string {
+  const { stages, stage_states, ...rest } = loaded.file;
+  const state = {
+    ...rest,
+    events: EVENTS_MARK,
+    active_stage_count: stages?.filter((s) => s.status === "running").length ?? 0,
+    active_microvm_count: 0,
+    stage_states: stages?.length
+      ? Object.fromEntries(stages.map((s) => [s.name, { status: s.status, attempt: s.attempt, exit_code: s.exit_code }]))
+      : (stage_states ?? null),
+  };
+  const text = JSON.stringify(state);
+  const mark = `"events":${JSON.stringify(EVENTS_MARK)}`;
+  const at = text.indexOf(mark);
+  const events = loaded.lines && loaded.lines.length === loaded.events.length ? loaded.lines.join(",") : loaded.events.map((e) => JSON.stringify(e)).join(",");
+  return text.slice(0, at) + `"events":[${events}]` + text.slice(at + mark.length);
+}
+
 /** Per-run execution context that is not persisted. */
 interface Execution {
   outputs: Map<string, StageOutputs>;
@@ -120,11 +148,19 @@ interface Execution {
  * execution through the engine, terminal transitions, cancel, and publication.
  */
 export class RunService {
-  private readonly runs = new Map<string, Run>();
+  /**
+   * Every run: a Run while it is active (or its terminal state is not on disk yet), else
+   * its summary; a terminal run's events are read back when asked for (kept in `cache`).
+   */
+  private readonly runs = new Map<string, Run | RunSummary>();
+  private readonly order = new RunOrder();
+  private readonly cache: RunCache;
   private readonly executions = new Map<string, Execution>();
   private drainingSince: number | null = null;
 
-  constructor(private readonly deps: RunServiceDeps) {}
+  constructor(private readonly deps: RunServiceDeps) {
+    this.cache = new RunCache(deps.limits.runCacheBytes);
+  }
 
   /**
    * Loads the runs found on disk (each checked against its schema; what does not
@@ -134,10 +170,16 @@ export class RunService {
    */
   restore(): string[] {
     this.deps.storage.onRecovered(() => this.retryOwed());
-    const { runs, quarantined, reasons, interrupted } = this.deps.store.loadAll((l) => this.conforming(l));
+    const { runs, stored, quarantined, reasons, interrupted } = this.deps.store.loadAll(
+      (l) => this.conforming(l),
+      (s) => this.storedSummary(s),
+    );
     for (const id of interrupted) this.deps.log.warn({ run_id: id }, "removed a run directory left by a create interrupted before its first write");
+    for (const s of stored) this.runs.set(s.id, s);
+    this.order.load([...stored, ...runs.map((l) => l.file)].map((r) => ({ started_at: r.started_at, id: r.id })));
+    const unindexed: RunSummary[] = [];
     for (const loaded of runs) {
-      const run = new Run(loaded.file, loaded.events, this.deps);
+      const run = new Run(loaded.file, loaded.events, this.deps, loaded.lines);
       this.runs.set(run.id, run);
       const logged = run.terminal ? undefined : terminalEventOf(run.events);
       if (logged) {
@@ -157,10 +199,97 @@ export class RunService {
           this.endFromOutside(run, "failed", "daemon restarted while the run was active", "daemon_restarted");
           this.deps.log.warn({ run_id: run.id }, "run failed: daemon restarted");
         } else if (logged) run.persist();
+        else unindexed.push(run.summary()); // a terminal run without an up-to-date summary.json (persist writes one)
       });
+      this.retire(run, false);
     }
+    this.writeSummariesLater(unindexed);
     quarantined.forEach((q, i) => this.deps.log.error({ file: q, reason: reasons[i] }, "state file does not conform; quarantined"));
     return quarantined;
+  }
+
+  /**
+   * A summary.json's summary when it is a terminal run's and has RunSummary's shape;
+   * null: read the run's files instead. Checked by hand, not by the schema: compiling
+   * ajv and checking 10,000 summaries was a third of a long history's start-up.
+   */
+  private storedSummary(s: unknown): RunSummary | null {
+    if (!s || typeof s !== "object") return null;
+    const r = s as Record<string, unknown>;
+    const str = (k: string) => typeof r[k] === "string";
+    const strOrNull = (k: string) => r[k] === null || typeof r[k] === "string";
+    const int = (k: string) => Number.isInteger(r[k]);
+    const ok =
+      TERMINAL.has(r.status as RunSummary["status"]) &&
+      str("id") && str("file") && str("started_at") && str("updated_at") &&
+      strOrNull("error") && strOrNull("finished_at") && strOrNull("terminal_reason") && strOrNull("terminal_event_id") &&
+      int("attempt_id") && (r.exit_code === null || int("exit_code")) && int("event_count") && (r.event_count as number) >= 0 &&
+      (r.sandbox_mode === null || r.sandbox_mode === "mock" || r.sandbox_mode === "local");
+    return ok ? (s as RunSummary) : null;
+  }
+
+  /**
+   * Summaries for terminal runs that had none (a state dir from before them), written a
+   * batch per event-loop turn after start-up so they do not delay it; best effort (the
+   * next start derives what is missing again).
+   */
+  private writeSummariesLater(pending: RunSummary[]): void {
+    const step = () => {
+      for (const s of pending.splice(0, 200)) {
+        try {
+          this.deps.store.saveSummary(s);
+        } catch {
+          pending.length = 0; // the state dir refuses writes: the next start tries again
+        }
+      }
+      if (pending.length) setImmediate(step);
+    };
+    if (pending.length) setImmediate(step);
+  }
+
+  /**
+   * A terminal run whose state is on disk leaves memory except for its summary; its
+   * events are read back when asked for (`cache` keeps the recently read ones).
+   */
+  private retire(run: Run, keep = true): void {
+    if (!run.terminal || this.owed.has(run.id) || this.executions.has(run.id) || this.runs.get(run.id) !== run) return;
+    this.runs.set(run.id, run.summary());
+    if (keep) this.cache.put(run);
+  }
+
+  /**
+   * Reads a terminal run back from disk, with the checks start-up applies; a damaged one
+   * is quarantined (listed in /v1/health) and answered as not found, never half-served.
+   */
+  private readBack(summary: RunSummary, keep: boolean): Run {
+    const loaded = this.readChecked(summary, keep);
+    const run = new Run(loaded.file, loaded.events, this.deps, loaded.lines);
+    if (keep) this.cache.put(run);
+    return run;
+  }
+
+  /** A terminal run's files, checked (see readBack); `tidy`: also remove temp files a crash left. */
+  private readChecked(summary: RunSummary, tidy: boolean): LoadedRun {
+    try {
+      const loaded = this.conforming(this.deps.store.loadRun(summary.id, tidy));
+      if (!TERMINAL.has(loaded.file.status)) throw new Error(`run.json: status ${loaded.file.status} is not terminal, unlike its summary.json`);
+      return loaded;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== undefined && code !== "ENOENT") throw e; // an I/O error, not damage: the next read tries again
+      this.runs.delete(summary.id);
+      this.order.remove(summary.id);
+      this.cache.delete(summary.id);
+      if (code === "ENOENT") {
+        this.deps.log.error({ run_id: summary.id }, "a terminal run's files are gone from the state dir");
+        throw notFound(`run ${summary.id}`);
+      }
+      const reason = e instanceof Error ? e.message : String(e);
+      const file = this.deps.store.quarantineRun(summary.id, e);
+      this.deps.log.error({ file, reason }, "state file does not conform; quarantined");
+      this.deps.onQuarantine?.(file, reason);
+      throw new ApiError("NOT_FOUND", `run ${summary.id} not found: its files are damaged and were quarantined (${file}; see /v1/health)`);
+    }
   }
 
   /** Normalises a run read from disk and checks it against the schemas; throws (→ quarantine) when it does not conform. */
@@ -173,7 +302,9 @@ export class RunService {
     const file = loaded.legacy ? normaliseLegacyFile(loaded.file) : loaded.file;
     if (typeof file.status === "string") file.status = normaliseStatus(file.status) as RunState["status"];
     const events = loaded.legacy ? loaded.events.map(normaliseLegacyEvent) : loaded.events;
-    if (schemas) {
+    // Files unchanged since they were written or last checked (their summary.json says so)
+    // are only parsed: checking every event of every run made a full listing 5× slower.
+    if (schemas && !loaded.unchanged) {
       bad("run file", schemas.runFile(file));
       events.forEach((e, i) => bad(`event ${i}`, schemas.event(e)));
     }
@@ -205,7 +336,10 @@ export class RunService {
   private retryOwed(): void {
     for (const [id, task] of [...this.owed]) {
       const run = this.runs.get(id);
-      if (run) this.settle(run, task);
+      if (run instanceof Run) {
+        this.settle(run, task);
+        this.retire(run);
+      }
     }
   }
 
@@ -231,15 +365,89 @@ export class RunService {
   }
 
   get(id: string): Run {
-    const run = this.runs.get(id);
-    if (!run) throw notFound(`run ${id}`);
-    return run;
+    const entry = this.runs.get(id);
+    if (!entry) throw notFound(`run ${id}`);
+    if (entry instanceof Run) return entry;
+    return this.cache.get(id) ?? this.readBack(entry, true);
   }
 
+  private matches(entry: Run | RunSummary, filter: "active" | "terminal" | undefined): boolean {
+    return !filter || TERMINAL.has(entry.status) === (filter === "terminal");
+  }
+
+  /**
+   * Every run matching `filter`, oldest first, with its events: terminal runs are read
+   * back one by one (not kept: a full listing would only churn the cache).
+   */
   list(filter: "active" | "terminal" | undefined): Run[] {
-    const all = [...this.runs.values()];
-    if (!filter) return all;
-    return all.filter((r) => r.terminal === (filter === "terminal"));
+    const out: Run[] = [];
+    for (const { id } of this.order.slice()) {
+      const entry = this.runs.get(id);
+      if (!entry || !this.matches(entry, filter)) continue;
+      if (entry instanceof Run) out.push(entry);
+      else {
+        try {
+          out.push(this.cache.get(id) ?? this.readBack(entry, false));
+        } catch (e) {
+          if (!(e instanceof ApiError && e.code === "NOT_FOUND")) throw e;
+          // quarantined (or gone) just now: not listed, like a run quarantined at start-up
+        }
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The whole `GET /v1/runs` reply (`{"runs": [RunState…]}`), encoded one run at a time:
+   * a terminal run that is not in memory is read, encoded and dropped (its events are
+   * spliced in as the lines of its log, which are each event's JSON), so a listing of a
+   * long history does not hold every run's events as objects at once.
+   */
+  listJson(filter: "active" | "terminal" | undefined, v2: boolean): Buffer {
+    const parts: Buffer[] = [Buffer.from('{"runs":[')];
+    for (const { id } of this.order.slice()) {
+      const entry = this.runs.get(id);
+      if (!entry || !this.matches(entry, filter)) continue;
+      let json: string;
+      const live = entry instanceof Run ? entry : this.cache.get(id);
+      if (live || v2) json = JSON.stringify((live ?? this.tryReadBack(entry as RunSummary))?.toState(v2) ?? null);
+      else {
+        try {
+          json = stateJson(this.readChecked(entry as RunSummary, false));
+        } catch (e) {
+          if (!(e instanceof ApiError && e.code === "NOT_FOUND")) throw e;
+          continue; // quarantined (or gone) just now: not listed, like a run quarantined at start-up
+        }
+      }
+      if (json === "null") continue;
+      parts.push(Buffer.from(parts.length > 1 ? "," + json : json));
+    }
+    parts.push(Buffer.from("]}"));
+    return Buffer.concat(parts);
+  }
+
+  private tryReadBack(summary: RunSummary): Run | null {
+    try {
+      return this.readBack(summary, false);
+    } catch (e) {
+      if (e instanceof ApiError && e.code === "NOT_FOUND") return null;
+      throw e;
+    }
+  }
+
+  /** At most `limit` runs after `cursor` (a previous page's next_cursor), as summaries: no file is read. */
+  page(filter: "active" | "terminal" | undefined, limit: number, cursor: string | undefined): RunPage {
+    const runs: RunSummary[] = [];
+    let last: OrderKey | undefined;
+    for (let i = this.order.after(cursor === undefined ? null : decodeCursor(cursor)); i < this.order.length; i++) {
+      const key = this.order.at(i)!;
+      const entry = this.runs.get(key.id);
+      if (!entry || !this.matches(entry, filter)) continue;
+      if (runs.length === limit) return { runs, next_cursor: encodeCursor(last!) };
+      runs.push(entry instanceof Run ? entry.summary() : entry);
+      last = key;
+    }
+    return { runs, next_cursor: null };
   }
 
   /** Synchronous up to the insert, so concurrent creates with one run_id start one run. */
@@ -248,7 +456,7 @@ export class RunService {
     if (req.run_id !== undefined) {
       const existing = this.runs.get(req.run_id);
       if (existing) {
-        if (existing.terminal) throw new ApiError("ALREADY_TERMINAL", `run ${existing.id} is already terminal (${existing.status})`);
+        if (!(existing instanceof Run) || existing.terminal) throw new ApiError("ALREADY_TERMINAL", `run ${existing.id} is already terminal (${existing.status})`);
         return { run_id: existing.id, attempt_id: existing.file.attempt_id, state: existing.status };
       }
     }
@@ -294,12 +502,16 @@ export class RunService {
       throw this.deps.storage.fault(e);
     }
     this.runs.set(id, run);
+    this.order.add({ started_at: now, id });
     this.deps.log.info({ run_id: id, file, status: "running" }, "run created");
     const exec: Execution = { outputs: new Map(), done: Promise.resolve(), inputs };
     this.executions.set(id, exec);
     exec.done = this.execute(run, exec, policy ?? DEFAULT_POLICY)
       .catch((e: unknown) => this.storageFault(run, e)) // every write of the execution has this owner
-      .finally(() => this.executions.delete(id));
+      .finally(() => {
+        this.executions.delete(id);
+        this.retire(run);
+      });
     return { run_id: id, attempt_id: run.file.attempt_id, state: run.status };
   }
 
@@ -330,7 +542,7 @@ export class RunService {
 
   activeCount(): number {
     let n = 0;
-    for (const r of this.runs.values()) if (!r.terminal) n++;
+    for (const r of this.runs.values()) if (r instanceof Run && !r.terminal) n++;
     return n;
   }
 
@@ -555,7 +767,7 @@ export class RunService {
    */
   async shutdown(timeoutMs: number): Promise<void> {
     for (const run of this.runs.values()) {
-      if (run.terminal) continue;
+      if (!(run instanceof Run) || run.terminal) continue;
       try {
         this.endFromOutside(run, "failed", "daemon shut down while the run was active", "daemon_shutdown");
       } catch (e) {

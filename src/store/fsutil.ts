@@ -85,6 +85,8 @@ export function ensureDir(dir: string): void {
 
 export interface JsonLines {
   values: unknown[];
+  /** The text of each of `values`, as it is in the file (lets a reader skip re-encoding). */
+  lines: string[];
   /** Bytes of the file up to its last complete line: what later appends continue from. */
   validBytes: number;
   /** 1-based numbers of complete lines that are not JSON (values holds no entry for them). */
@@ -104,7 +106,7 @@ export function readJsonLinesLenient(file: string): JsonLines {
   try {
     buf = fs.readFileSync(file);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { values: [], validBytes: 0, badLines: [], badText: [] };
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { values: [], lines: [], validBytes: 0, badLines: [], badText: [] };
     throw e;
   }
   const end = buf.lastIndexOf(0x0a) + 1;
@@ -115,12 +117,13 @@ export function readJsonLinesLenient(file: string): JsonLines {
       // read-only or failing storage: appends truncate to validBytes before writing
     }
   }
-  const out: JsonLines = { values: [], validBytes: end, badLines: [], badText: [] };
+  const out: JsonLines = { values: [], lines: [], validBytes: end, badLines: [], badText: [] };
   const lines = buf.subarray(0, end).toString("utf8").split("\n");
   for (let i = 0; i < lines.length; i++) {
     if (!lines[i]) continue;
     try {
       out.values.push(JSON.parse(lines[i]));
+      out.lines.push(lines[i]);
     } catch {
       out.badLines.push(i + 1);
       out.badText.push(lines[i]);

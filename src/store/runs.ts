@@ -3,17 +3,27 @@ import path from "node:path";
 import { isSafeId } from "../ids.js";
 import type { RunEvent, RunFile } from "../runs/model.js";
 import { appendAtomically, ensureDir, linkFileAtomic, readJsonLinesLenient, removeTempFiles, writeFileAtomic } from "./fsutil.js";
+import { readFreshSummary, writeSummary, type RunSummary } from "./summary.js";
 
 /** A run as found on disk at startup. */
 export interface LoadedRun {
   file: RunFile;
   events: RunEvent[];
+  /** Each event's line as read from events.jsonl (absent for a Rust run file). */
+  lines?: string[];
+  /**
+   * Its run.json and events.jsonl are as they were when its summary.json was written (by
+   * this daemon after writing them, or after they passed every check): size and mtime match.
+   */
+  unchanged?: boolean;
   /** true for a Rust void-box `runs/<id>.json` (full RunState with events). */
   legacy: boolean;
 }
 
 export interface LoadResult {
   runs: LoadedRun[];
+  /** Terminal runs listed from their up-to-date summary.json: their files are read when first asked for. */
+  stored: RunSummary[];
   /** Paths (relative to the state dir) moved to quarantine/ because they were corrupt (or, if they could not be moved, left where they are and not loaded). */
   quarantined: string[];
   /** Why each of `quarantined` was. */
@@ -102,6 +112,11 @@ export class RunStore {
     }
   }
 
+  /** Records a terminal run's summary (after its run.json): the next start lists it from this alone. */
+  saveSummary(summary: RunSummary): void {
+    writeSummary(this.dir(summary.id), summary);
+  }
+
   /** Makes the appended events durable (called before acknowledging a terminal state). */
   syncEvents(id: string): void {
     const fd = this.eventFds.get(id);
@@ -176,18 +191,25 @@ export class RunStore {
   /**
    * Loads every readable run; `accept` checks (and may normalise) each one and throws
    * when it does not conform. Corrupt or non-conforming files are moved aside, never
-   * fatal for the others.
+   * fatal for the others. A run whose summary.json is up to date and passes
+   * `acceptSummary` is listed from it alone (in `stored`), its files left unread.
    */
-  loadAll(accept: (run: LoadedRun) => LoadedRun = (r) => r): LoadResult {
+  loadAll(accept: (run: LoadedRun) => LoadedRun = (r) => r, acceptSummary?: (s: unknown) => RunSummary | null): LoadResult {
     const runs: LoadedRun[] = [];
+    const stored: RunSummary[] = [];
     const quarantined: string[] = [];
     const reasons: string[] = [];
     const interrupted: string[] = [];
-    if (!fs.existsSync(this.runsDir)) return { runs, quarantined, reasons, interrupted };
+    if (!fs.existsSync(this.runsDir)) return { runs, stored, quarantined, reasons, interrupted };
     for (const entry of fs.readdirSync(this.runsDir, { withFileTypes: true })) {
       const full = path.join(this.runsDir, entry.name);
       try {
         if (entry.isDirectory() && isSafeId(entry.name)) {
+          const summary = acceptSummary && acceptSummary(readFreshSummary(full));
+          if (summary && summary.id === entry.name) {
+            stored.push(summary);
+            continue;
+          }
           bestEffort(() => removeTempFiles(full));
           if (!fs.existsSync(path.join(full, "run.json"))) {
             // A create interrupted (or failed) before its commit: never acknowledged, nothing to keep.
@@ -195,12 +217,7 @@ export class RunStore {
             interrupted.push(entry.name);
             continue;
           }
-          const file = JSON.parse(fs.readFileSync(path.join(full, "run.json"), "utf8")) as RunFile;
-          if (!file || typeof file !== "object" || file.id !== entry.name) throw new Error(`run.json does not name run ${entry.name}`);
-          const log = readJsonLinesLenient(path.join(full, "events.jsonl"));
-          if (log.badLines.length) throw new Error(`events.jsonl: line ${log.badLines[0]} is not valid JSON`);
-          runs.push(accept({ file, events: log.values as RunEvent[], legacy: false }));
-          this.eventBytes.set(entry.name, log.validBytes);
+          runs.push(accept(this.readRunDir(entry.name)));
         } else if (entry.isFile() && entry.name.endsWith(".json") && isSafeId(entry.name.slice(0, -5))) {
           // Already migrated to our layout (a crash between migration and retiring the file).
           if (fs.existsSync(path.join(this.runsDir, entry.name.slice(0, -5), "run.json"))) {
@@ -220,7 +237,31 @@ export class RunStore {
         reasons.push(e instanceof Error ? e.message : String(e));
       }
     }
-    return { runs, quarantined, reasons, interrupted };
+    return { runs, stored, quarantined, reasons, interrupted };
+  }
+
+  /** run.json and events.jsonl of one run; throws when either is damaged. */
+  private readRunDir(id: string): LoadedRun {
+    const full = this.dir(id);
+    const file = JSON.parse(fs.readFileSync(path.join(full, "run.json"), "utf8")) as RunFile;
+    if (!file || typeof file !== "object" || file.id !== id) throw new Error(`run.json does not name run ${id}`);
+    const log = readJsonLinesLenient(path.join(full, "events.jsonl"));
+    if (log.badLines.length) throw new Error(`events.jsonl: line ${log.badLines[0]} is not valid JSON`);
+    this.eventBytes.set(id, log.validBytes);
+    return { file, events: log.values as RunEvent[], lines: log.lines, legacy: false };
+  }
+
+  /** A run listed from its summary, read in full now (throws when damaged: see quarantineRun). */
+  loadRun(id: string, tidy = true): LoadedRun {
+    if (tidy) bestEffort(() => removeTempFiles(this.dir(id)));
+    const unchanged = readFreshSummary(this.dir(id)) !== null;
+    return { ...this.readRunDir(id), unchanged };
+  }
+
+  /** Moves a damaged run's directory to quarantine/; returns the path to report (see quarantine). */
+  quarantineRun(id: string, why: unknown): string {
+    this.eventBytes.delete(id);
+    return this.quarantine(this.dir(id), why);
   }
 
   /** After a Rust-format `runs/<id>.json` has been written in our layout, keep it only as a backup. */

@@ -9,6 +9,8 @@ export type ApiErrorBody = Schemas["ApiError"];
 export type ApiErrorCode = ApiErrorBody["code"];
 export type RunState = Schemas["RunState"];
 export type RunStatus = Schemas["RunStatus"];
+export type RunSummary = Schemas["RunSummary"];
+export type RunPage = Schemas["RunPage"];
 export type CreateRunRequest = Schemas["CreateRunRequest"];
 export type CreateRunResponse = Schemas["CreateRunResponse"];
 export type CancelRunResponse = Schemas["CancelRunResponse"];
@@ -167,8 +169,24 @@ export class VoidboxClient {
   createRun(body: CreateRunRequest): Promise<CreateRunResponse> {
     return this.unwrap(this.api.POST("/v1/runs", { body }));
   }
+  /** Every run with its events (one reply; see listRunPage for large histories). */
   listRuns(opts: { state?: RunFilter; apiVersion?: ApiVersion } = {}): Promise<RunState[]> {
-    return this.unwrap(this.api.GET("/v1/runs", { params: { query: { state: opts.state, api_version: opts.apiVersion } } })).then((r) => r.runs);
+    // Without limit/cursor the daemon answers a RunList.
+    return this.unwrap(this.api.GET("/v1/runs", { params: { query: { state: opts.state, api_version: opts.apiVersion } } })).then((r) => r.runs as RunState[]);
+  }
+  /** One page of run summaries (no events), oldest first; pass `next_cursor` back as `cursor` for the next. */
+  listRunPage(opts: { limit?: number; cursor?: string; state?: RunFilter } = {}): Promise<RunPage> {
+    const query = { limit: opts.limit ?? 100, cursor: opts.cursor, state: opts.state };
+    return this.unwrap(this.api.GET("/v1/runs", { params: { query } })) as Promise<RunPage>;
+  }
+  /** Every run's summary, a page at a time. */
+  async *runSummaries(opts: { pageSize?: number; state?: RunFilter } = {}): AsyncGenerator<RunSummary> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.listRunPage({ limit: opts.pageSize, cursor, state: opts.state });
+      yield* page.runs;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
   }
   getRun(runId: string, opts: { apiVersion?: ApiVersion } = {}): Promise<RunState> {
     return this.unwrap(this.api.GET("/v1/runs/{run_id}", { params: { path: { run_id: runId }, query: { api_version: opts.apiVersion } } }));

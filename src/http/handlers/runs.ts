@@ -2,6 +2,9 @@ import type { RunService } from "../../runs/service.js";
 import type { Handler } from "../handler.js";
 import { eventStream, wantsEventStream, type EventStreamOptions } from "../sse.js";
 
+/** Page size when only a cursor is given (openapi.yaml says so). */
+const DEFAULT_PAGE = 100;
+
 const isV2 = (q: { api_version?: string }) => q.api_version === "v2";
 
 export function runHandlers(runs: RunService, sse: EventStreamOptions) {
@@ -9,7 +12,9 @@ export function runHandlers(runs: RunService, sse: EventStreamOptions) {
 
   const listRuns: Handler<"listRuns"> = ({ query }) => {
     const filter = query.state === "active" || query.state === "terminal" ? query.state : undefined;
-    return { json: { runs: runs.list(filter).map((r) => r.toState(isV2(query))) } };
+    // Opt-in: without limit or cursor the reply is every run with its events, as it always was.
+    if (query.limit !== undefined || query.cursor !== undefined) return { json: runs.page(filter, query.limit ?? DEFAULT_PAGE, query.cursor) };
+    return { raw: runs.listJson(filter, isV2(query)), contentType: "application/json; charset=utf-8" };
   };
 
   const getRun: Handler<"getRun"> = ({ params, query }) => ({ json: runs.get(params.run_id).toState(isV2(query)) });

@@ -325,7 +325,13 @@ export interface components {
             /** @description The latest micro-VM boots that failed (probe and stage boots), newest first; bounded by --boot-failures-kept. */
             recent_boot_failures?: components["schemas"]["BootFailure"][];
             sandbox_modes?: ("mock" | "local" | "auto")[];
-            /** @description State files (or damaged session-log lines) found not to conform to their schema and moved aside to `quarantine/` (a path outside `quarantine/` could not be moved and is not loaded). */
+            /**
+             * @description State files (or damaged session-log lines) found not to conform to their schema and moved aside to `quarantine/` (a path outside `quarantine/` could not be moved and is not loaded).
+             *     Active runs, and terminal runs without an up-to-date `summary.json`, are checked at start-up; a
+             *     terminal run with one is checked when its events or details are first read (its
+             *     `GET /v1/runs/{run_id}`, events, stages, or a `GET /v1/runs` without `limit`): a damaged one
+             *     is then quarantined, listed here, and answered as not found; it is never served half-read.
+             */
             quarantined_files?: string[];
             /**
              * @description Whether the state dir takes writes: `low_space` (full, or below the free-space floor),
@@ -1081,6 +1087,32 @@ export interface components {
         RunList: {
             runs: components["schemas"]["RunState"][];
         };
+        /** @description A run without its events, report or stages (`GET /v1/runs/{run_id}` has them). */
+        RunSummary: {
+            id: string;
+            status: components["schemas"]["RunStatus"];
+            file: string;
+            error: string | null;
+            attempt_id: number;
+            /** Format: date-time */
+            started_at: string;
+            /** Format: date-time */
+            updated_at: string;
+            /** Format: date-time */
+            finished_at: string | null;
+            terminal_reason: string | null;
+            terminal_event_id: string | null;
+            exit_code: number | null;
+            /** @enum {string|null} */
+            sandbox_mode: "mock" | "local" | null;
+            /** @description Events in the run's log. */
+            event_count: number;
+        };
+        RunPage: {
+            runs: components["schemas"]["RunSummary"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
         StageView: {
             name: string;
             status: components["schemas"]["StageStatus"];
@@ -1287,6 +1319,17 @@ export interface operations {
                 state?: string;
                 /** @description `v2` replaces each event's event_type with its PascalCase event_type_v2; anything else is legacy. */
                 api_version?: components["parameters"]["ApiVersion"];
+                /**
+                 * @description Opt-in pagination: at most this many runs, as summaries without events (a
+                 *     `RunPage`). Without `limit` and `cursor` the reply is the whole `RunList`, as before.
+                 */
+                limit?: number;
+                /**
+                 * @description The `next_cursor` of the previous page (opaque): the page after it. Alone it implies
+                 *     the default `limit` of 100. A cursor stays valid while runs are created (pages are
+                 *     ordered by `started_at`, then `id`; new runs come after every existing one).
+                 */
+                cursor?: string;
             };
             header?: never;
             path?: never;
@@ -1294,392 +1337,17 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description All runs matching the filter, oldest first. */
+            /**
+             * @description All runs matching the filter, oldest first (`started_at`, then `id`): a `RunList`
+             *     with every run and its events; or, when `limit` or `cursor` is given, a `RunPage`
+             *     of run summaries (no events) with the cursor of the next page.
+             */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    /**
-                     * @example {
-                     *       "runs": [
-                     *         {
-                     *           "id": "build-42",
-                     *           "status": "succeeded",
-                     *           "file": "examples/hello.yaml",
-                     *           "report": {
-                     *             "name": "hello",
-                     *             "kind": "workflow",
-                     *             "success": true,
-                     *             "output": "HELLO FROM 6.1.192-VOIDBOX\nVOIDBOX\n",
-                     *             "stages": 2,
-                     *             "total_cost_usd": 0,
-                     *             "input_tokens": 0,
-                     *             "output_tokens": 0
-                     *           },
-                     *           "error": null,
-                     *           "attempt_id": 1,
-                     *           "started_at": "2026-11-27T18:31:10.609Z",
-                     *           "updated_at": "2026-11-27T18:31:21.013Z",
-                     *           "finished_at": "2026-11-27T18:31:21.012Z",
-                     *           "terminal_reason": null,
-                     *           "terminal_event_id": "01a21e46-b8b4-716f-8e84-6d0841d960ae",
-                     *           "exit_code": 0,
-                     *           "policy": null,
-                     *           "sandbox_mode": "local",
-                     *           "artifact_publication": {
-                     *             "status": "not_started",
-                     *             "manifest": []
-                     *           },
-                     *           "events": [
-                     *             {
-                     *               "ts_ms": 1795804270650,
-                     *               "level": "info",
-                     *               "event_type": "run.started",
-                     *               "message": "run created for examples/hello.yaml",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-903a-7737-a6eb-8ea29e16b684",
-                     *               "seq": 0,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:10.650Z",
-                     *               "event_type_v2": "RunStarted",
-                     *               "payload": null
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804270653,
-                     *               "level": "info",
-                     *               "event_type": "env.provisioned",
-                     *               "message": "environment env-build-42 provisioned",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-903d-7032-9e4b-6a2535254040",
-                     *               "seq": 1,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:10.653Z",
-                     *               "event_type_v2": "EnvironmentProvisioned",
-                     *               "payload": null,
-                     *               "environment_id": "env-build-42"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804270819,
-                     *               "level": "info",
-                     *               "event_type": "run.spec.loaded",
-                     *               "message": "spec hello (workflow) loaded",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-90e3-73d7-912a-1788ffd9a1ad",
-                     *               "seq": 2,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:10.819Z",
-                     *               "event_type_v2": "SpecLoaded",
-                     *               "payload": {
-                     *                 "name": "hello",
-                     *                 "kind": "workflow"
-                     *               }
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804270820,
-                     *               "level": "info",
-                     *               "event_type": "sandbox.selected",
-                     *               "message": "stages run in micro-VMs (mode auto)",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-90e4-7705-a3b1-154427bc1589",
-                     *               "seq": 3,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:10.820Z",
-                     *               "event_type_v2": "SandboxSelected",
-                     *               "payload": {
-                     *                 "requested": "auto",
-                     *                 "selected": "local"
-                     *               },
-                     *               "mode": "local"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804270821,
-                     *               "level": "info",
-                     *               "event_type": "workflow.planned",
-                     *               "message": "workflow hello planned: 2 step(s), output step shout",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-90e5-70f9-a555-915c4524d775",
-                     *               "seq": 4,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:10.821Z",
-                     *               "event_type_v2": "WorkflowPlanned",
-                     *               "payload": {
-                     *                 "steps": [
-                     *                   "fetch",
-                     *                   "shout"
-                     *                 ],
-                     *                 "output_step": "shout"
-                     *               }
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804270821,
-                     *               "level": "info",
-                     *               "event_type": "stage.queued",
-                     *               "message": "stage fetch queued",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-90e5-70f9-a555-9786a2e5109e",
-                     *               "seq": 5,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:10.821Z",
-                     *               "event_type_v2": "StageQueued",
-                     *               "payload": {
-                     *                 "depends_on": []
-                     *               },
-                     *               "stage_name": "fetch"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804270821,
-                     *               "level": "info",
-                     *               "event_type": "stage.queued",
-                     *               "message": "stage shout queued",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-90e5-70f9-a555-99b820ac441a",
-                     *               "seq": 6,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:10.821Z",
-                     *               "event_type_v2": "StageQueued",
-                     *               "payload": {
-                     *                 "depends_on": [
-                     *                   "fetch"
-                     *                 ]
-                     *               },
-                     *               "stage_name": "shout"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804270888,
-                     *               "level": "info",
-                     *               "event_type": "stage.started",
-                     *               "message": "stage fetch started (attempt 1)",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-9128-76e5-8c1f-e0fb16257a7b",
-                     *               "seq": 7,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:10.888Z",
-                     *               "event_type_v2": "StageStarted",
-                     *               "payload": {
-                     *                 "stage_attempt": 1
-                     *               },
-                     *               "stage_name": "fetch"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804277244,
-                     *               "level": "info",
-                     *               "event_type": "microvm.spawned",
-                     *               "message": "micro-VM for fetch booted in 6355 ms (tcg)",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-a9fc-7334-87aa-b1cced068d49",
-                     *               "seq": 8,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:17.244Z",
-                     *               "event_type_v2": "MicroVmSpawned",
-                     *               "payload": {
-                     *                 "stage": "fetch",
-                     *                 "accelerator": "tcg",
-                     *                 "pid": 6167,
-                     *                 "boot_ms": 6355,
-                     *                 "warm": false,
-                     *                 "start_ms": 6355
-                     *               },
-                     *               "stage_name": "fetch"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804278189,
-                     *               "level": "info",
-                     *               "event_type": "microvm.exited",
-                     *               "message": "micro-VM for fetch exited",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-adad-7524-91be-38ccfc838ff6",
-                     *               "seq": 9,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:18.189Z",
-                     *               "event_type_v2": "MicroVmExited",
-                     *               "payload": {
-                     *                 "stage": "fetch",
-                     *                 "accelerator": "tcg",
-                     *                 "pid": 6167,
-                     *                 "boot_ms": 6355,
-                     *                 "exit_code": 0,
-                     *                 "signal": null,
-                     *                 "killed": false
-                     *               },
-                     *               "stage_name": "fetch"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804278219,
-                     *               "level": "info",
-                     *               "event_type": "stage.completed",
-                     *               "message": "stage fetch succeeded",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-adcb-777c-b616-a411a8f57e23",
-                     *               "seq": 10,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:18.219Z",
-                     *               "event_type_v2": "StageSucceeded",
-                     *               "payload": {
-                     *                 "duration_ms": 7336,
-                     *                 "exit_code": 0,
-                     *                 "stage_attempt": 1
-                     *               },
-                     *               "stage_name": "fetch"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804278274,
-                     *               "level": "info",
-                     *               "event_type": "stage.started",
-                     *               "message": "stage shout started (attempt 1)",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-ae02-7735-ae71-1fcf64d538d4",
-                     *               "seq": 11,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:18.274Z",
-                     *               "event_type_v2": "StageStarted",
-                     *               "payload": {
-                     *                 "stage_attempt": 1
-                     *               },
-                     *               "stage_name": "shout"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804280850,
-                     *               "level": "info",
-                     *               "event_type": "microvm.spawned",
-                     *               "message": "micro-VM for shout taken from the warm pool in 3 ms (tcg)",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-b812-70b4-a86c-e6d870eb04ca",
-                     *               "seq": 12,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:20.850Z",
-                     *               "event_type_v2": "MicroVmSpawned",
-                     *               "payload": {
-                     *                 "stage": "shout",
-                     *                 "accelerator": "tcg",
-                     *                 "pid": 6279,
-                     *                 "boot_ms": 2575,
-                     *                 "warm": true,
-                     *                 "start_ms": 3
-                     *               },
-                     *               "stage_name": "shout"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804281004,
-                     *               "level": "info",
-                     *               "event_type": "microvm.exited",
-                     *               "message": "micro-VM for shout exited",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-b8ac-7222-af87-6b0e9a941678",
-                     *               "seq": 13,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:21.004Z",
-                     *               "event_type_v2": "MicroVmExited",
-                     *               "payload": {
-                     *                 "stage": "shout",
-                     *                 "accelerator": "tcg",
-                     *                 "pid": 6279,
-                     *                 "boot_ms": 2575,
-                     *                 "exit_code": 0,
-                     *                 "signal": null,
-                     *                 "killed": false
-                     *               },
-                     *               "stage_name": "shout"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804281011,
-                     *               "level": "info",
-                     *               "event_type": "stage.completed",
-                     *               "message": "stage shout succeeded",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-b8b3-72f9-b8c1-0d03ddec6d78",
-                     *               "seq": 14,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:21.011Z",
-                     *               "event_type_v2": "StageSucceeded",
-                     *               "payload": {
-                     *                 "duration_ms": 2785,
-                     *                 "exit_code": 0,
-                     *                 "stage_attempt": 1
-                     *               },
-                     *               "stage_name": "shout"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804281012,
-                     *               "level": "info",
-                     *               "event_type": "run.finished",
-                     *               "message": "run succeeded",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-b8b4-716f-8e84-6d0841d960ae",
-                     *               "seq": 15,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:21.012Z",
-                     *               "event_type_v2": "RunCompleted",
-                     *               "payload": {
-                     *                 "exit_code": 0
-                     *               }
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804281013,
-                     *               "level": "info",
-                     *               "event_type": "log.chunk",
-                     *               "message": "HELLO FROM 6.1.192-VOIDBOX",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-b8b5-71f4-98de-4f34f4b29e25",
-                     *               "seq": 16,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:21.013Z",
-                     *               "event_type_v2": "LogChunk",
-                     *               "payload": {
-                     *                 "data": "HELLO FROM 6.1.192-VOIDBOX"
-                     *               },
-                     *               "stream": "stdout"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804281013,
-                     *               "level": "info",
-                     *               "event_type": "log.chunk",
-                     *               "message": "VOIDBOX",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-b8b5-71f4-98de-52490c45e721",
-                     *               "seq": 17,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:21.013Z",
-                     *               "event_type_v2": "LogChunk",
-                     *               "payload": {
-                     *                 "data": "VOIDBOX"
-                     *               },
-                     *               "stream": "stdout"
-                     *             },
-                     *             {
-                     *               "ts_ms": 1795804281013,
-                     *               "level": "info",
-                     *               "event_type": "log.closed",
-                     *               "message": "output closed",
-                     *               "run_id": "build-42",
-                     *               "event_id": "01a21e46-b8b5-71f4-98de-54673ca59f7a",
-                     *               "seq": 18,
-                     *               "attempt_id": 1,
-                     *               "timestamp": "2026-11-27T18:31:21.013Z",
-                     *               "event_type_v2": "LogClosed",
-                     *               "payload": null,
-                     *               "stream": "stdout"
-                     *             }
-                     *           ],
-                     *           "active_stage_count": 0,
-                     *           "active_microvm_count": 0,
-                     *           "stage_states": {
-                     *             "fetch": {
-                     *               "status": "succeeded",
-                     *               "attempt": 1,
-                     *               "exit_code": 0
-                     *             },
-                     *             "shout": {
-                     *               "status": "succeeded",
-                     *               "attempt": 1,
-                     *               "exit_code": 0
-                     *             }
-                     *           }
-                     *         }
-                     *       ]
-                     *     }
-                     */
-                    "application/json": components["schemas"]["RunList"];
+                    "application/json": components["schemas"]["RunList"] | components["schemas"]["RunPage"];
                 };
             };
             400: components["responses"]["InvalidParams"];

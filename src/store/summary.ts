@@ -1,0 +1,57 @@
+import fs from "node:fs";
+import path from "node:path";
+import type { components } from "../../generated/api.js";
+
+export type RunSummary = components["schemas"]["RunSummary"];
+
+/**
+ * A file's size and mtime when the summary was written: a summary whose files no longer
+ * match (an older daemon appended, someone edited or restored them) is stale.
+ */
+interface Stamp {
+  size: number;
+  mtime_ms: number;
+}
+
+const SUMMARY = "summary.json";
+
+function stamp(file: string): Stamp {
+  const st = fs.statSync(file, { throwIfNoEntry: false });
+  return st ? { size: st.size, mtime_ms: st.mtimeMs } : { size: -1, mtime_ms: 0 };
+}
+
+const same = (a: unknown, b: Stamp) => !!a && typeof a === "object" && (a as Stamp).size === b.size && (a as Stamp).mtime_ms === b.mtime_ms;
+
+let tmpCounter = 0;
+
+/**
+ * `<run dir>/summary.json`: the run's summary plus the stamps of run.json and
+ * events.jsonl it was derived from, written after a terminal run.json. Start-up lists a
+ * terminal run from it without reading its events. Replaced atomically (rename) but not
+ * fsynced: it is derived, and one that a crash left empty, torn or behind its files is
+ * never trusted (it does not parse, or its stamps do not match) but derived again.
+ */
+export function writeSummary(dir: string, summary: RunSummary): void {
+  const body = { summary, run_json: stamp(path.join(dir, "run.json")), events: stamp(path.join(dir, "events.jsonl")) };
+  const tmp = path.join(dir, `.${SUMMARY}.${process.pid}.${++tmpCounter}.tmp`);
+  try {
+    fs.writeFileSync(tmp, JSON.stringify(body), { mode: 0o600 });
+    fs.renameSync(tmp, path.join(dir, SUMMARY));
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** The summary when summary.json exists, parses and matches both files as they are now; else null (derive it again). */
+export function readFreshSummary(dir: string): unknown {
+  let body: { summary?: unknown; run_json?: unknown; events?: unknown };
+  try {
+    body = JSON.parse(fs.readFileSync(path.join(dir, SUMMARY), "utf8")) as typeof body;
+  } catch {
+    return null; // absent, unreadable or torn: rebuilt from the run's files
+  }
+  if (!body || typeof body !== "object") return null;
+  if (!same(body.run_json, stamp(path.join(dir, "run.json"))) || !same(body.events, stamp(path.join(dir, "events.jsonl")))) return null;
+  return body.summary ?? null;
+}
