@@ -144,6 +144,7 @@ bench: deps build guest
 	npx --no-install tsx bench/output-flood.ts
 	npx --no-install tsx bench/hostile.ts
 	npx --no-install tsx bench/startup.ts
+	npx --no-install tsx bench/history.ts
 	npx --no-install tsx bench/crash-cycles.ts
 	npx --no-install tsx bench/sse-latency.ts
 	npx --no-install tsx bench/sdk-follow.ts

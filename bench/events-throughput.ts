@@ -18,6 +18,7 @@ import net from "node:net";
 import { once } from "node:events";
 import path from "node:path";
 import readline from "node:readline";
+import { atLeast, writeFigures } from "./figures.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const REQUESTS = 5_000;
@@ -166,16 +167,14 @@ async function main() {
     console.log(`THROUGHPUT-RATIO ${med(ratios.info).toFixed(2)} (median of ${ROUNDS}, request log on; goal >= 0.6); ${med(ratios.warn).toFixed(2)} with --log-level warn`);
     console.log(`CPU-RATIO ${med(cpuRatios.info).toFixed(2)} (requests per server CPU-second, median of ${ROUNDS}, request log on); ${med(cpuRatios.warn).toFixed(2)} with --log-level warn`);
     const two = (x: number) => Number(x.toFixed(2));
-    const atLeast = (figure: string, xs: number[]) => ({ figure, value: two(med(xs)), unit: "x", goal: "≥ 0.6 x", pass: med(xs) >= 0.6, samples: xs.map(two) });
-    const dir = path.join(ROOT, "build", "bench");
-    fs.mkdirSync(dir, { recursive: true });
+    const ratio = (figure: string, xs: number[]) => atLeast(figure, two(med(xs)), "x", 0.6, xs.map(two));
     const figures = [
-      atLeast("GET /v1/runs/{id}/events throughput vs bare node:http, request log on (wall time, median)", ratios.info),
-      atLeast("GET /v1/runs/{id}/events throughput vs bare node:http, request log on (per server CPU-second, median)", cpuRatios.info),
+      ratio("GET /v1/runs/{id}/events throughput vs bare node:http, request log on (wall time, median)", ratios.info),
+      ratio("GET /v1/runs/{id}/events throughput vs bare node:http, request log on (per server CPU-second, median)", cpuRatios.info),
       { figure: "… with --log-level warn (wall time, median)", value: two(med(ratios.warn)), unit: "x", samples: ratios.warn.map(two) },
       { figure: "… with --log-level warn (per server CPU-second, median)", value: two(med(cpuRatios.warn)), unit: "x", samples: cpuRatios.warn.map(two) },
     ];
-    fs.writeFileSync(path.join(dir, "events-throughput.json"), JSON.stringify({ bench: "events-throughput", figures }, null, 1) + "\n");
+    writeFigures("events-throughput", figures);
   } finally {
     for (const p of procs) p.kill("SIGKILL");
     fs.rmSync(tmp, { recursive: true, force: true });

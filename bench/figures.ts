@@ -43,6 +43,6 @@ export function atMost(figure: string, value: number, unit: string, goal: number
 }
 
 /** A figure held to "at least `goal`". */
-export function atLeast(figure: string, value: number, unit: string, goal: number): Figure {
-  return { figure, value, unit, goal: `≥ ${goal} ${unit}`, pass: value >= goal };
+export function atLeast(figure: string, value: number, unit: string, goal: number, samples?: number[]): Figure {
+  return { figure, value, unit, goal: `≥ ${goal} ${unit}`, pass: value >= goal, ...(samples ? { samples } : {}) };
 }

@@ -23,6 +23,7 @@ import os from "node:os";
 import path from "node:path";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
+import { atMost, percentile, writeFigures, type Figure } from "./figures.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const mainJs = path.join(root, "dist", "src", "main.js");
@@ -36,31 +37,8 @@ const RUNS = Number(arg("runs", "10000"));
 const EVENTS = Number(arg("events", "20"));
 const ROUNDS = Number(arg("rounds", "5"));
 
-interface Figure {
-  figure: string;
-  value: number;
-  unit: string;
-  goal?: string;
-  pass?: boolean;
-  samples?: number[];
-}
-const atMost = (figure: string, value: number, unit: string, goal: number, samples?: number[]): Figure => ({
-  figure,
-  value,
-  unit,
-  goal: `≤ ${goal} ${unit}`,
-  pass: value <= goal,
-  ...(samples ? { samples } : {}),
-});
-
-function writeFigures(bench: string, figures: Figure[]): void {
-  const dir = path.join(root, "build", "bench");
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, `${bench}.json`), JSON.stringify({ bench, figures }, null, 1) + "\n");
-}
-
 const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
+const pct = percentile;
 
 const eventId = (run: number, i: number) => `${run.toString(16).padStart(8, "0")}-0000-7000-8000-${i.toString(16).padStart(12, "0")}`;
 
