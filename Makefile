@@ -144,6 +144,7 @@ bench: deps build guest
 	npx --no-install tsx bench/sse-latency.ts
 	npx --no-install tsx bench/sdk-follow.ts
 	npx --no-install tsx bench/metrics.ts
+	npx --no-install tsx bench/images.ts
 
 # The mock consumers develop against: the spec itself answering with its examples
 # (`Prefer: code=404` / `Prefer: example=…` pick a reply; see README "The mock").

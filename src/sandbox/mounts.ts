@@ -54,14 +54,17 @@ export function resolveMounts(mounts: MountSpec[] | undefined, roots: string[], 
     if (seen.has(guest)) throw new SpecError(`${f}/guest: ${m.guest} is mounted twice`);
     seen.add(guest);
     if (!path.isAbsolute(m.host)) throw new SpecError(`${f}/host: ${m.host} is not an absolute path`);
+    // Outside every root as written: refused before the path is looked at, so a refusal
+    // does not tell whether a path outside the roots exists.
+    const outside = () => new SpecError(`${f}/host: ${m.host} is not under an allowed mount root (${roots.join(", ")})`);
+    if (![...roots, ...realRoots].some((r) => inside(r, path.resolve(m.host)))) throw outside();
     let real: string;
     try {
       real = fs.realpathSync(m.host);
     } catch {
       throw new SpecError(`${f}/host: ${m.host} does not exist on the daemon's host`);
     }
-    if (!realRoots.some((r) => inside(r, real)))
-      throw new SpecError(`${f}/host: ${m.host}${real !== path.resolve(m.host) ? ` (really ${real})` : ""} is not under an allowed mount root (${roots.join(", ")})`);
+    if (!realRoots.some((r) => inside(r, real))) throw new SpecError(`${f}/host: ${m.host} (really ${real}) is not under an allowed mount root (${roots.join(", ")})`);
     if (!fs.statSync(real).isDirectory()) throw new SpecError(`${f}/host: ${m.host} is not a directory`);
     return { tag: `vbx${i}`, host: real, guest, readonly: m.readonly !== false };
   });

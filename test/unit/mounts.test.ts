@@ -20,7 +20,7 @@ const outside = path.join(base, "outside");
 fs.mkdirSync(path.join(root, "src"), { recursive: true });
 fs.mkdirSync(outside);
 fs.symlinkSync(outside, path.join(root, "escape"));
-fs.symlinkSync(path.join(root, "src"), path.join(base, "into-root"));
+fs.symlinkSync(path.join(root, "src"), path.join(root, "alias"));
 
 const open: TestDaemon[] = [];
 afterAll(async () => {
@@ -53,6 +53,12 @@ describe("resolveMounts", () => {
     expect(msg).toContain(`really ${fs.realpathSync(outside)}`);
   });
 
+  it("says nothing about paths outside the roots (missing or not: the same refusal)", () => {
+    const a = refusal(() => resolveMounts([{ host: path.join(outside, "missing"), guest: "/d" }], [root]));
+    const b = refusal(() => resolveMounts([{ host: outside, guest: "/d" }], [root]));
+    expect(a.replace(path.join(outside, "missing"), "X")).toBe(b.replace(outside, "X"));
+  });
+
   it("refuses a missing host path, a file, a relative path and system or duplicate guest paths", () => {
     fs.writeFileSync(path.join(root, "file"), "x");
     expect(refusal(() => resolveMounts([{ host: path.join(root, "nope"), guest: "/d" }], [root]))).toMatch(/host: .* does not exist/);
@@ -62,10 +68,10 @@ describe("resolveMounts", () => {
     expect(refusal(() => resolveMounts([{ host: root, guest: "/d" }, { host: root, guest: "/d/" }], [root]))).toMatch(/mounts\/1\/guest: .* mounted twice/);
   });
 
-  it("accepts paths under a root (also through a symlink into it), read-only unless readonly: false", () => {
+  it("accepts paths under a root (also through a symlink staying in it), read-only unless readonly: false", () => {
     const r = resolveMounts(
       [
-        { host: path.join(base, "into-root"), guest: "/workspace/src" },
+        { host: path.join(root, "alias"), guest: "/workspace/src" },
         { host: root, guest: "/data", readonly: false },
       ],
       [root],
