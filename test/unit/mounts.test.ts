@@ -8,7 +8,8 @@ import { describe, it, expect, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
 import { resolveMounts } from "../../src/sandbox/mounts.js";
-import { resolveGuestStorage, storageArgs } from "../../src/sandbox/storage.js";
+import { resolveGuestStorage, storageArgs, withStorage } from "../../src/sandbox/storage.js";
+import type { Sandbox, StageVmOptions } from "../../src/sandbox/types.js";
 import { setName, blobPath } from "../../src/images/store.js";
 import { imageInputs, imageKey } from "../../src/images/build.js";
 import { SpecError } from "../../src/spec/errors.js";
@@ -102,6 +103,18 @@ describe("sandbox.image", () => {
     const args = storageArgs(s);
     expect(args.qemu).toEqual(["-drive", `file=${blobPath(stateDir, key)},if=none,id=vbxroot,format=raw,readonly=on`, "-device", "virtio-blk-device,drive=vbxroot"]);
     expect(args.kernel).toEqual(["voidbox.root=vda"]);
+  });
+});
+
+describe("withStorage", () => {
+  it("every VM the sandbox opens gets the run's storage; none leaves the sandbox as it was", async () => {
+    const seen: StageVmOptions[] = [];
+    const inner: Sandbox = { kind: "qemu", open: async (o) => (seen.push(o), {} as never) };
+    expect(withStorage(inner, undefined)).toBe(inner);
+    const storage = { image: { name: "py", path: "/x.erofs" }, mounts: [] };
+    await withStorage(inner, storage).open({ runId: "r", stage: "s", attempt: 1, memoryMb: 64, vcpus: 1, network: false, signal: new AbortController().signal });
+    expect(seen[0].storage).toBe(storage);
+    expect(seen[0].stage).toBe("s");
   });
 });
 
