@@ -100,18 +100,18 @@ describe.skipIf(skipReason !== null)("guest images and mounts (real micro-VM)", 
   );
 
   it.skipIf(mountSkip !== null)(
-    "mounts: a read-only one cannot be written, a read-write one's writes reach the host",
+    "mounts (with the image as root): a read-only one cannot be written, a read-write one's writes reach the host",
     async () => {
       const hostRoot = path.join(tmp, "host");
       fs.mkdirSync(path.join(hostRoot, "ro"), { recursive: true });
       fs.mkdirSync(path.join(hostRoot, "rw"), { recursive: true });
       fs.writeFileSync(path.join(hostRoot, "ro", "input.txt"), "from the host\n");
       const storage = resolveGuestStorage(
-        sandboxSpec({ mounts: [{ host: path.join(hostRoot, "ro"), guest: "/workspace/src" }, { host: path.join(hostRoot, "rw"), guest: "/data", readonly: false }] }),
+        sandboxSpec({ image: "voidbox-test", mounts: [{ host: path.join(hostRoot, "ro"), guest: "/workspace/src" }, { host: path.join(hostRoot, "rw"), guest: "/data", readonly: false }] }),
         { stateDir, mountRoots: [hostRoot] },
       );
       const vm = await open("mounts", storage);
-      const r = await sh(vm, "cat /workspace/src/input.txt; echo x > /workspace/src/new 2>/dev/null && echo ro-written || echo ro-refused; echo 'from the guest' > /data/out.txt && echo rw-ok");
+      const r = await sh(vm, "cat /workspace/src/input.txt; echo x > /workspace/src/new 2>/dev/null && echo ro-written || echo ro-refused; jq -n '\"from the guest\"' -r > /data/out.txt && echo rw-ok");
       expect(r.stdout.toString()).toBe("from the host\nro-refused\nrw-ok\n");
       expect(fs.existsSync(path.join(hostRoot, "ro", "new"))).toBe(false);
       expect(fs.readFileSync(path.join(hostRoot, "rw", "out.txt"), "utf8")).toBe("from the guest\n");
