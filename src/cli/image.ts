@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { defaultStateDir, type Env } from "../config.js";
 import { buildImage, ImageBuildError, type ImageRequest } from "../images/build.js";
 import { loadImageFile } from "../images/file.js";
+import { importOciImage } from "../images/oci.js";
 import { listImages, removeImage } from "../images/store.js";
 import { EXIT, UsageError } from "./errors.js";
 
@@ -26,6 +27,7 @@ export async function imageCommand(argv: string[], env: Env): Promise<number> {
         mirror: { type: "string" },
         json: { type: "boolean", default: false },
         quiet: { type: "boolean", default: false },
+        oci: { type: "string" },
       },
     });
   } catch (e) {
@@ -38,7 +40,11 @@ export async function imageCommand(argv: string[], env: Env): Promise<number> {
     const images = listImages(stateDir);
     if (values.json) write(JSON.stringify(images.map((i) => ({ name: i.name, path: i.path, ...i.manifest, key: i.key })), null, 2) + "\n");
     else if (!images.length) write("no images\n");
-    else for (const i of images) write(`${i.name.padEnd(24)} ${i.key.slice(0, 12)}  ${i.manifest ? mib(i.manifest.size_bytes).padStart(10) : "?"}  ${i.manifest?.inputs.packages.join(",") ?? ""}\n`);
+    else
+      for (const i of images) {
+        const from = !i.manifest ? "" : "oci" in i.manifest.inputs ? `oci ${i.manifest.inputs.oci.ref} ${i.manifest.inputs.oci.digest.slice(0, 19)}` : i.manifest.inputs.packages.join(",");
+        write(`${i.name.padEnd(24)} ${i.key.slice(0, 12)}  ${i.manifest ? mib(i.manifest.size_bytes).padStart(10) : "?"}  ${from}\n`);
+      }
     return EXIT.ok;
   }
   if (sub === "rm") {
@@ -49,6 +55,21 @@ export async function imageCommand(argv: string[], env: Env): Promise<number> {
     }
     write(`removed image ${positionals[0]}\n`);
     return EXIT.ok;
+  }
+  if (sub === "import") {
+    if (positionals.length !== 1 || !values.oci) throw new UsageError("voidbox image import takes exactly one NAME and --oci LAYOUT[:TAG]", "image");
+    try {
+      const r = await importOciImage({ name: positionals[0], ref: values.oci }, { stateDir });
+      if (values.json) write(JSON.stringify({ name: r.name, path: r.path, reused: r.reused, ...r.manifest }, null, 2) + "\n");
+      else write(`image ${r.name}: ${r.reused ? "up to date (same image digest)" : `imported in ${(r.manifest.build_ms / 1000).toFixed(1)} s`}, ${mib(r.manifest.size_bytes)}, ${r.path}\n`);
+      return EXIT.ok;
+    } catch (e) {
+      if (e instanceof ImageBuildError) {
+        process.stderr.write(`voidbox: image import: ${e.message}\n`);
+        return EXIT.failed;
+      }
+      throw e;
+    }
   }
   if (sub === "build") {
     let req: ImageRequest;
@@ -76,7 +97,7 @@ export async function imageCommand(argv: string[], env: Env): Promise<number> {
       throw e;
     }
   }
-  throw new UsageError(`voidbox image takes build, list or rm${sub ? ` (got ${JSON.stringify(sub)})` : ""}`, "image");
+  throw new UsageError(`voidbox image takes build, import, list or rm${sub ? ` (got ${JSON.stringify(sub)})` : ""}`, "image");
 }
 
 function splitList(s: string): string[] {

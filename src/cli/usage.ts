@@ -70,12 +70,14 @@ list runs as a table, oldest first.
 ${DAEMON_FLAGS}`,
   image: `usage: voidbox image build NAME --packages a,b,... [--suite S] [--mirror URL] [--state-dir DIR] [--json]
        voidbox image build [NAME] --file images/FILE.yaml [--state-dir DIR] [--json]
+       voidbox image import NAME --oci LAYOUT[:TAG] [--state-dir DIR] [--json]
        voidbox image list [--json] [--state-dir DIR]
        voidbox image rm NAME [--state-dir DIR]
 guest images for sandbox.image: a Debian root filesystem (mmdebstrap: the essential packages plus
 --packages, from --suite, default bookworm) packed read-only (erofs) under DIR/images, named by a
 hash of its inputs: a build of the same inputs reuses the image. Building needs root, mmdebstrap
-and erofs-utils. --state-dir: the daemon's (default: $VOIDBOX_STATE_DIR, else ~/.local/state/void-box).`,
+and erofs-utils. import: an OCI image layout (umoci unpack; TAG default latest; keyed by the image
+manifest's digest; it must hold /bin/sh). --state-dir: the daemon's (default: $VOIDBOX_STATE_DIR, else ~/.local/state/void-box).`,
   health: `usage: voidbox health [--daemon URL] [--token-file FILE]
 print the daemon's health (JSON).
 ${DAEMON_FLAGS}`,
@@ -99,7 +101,7 @@ commands:
   list               runs as a table (--state active|terminal)
   health             the daemon's health
   drain              stop taking runs, let active ones finish, then exit
-  image build|list|rm  guest images for sandbox.image (Debian packages, read-only)
+  image build|import|list|rm  guest images for sandbox.image (Debian packages, read-only)
   --version          the CLI's version
 
 ${EXIT_CODES}

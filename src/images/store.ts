@@ -14,7 +14,7 @@ export const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 export interface ImageManifest {
   key: string;
   /** What the key hashes. */
-  inputs: ImageInputs;
+  inputs: ImageInputs | OciInputs;
   size_bytes: number;
   build_ms: number;
   built_at: string;
@@ -27,6 +27,12 @@ export interface ImageInputs {
   mirror: string;
   variant: string;
   packages: string[];
+}
+
+/** An image imported from an OCI image layout: the key hashes the image manifest's digest. */
+export interface OciInputs {
+  format: number;
+  oci: { digest: string; ref: string };
 }
 
 export interface ImageEntry {

@@ -11,6 +11,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { spawnSync } from "node:child_process";
+import { importOciImage } from "../../src/images/oci.js";
 import { findImage } from "../../src/images/store.js";
 import { resolveGuestStorage, type GuestStorage } from "../../src/sandbox/storage.js";
 import type { ExecResult, StageVm } from "../../src/sandbox/types.js";
@@ -39,6 +41,9 @@ const skipReason = !qemuAvailable()
 if (skipReason) console.warn(`[test/qemu/guest-images] skipped: ${skipReason}`);
 const mountSkip = kernelConfig === null ? "the guest boots the Debian cloud kernel, which has no 9p (make kernel)" : !has("CONFIG_9P_FS") ? "the minimal guest kernel has no 9p (make kernel)" : null;
 if (!skipReason && mountSkip) console.warn(`[test/qemu/guest-images] mount round trip skipped: ${mountSkip}`);
+
+const ociSkip = spawnSync("umoci", ["--version"], { stdio: "ignore" }).status !== 0 ? "umoci is not installed (apt-get install umoci)" : null;
+if (!skipReason && ociSkip) console.warn(`[test/qemu/guest-images] OCI import skipped: ${ociSkip}`);
 
 const T = 120_000;
 const sha = (f: string) => createHash("sha256").update(fs.readFileSync(f)).digest("hex");
@@ -117,6 +122,34 @@ describe.skipIf(skipReason !== null)("guest images and mounts (real micro-VM)", 
       expect(fs.readFileSync(path.join(hostRoot, "rw", "out.txt"), "utf8")).toBe("from the guest\n");
       // The init reads results from /workspace: a file in a mount under it is readable.
       expect((await vm.readFile("src/input.txt", 1024))?.toString()).toBe("from the host\n");
+    },
+    T,
+  );
+
+  it.skipIf(ociSkip !== null)(
+    "an OCI image layout imports (umoci) and boots as the root; the same image again is a lookup",
+    async () => {
+      // A one-layer image of a static busybox, made with umoci itself (no registry needed).
+      const lay = path.join(tmp, "oci");
+      const bundle = path.join(tmp, "bundle");
+      const umoci = (...args: string[]) => expect(spawnSync("umoci", args, { encoding: "utf8", timeout: 60_000 }).status).toBe(0);
+      umoci("init", "--layout", lay);
+      umoci("new", "--image", `${lay}:bb`);
+      umoci("unpack", "--image", `${lay}:bb`, bundle);
+      fs.mkdirSync(path.join(bundle, "rootfs/bin"), { recursive: true });
+      fs.copyFileSync("/bin/busybox", path.join(bundle, "rootfs/bin/busybox"));
+      fs.chmodSync(path.join(bundle, "rootfs/bin/busybox"), 0o755);
+      for (const a of ["sh", "cat", "env"]) fs.symlinkSync("busybox", path.join(bundle, `rootfs/bin/${a}`));
+      fs.writeFileSync(path.join(bundle, "rootfs/marker"), "from the OCI layer\n");
+      umoci("repack", "--image", `${lay}:bb`, bundle);
+      const first = await importOciImage({ name: "bb", ref: `${lay}:bb` }, { stateDir });
+      expect(first.reused).toBe(false);
+      expect((await importOciImage({ name: "bb2", ref: `${lay}:bb` }, { stateDir })).key).toBe(first.key);
+      const vm = await open("oci", resolveGuestStorage(sandboxSpec({ image: "bb" }), { stateDir, mountRoots: [] }));
+      const r = await sh(vm, "cat /marker; ls /");
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout.toString()).toMatch(/^from the OCI layer\n/);
+      expect(r.stdout.toString()).not.toContain("usr"); // the image's tree, not the initramfs'
     },
     T,
   );
