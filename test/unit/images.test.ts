@@ -10,6 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildImage, imageInputs, imageKey, ImageBuildError } from "../../src/images/build.js";
 import { loadImageFile } from "../../src/images/file.js";
+import { importOciImage, parseOciRef } from "../../src/images/oci.js";
 import { blobPath, findImage, listImages, removeImage, writeManifest } from "../../src/images/store.js";
 import { tmpDir } from "./_helpers.js";
 
@@ -64,6 +65,18 @@ describe("image store", () => {
     await expect(buildImage({ name: "Bad", packages: [] }, { stateDir })).rejects.toBeInstanceOf(ImageBuildError);
   });
 
+  it("OCI import: LAYOUT[:TAG] (default latest); a directory that is not a layout, or an unknown tag, is refused", async () => {
+    expect(parseOciRef("/x/lay:v1")).toEqual({ layout: "/x/lay", tag: "v1" });
+    expect(parseOciRef("/x/lay")).toEqual({ layout: "/x/lay", tag: "latest" });
+    const stateDir = tmpDir("vbx-oci-");
+    const lay = tmpDir("vbx-oci-lay-");
+    await expect(importOciImage({ name: "a", ref: lay }, { stateDir })).rejects.toThrow(/is not an OCI image layout/);
+    const digest = `sha256:${"a".repeat(64)}`;
+    fs.writeFileSync(path.join(lay, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ digest, annotations: { "org.opencontainers.image.ref.name": "v1" } }] }));
+    await expect(importOciImage({ name: "a", ref: `${lay}:v2` }, { stateDir })).rejects.toThrow(/no image tagged "v2"/);
+    await expect(importOciImage({ name: "A!", ref: `${lay}:v1` }, { stateDir })).rejects.toThrow(/^name: /);
+  });
+
   it("image files: images/test.yaml loads; unknown fields and bad shapes are refused", () => {
     expect(loadImageFile(path.join(root, "images/test.yaml"))).toEqual({ name: "voidbox-test", suite: "bookworm", mirror: undefined, packages: ["jq"] });
     const dir = tmpDir("vbx-imgfile-");
@@ -93,5 +106,6 @@ describe.skipIf(!fs.existsSync(main))("voidbox image (CLI)", () => {
     expect(bad.stderr).toContain('packages: "NOT_A_PACKAGE" is not a Debian package name');
     expect(cli(["frobnicate"]).status).toBe(2);
     expect(cli(["build", "--state-dir", stateDir]).status).toBe(2);
+    expect(cli(["import", "x", "--state-dir", stateDir]).status).toBe(2);
   });
 });
