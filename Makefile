@@ -4,7 +4,8 @@ SHELL := /bin/bash
 
 # What micro-VMs need now: QEMU, busybox and the Debian cloud kernel (the guest kernel
 # until the minimal one is built); systemd for `systemd-analyze verify` of deploy/voidbox.service.
-APT_PACKAGES := qemu-system-x86 busybox-static linux-image-cloud-amd64 cpio lz4 zstd xz-utils systemd
+# mmdebstrap and erofs-utils build guest images (voidbox image build), umoci imports OCI ones.
+APT_PACKAGES := qemu-system-x86 busybox-static linux-image-cloud-amd64 cpio lz4 zstd xz-utils systemd mmdebstrap erofs-utils umoci
 # What the minimal guest kernel (guest/kernel.sh) needs to compile: the kernel source and a toolchain.
 KERNEL_APT_PACKAGES := linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev xz-utils
 GUEST_DIR := build/guest
@@ -48,7 +49,7 @@ system-deps:
 	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
 	[ -x /bin/busybox ] || missing="$$missing busybox-static"; \
 	ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || missing="$$missing linux-image-cloud-amd64"; \
-	for t in cpio lz4 zstd xz systemd-analyze; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	for t in cpio lz4 zstd xz systemd-analyze mmdebstrap mkfs.erofs umoci; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages (missing:$$missing): $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y $(APT_PACKAGES); \
@@ -149,6 +150,7 @@ bench: deps build guest
 	npx --no-install tsx bench/sse-latency.ts
 	npx --no-install tsx bench/sdk-follow.ts
 	npx --no-install tsx bench/metrics.ts
+	npx --no-install tsx bench/images.ts
 	npx --no-install tsx bench/report.ts
 
 # The mock consumers develop against: the spec itself answering with its examples

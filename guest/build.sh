@@ -58,8 +58,10 @@ command -v lz4 >/dev/null 2>&1 || need_pkgs "lz4"
 grep -q '^CONFIG_RD_LZ4=y' "/boot/config-$KVER" 2>/dev/null || die "kernel $KVER lacks CONFIG_RD_LZ4"
 
 # Modules the guest may load, in load order (dependencies first). virtio_console carries
-# the host<->guest channel; the net ones are loaded only when the VM has a network.
-MODULES="virtio_ring virtio virtio_mmio virtio_console failover net_failover virtio_net"
+# the host<->guest channel; the net ones are loaded only when the VM has a network, the
+# block and filesystem ones only with a guest image. (The cloud kernel has no 9p: mounts
+# need the minimal kernel.)
+MODULES="virtio_ring virtio virtio_mmio virtio_console failover net_failover virtio_net virtio_blk libcrc32c erofs overlay"
 
 # The custom kernel has its own stamp (its build takes minutes): a no-op when cached.
 KERNEL_DEPS="linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev xz-utils"

@@ -38,6 +38,8 @@ export interface Limits {
   sseStallTimeoutMs: number;
   /** When non-empty, `POST /v1/runs {file}` may only name files under these directories (realpath). */
   specRoots: string[];
+  /** Host directories `sandbox.mounts` may share with guests (realpath); empty: no mounts. */
+  mountRoots: string[];
   /** Micro-VMs alive at once on this daemon, all runs together; a stage past it waits for a slot. */
   maxVms: number;
   /** MiB of guest memory all live micro-VMs together may take (each VM counts its `sandbox.memory_mb`). */
@@ -74,6 +76,7 @@ export const DEFAULT_LIMITS: Limits = {
   sseHeartbeatMs: 15_000,
   sseStallTimeoutMs: 60_000,
   specRoots: [],
+  mountRoots: [],
   maxVms: HOST_MAX_VMS,
   maxGuestMemoryMib: HOST_GUEST_MEMORY_MIB,
   drainTimeoutMs: 900_000,
@@ -90,7 +93,7 @@ export function defaultWarmPool(limits: Pick<Limits, "maxVms" | "maxGuestMemoryM
   return Math.max(0, Math.min(4, Math.max(1, Math.floor(cores / 2)), Math.floor(limits.maxGuestMemoryMib / 8 / 256), limits.maxVms - 1));
 }
 
-type NumericLimit = Exclude<keyof Limits, "specRoots">;
+type NumericLimit = Exclude<keyof Limits, "specRoots" | "mountRoots">;
 
 /** `voidbox serve` flag → limit, with how its value is read. */
 export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes" | "count" | "count0" | "ms" | "mib" | "secs"; help: string }> = {

@@ -44,6 +44,7 @@ async function main(argv: string[]): Promise<number> {
       throw e;
     }
   }
+  if (cmd === "image") return (await import("./cli/image.js")).imageCommand(rest, process.env);
   const commands = await import("./cli/commands.js");
   if (cmd === "run") return commands.runCommand(rest, process.env);
   if (cmd === "validate") return commands.validateCommand(rest);

@@ -22,7 +22,7 @@ export const EXIT_CODES = `exit codes: 0 ok · 1 the run failed (or the request 
 export const COMMAND_HELP: Record<string, string> = {
   serve: `usage: voidbox serve [--listen URL]... [--state-dir DIR] [--no-auth] [--token-file FILE]
                      [--accel auto|kvm|tcg] [--kernel FILE --initramfs FILE] [--log-level LEVEL]
-                     [--log-format json|pretty] [--spec-root DIR]... [LIMIT FLAGS]
+                     [--log-format json|pretty] [--spec-root DIR]... [--mount-root DIR]... [LIMIT FLAGS]
 run the daemon.
   --listen URL        tcp://HOST:PORT or unix:///PATH, repeatable (default: the Unix socket
                       $XDG_RUNTIME_DIR/voidbox.sock, else $TMPDIR/voidbox-UID.sock, else /tmp/voidbox-UID.sock);
@@ -34,6 +34,8 @@ run the daemon.
   --log-level LEVEL   trace, debug, info (default), warn, error
   --log-format FMT    json (default: one pino JSON object per line) or pretty (for a terminal)
   --spec-root DIR     POST /v1/runs {file} may only name files under DIR (repeatable; default: anywhere)
+  --mount-root DIR    sandbox.mounts may share directories under DIR with guests (repeatable; default: none,
+                      and a spec with mounts is refused)
 SIGTERM/SIGINT: active runs fail (daemon_shutdown) and the daemon exits; SIGUSR2 (or voidbox drain):
 no new runs, active ones finish (at most --drain-timeout), then exit 0
 limits (sizes take KiB/MiB/GiB suffixes):
@@ -67,6 +69,16 @@ list runs as a table, oldest first.
   --state S   only active or only terminal runs
   --json      the runs as JSON
 ${DAEMON_FLAGS}`,
+  image: `usage: voidbox image build NAME --packages a,b,... [--suite S] [--mirror URL] [--state-dir DIR] [--json]
+       voidbox image build [NAME] --file images/FILE.yaml [--state-dir DIR] [--json]
+       voidbox image import NAME --oci LAYOUT[:TAG] [--state-dir DIR] [--json]
+       voidbox image list [--json] [--state-dir DIR]
+       voidbox image rm NAME [--state-dir DIR]
+guest images for sandbox.image: a Debian root filesystem (mmdebstrap: the essential packages plus
+--packages, from --suite, default bookworm) packed read-only (erofs) under DIR/images, named by a
+hash of its inputs: a build of the same inputs reuses the image. Building needs root, mmdebstrap
+and erofs-utils. import: an OCI image layout (umoci unpack; TAG default latest; keyed by the image
+manifest's digest; it must hold /bin/sh). --state-dir: the daemon's (default: $VOIDBOX_STATE_DIR, else ~/.local/state/void-box).`,
   health: `usage: voidbox health [--daemon URL] [--token-file FILE]
 print the daemon's health (JSON).
 ${DAEMON_FLAGS}`,
@@ -90,6 +102,7 @@ commands:
   list               runs as a table (--state active|terminal)
   health             the daemon's health
   drain              stop taking runs, let active ones finish, then exit
+  image build|import|list|rm  guest images for sandbox.image (Debian packages, read-only)
   --version          the CLI's version
 
 ${EXIT_CODES}

@@ -2,8 +2,9 @@ import path from "node:path";
 import type { components } from "../../generated/api.js";
 import { ApiError } from "../errors.js";
 import type { Limits } from "../limits.js";
-import { parseInlineSpec, SpecError } from "../spec/load.js";
+import { INLINE_SPEC_FIELD, parseInlineSpec, SpecError } from "../spec/load.js";
 import type { RunSpec } from "../spec/types.js";
+import { resolveGuestStorage } from "../sandbox/storage.js";
 import { ensureDir, writeFileAtomic } from "../store/fsutil.js";
 import type { RunStore } from "../store/runs.js";
 
@@ -38,6 +39,16 @@ export function checkRunInputs(req: CreateRunRequest, limits: Pick<Limits, "maxR
     out.input = input;
   }
   return out;
+}
+
+/** An inline spec's image and mounts must exist and be allowed: else 400 INVALID_SPEC naming the field. */
+export function checkInlineStorage(spec: RunSpec, stateDir: string, limits: Pick<Limits, "mountRoots">): void {
+  try {
+    resolveGuestStorage(spec.sandbox, { stateDir, mountRoots: limits.mountRoots }, `${INLINE_SPEC_FIELD}/sandbox`);
+  } catch (e) {
+    if (e instanceof SpecError) throw new ApiError("INVALID_SPEC", e.message);
+    throw e;
+  }
 }
 
 /**

@@ -22,7 +22,8 @@ import { decidePublication, type StageOutputs } from "./publication.js";
 import { Run } from "./run.js";
 import { RunCache } from "./run-cache.js";
 import { decodeCursor, encodeCursor, RunOrder, type OrderKey } from "./run-order.js";
-import { checkRunInputs, INLINE_SPEC_FILE, storeRunInputs, type RunInputs } from "./inline.js";
+import { checkInlineStorage, checkRunInputs, INLINE_SPEC_FILE, storeRunInputs, type RunInputs } from "./inline.js";
+import { resolveGuestStorage, withStorage, type GuestStorage } from "../sandbox/storage.js";
 
 type CreateRunRequest = components["schemas"]["CreateRunRequest"];
 type CreateRunResponse = components["schemas"]["CreateRunResponse"];
@@ -453,6 +454,7 @@ export class RunService {
   /** Synchronous up to the insert, so concurrent creates with one run_id start one run. */
   create(req: CreateRunRequest): CreateRunResponse {
     const inputs = checkRunInputs(req, this.deps.limits);
+    if (inputs.inline) checkInlineStorage(inputs.inline.spec, this.deps.store.stateDir, this.deps.limits);
     if (req.run_id !== undefined) {
       const existing = this.runs.get(req.run_id);
       if (existing) {
@@ -585,7 +587,15 @@ export class RunService {
       await this.deps.vm.ready(run.abort.signal);
       if (run.terminal) return;
     }
-    const sandbox = this.pickSandbox(run, spec);
+    let storage: GuestStorage | undefined;
+    try {
+      storage = resolveGuestStorage(spec.sandbox, { stateDir: this.deps.store.stateDir, mountRoots: this.deps.limits.mountRoots }, exec.inputs.inline ? "body/spec/sandbox" : `spec ${run.file.file}: sandbox`);
+    } catch (e) {
+      if (!(e instanceof SpecError)) throw e;
+      return this.fail(run, exec, e.message);
+    }
+    const picked = this.pickSandbox(run, spec);
+    const sandbox = picked && withStorage(picked, storage);
     if (!sandbox) return this.fail(run, exec, `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`);
     let result: EngineResult;
     try {

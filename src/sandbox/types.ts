@@ -8,6 +8,8 @@
  * `stop()` always resolves once nothing of the stage is left running.
  */
 
+import type { GuestStorage } from "./storage.js";
+
 export type SandboxKind = "mock" | "qemu";
 
 export interface StageVmOptions {
@@ -21,6 +23,8 @@ export interface StageVmOptions {
   /** Overrides for the guest image (spec `sandbox.kernel` / `sandbox.initramfs`). */
   kernel?: string;
   initramfs?: string;
+  /** Root image and workspace mounts (spec `sandbox.image` / `sandbox.mounts`); the mock ignores them. */
+  storage?: GuestStorage;
   /** Aborting it while the VM boots kills the boot; open() then rejects. */
   signal: AbortSignal;
   /** A warm-pool boot nobody waits for: run it at a lower CPU priority (nice). */

@@ -6,7 +6,8 @@
  * warms one shape at a time: the default (256 MiB, 1 vCPU, no network, the daemon's
  * guest image) until two stage attempts in a row ask for another shape, which then
  * becomes the warmed one (idle VMs of the old shape are stopped). A stage whose shape
- * has no ready VM boots cold.
+ * has no ready VM boots cold, and so does a stage with a root image or mounts (they are
+ * attached when QEMU starts).
  *
  * Refill is gentle: one boot at a time, niced, and only with a node slot that is free
  * while no stage waits for one (NodeSlots.tryAcquire). Idle and booting pool VMs hold
@@ -114,6 +115,13 @@ export class WarmPool {
    * slot), or null: the caller boots cold. Counts a hit or a miss.
    */
   claim(o: StageVmOptions): Claimed | null {
+    // A root image or mounts are attached when QEMU starts: no pre-booted VM has them.
+    // Such a stage boots cold and does not steer what the pool warms.
+    if (o.storage) {
+      this.misses++;
+      this.o.onRequest?.("miss");
+      return null;
+    }
     const shape: PoolShape = { memoryMb: o.memoryMb, vcpus: o.vcpus, network: o.network, kernel: o.kernel, initramfs: o.initramfs };
     const key = shapeKey(shape);
     this.follow(key, shape);

@@ -70,6 +70,22 @@ export const runSpecSchema = {
         env: { ...stringMap, default: {} },
         kernel: { type: "string", minLength: 1 },
         initramfs: { type: "string", minLength: 1 },
+        image: { type: "string", pattern: "^[a-z0-9][a-z0-9._-]{0,63}$" },
+        mounts: {
+          type: "array",
+          maxItems: 8,
+          items: {
+            type: "object",
+            required: ["host", "guest"],
+            additionalProperties: false,
+            properties: {
+              host: { type: "string", minLength: 1, maxLength: 4096 },
+              // One word on the kernel command line: no spaces, no `.`/`..` components.
+              guest: { type: "string", pattern: "^(/(?!\\.\\.?(/|$))[A-Za-z0-9._-]+)+/?$", maxLength: 128 },
+              readonly: { type: "boolean", default: true },
+            },
+          },
+        },
       },
       default: {},
     },

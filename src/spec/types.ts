@@ -14,6 +14,16 @@ export interface SandboxSpec {
   env: Record<string, string>;
   kernel?: string;
   initramfs?: string;
+  /** A guest image (`voidbox image build`) as the stage's read-only root; absent: the initramfs. */
+  image?: string;
+  mounts?: MountSpec[];
+}
+
+/** A host directory shared with the guest (virtio-9p); read-only unless `readonly: false`. */
+export interface MountSpec {
+  host: string;
+  guest: string;
+  readonly?: boolean;
 }
 
 export interface StepRun {

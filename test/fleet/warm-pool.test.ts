@@ -30,7 +30,7 @@ async function health(url: string) {
   return r.json.capacity as { warm_vms_ready: number; vms_in_use: number; stages_waiting_for_vm: number; warm_pool?: Record<string, any> };
 }
 
-async function start(vms: PoolFakeVms, limits: Record<string, number>): Promise<TestDaemon> {
+async function start(vms: PoolFakeVms, limits: Record<string, number | string[]>): Promise<TestDaemon> {
   daemon = await startDaemon(tmpDir("vbx-warm-") + "/state", { vm: vms.provider(), limits: limits as never });
   return daemon;
 }
@@ -119,6 +119,20 @@ describe("warm pool", () => {
     expect(vms.vms.filter((v) => v.opts.background && v.opts.memoryMb === 256).every((v) => v.stopped && v.execs === 0)).toBe(true);
     expect(await runBig()).toMatchObject({ warm: true });
     expect((await health(url)).warm_pool).toMatchObject({ hits: 1, misses: 2 });
+  });
+
+  it("boots a stage with mounts cold (they are attached when QEMU starts) and keeps warming the default shape", async () => {
+    const dir = tmpDir("vbx-warm-");
+    const shared = tmpDir("vbx-warm-mount-");
+    const vms = new PoolFakeVms();
+    const { url } = await start(vms, { warmPool: 1, maxVms: 4, mountRoots: [shared] });
+    await waitFor(async () => (await health(url)).warm_vms_ready === 1, "the pool to fill");
+    const spec = writeSpec(dir, { ...workflow("mounted", hello), sandbox: { mode: "local", memory_mb: 256, vcpus: 1, mounts: [{ host: shared, guest: "/mnt/shared" }] } });
+    const run = await waitTerminal(url, (await api(url, "POST", "/v1/runs", { file: spec })).json.run_id);
+    expect(run.status).toBe("succeeded");
+    expect(spawned(run).map((e: any) => e.payload.warm)).toEqual([false, false]);
+    for (const e of spawned(run)) expect(vms.vms.find((v) => v.pid === e.payload.pid)!.opts.storage?.mounts).toHaveLength(1);
+    expect((await health(url)).warm_pool).toMatchObject({ ready: 1, hits: 0, misses: 2, shape: { memory_mb: 256, vcpus: 1, network: false } });
   });
 
   it("never makes a stage wait for an idle pool VM: it is evicted for the stage's slot", async () => {

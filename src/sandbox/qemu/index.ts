@@ -85,6 +85,7 @@ export class QemuSandbox implements Sandbox {
         memoryMb: o.memoryMb,
         vcpus: o.vcpus,
         network: o.network,
+        storage: o.storage,
         kernelArgs: this.opts.kernelArgs ?? tunedKernelArgs(this.opts.accelerator, o.vcpus, kernel),
         runId: o.runId,
         stage: o.stage,

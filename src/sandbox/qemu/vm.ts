@@ -12,6 +12,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { storageArgs, type GuestStorage } from "../storage.js";
 import { FrameDecoder, ProtocolError, encodeFrame, type Frame } from "./protocol.js";
 
 export interface Logger {
@@ -134,6 +135,8 @@ export interface VmSpawnOptions {
   memoryMb: number;
   vcpus: number;
   network: boolean;
+  /** Root image and workspace mounts (src/sandbox/storage.ts). */
+  storage?: GuestStorage;
   /** Kernel command line words; defaults to tunedKernelArgs(accelerator, vcpus, kernel). */
   kernelArgs?: string[];
   /** Extra `-M microvm,` options; defaults to microvmOptionsFor(kernel). */
@@ -173,13 +176,14 @@ export function makeMarker(runId = "probe", stage = "vm", attempt = 0): string {
 }
 
 export function buildQemuArgs(
-  o: Pick<VmSpawnOptions, "kernel" | "initramfs" | "accelerator" | "memoryMb" | "vcpus" | "network" | "machineOptions"> & {
+  o: Pick<VmSpawnOptions, "kernel" | "initramfs" | "accelerator" | "memoryMb" | "vcpus" | "network" | "machineOptions" | "storage"> & {
     kernelArgs: string[];
     marker: string;
     socketPath: string;
   },
 ): string[] {
-  const append = [...o.kernelArgs, ...(o.network ? ["voidbox.net=1"] : [])].join(" ");
+  const storage = storageArgs(o.storage);
+  const append = [...o.kernelArgs, ...(o.network ? ["voidbox.net=1"] : []), ...storage.kernel].join(" ");
   const args = [
     "-name", o.marker,
     "-M", `microvm,rtc=on${o.machineOptions ? `,${o.machineOptions}` : ""}`,
@@ -201,6 +205,7 @@ export function buildQemuArgs(
   if (o.network) {
     args.push("-netdev", "user,id=vbxnet", "-device", "virtio-net-device,netdev=vbxnet");
   }
+  args.push(...storage.qemu);
   return args;
 }
 
@@ -390,6 +395,7 @@ export class QemuVm {
       memoryMb: o.memoryMb,
       vcpus: o.vcpus,
       network: o.network,
+      storage: o.storage,
       kernelArgs: o.kernelArgs ?? tunedKernelArgs(o.accelerator, o.vcpus, o.kernel),
       machineOptions: o.machineOptions ?? microvmOptionsFor(o.kernel),
       marker: this.marker,

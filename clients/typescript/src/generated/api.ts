@@ -475,6 +475,11 @@ export interface components {
          *     run is created: an invalid spec answers 400 INVALID_SPEC naming the field
          *     (`body/spec/sandbox/mode: must be one of mock, local, auto`). The spec is stored
          *     in the run's directory before the reply, and the run's `file` is `inline:spec.json`.
+         *     Its `sandbox.image` (a guest image built with `voidbox image build`) must exist on
+         *     the daemon and its `sandbox.mounts` (`[{host, guest, readonly}]`, read-only unless
+         *     `readonly: false`) must lie under the daemon's `--mount-root` directories (none by
+         *     default: no mounts), symlinks resolved; else 400 INVALID_SPEC naming the field. A
+         *     spec file's are checked when its run starts: the run fails with that reason.
          */
         InlineSpec: {
             [key: string]: unknown;
