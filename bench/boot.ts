@@ -20,6 +20,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { atMost, writeFigures } from "./figures.js";
+import { runVmBench } from "./harness.js";
 import {
   QemuSandbox,
   findGuestImage,
@@ -27,7 +28,6 @@ import {
   killLeftoverVms,
   probeAccelerator,
   qemuAvailable,
-  stopAllVms,
   tunedKernelArgs,
   untunedKernelArgs,
 } from "../src/sandbox/qemu/index.js";
@@ -157,19 +157,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-const onSignal = () => {
-  void stopAllVms(0).finally(() => process.exit(130));
-};
-process.once("SIGINT", onSignal);
-process.once("SIGTERM", onSignal);
-
-main()
-  .then(async (code) => {
-    await stopAllVms(0);
-    process.exitCode = code;
-  })
-  .catch(async (e) => {
-    console.error(e);
-    await stopAllVms(0);
-    process.exitCode = 1;
-  });
+runVmBench(main);

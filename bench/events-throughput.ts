@@ -14,11 +14,11 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
-import net from "node:net";
 import { once } from "node:events";
 import path from "node:path";
 import readline from "node:readline";
 import { atLeast, writeFigures } from "./figures.js";
+import { freePort } from "./harness.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const REQUESTS = 5_000;
@@ -26,13 +26,6 @@ const ROUNDS = 5;
 const CONCURRENCY = 16;
 const STEPS = 20;
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer().listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const port = (srv.address() as net.AddressInfo).port;
-  srv.close();
-  return port;
-}
 
 /** Mock runs only: a kernel that does not exist, so no guest-boot probe competes for CPU with the measurement. */
 const NO_GUEST = ["--kernel", "/nonexistent/vmlinuz", "--initramfs", "/nonexistent/initramfs"];

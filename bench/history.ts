@@ -18,12 +18,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { atMost, percentile, writeFigures, type Figure } from "./figures.js";
+import { freePort } from "./harness.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const mainJs = path.join(root, "dist", "src", "main.js");
@@ -97,13 +97,6 @@ function writeHistory(stateDir: string): void {
   }
 }
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer().listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const port = (srv.address() as net.AddressInfo).port;
-  srv.close();
-  return port;
-}
 
 function get(url: string, timeoutMs = 60_000): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {

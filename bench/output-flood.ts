@@ -12,9 +12,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { freePort } from "./harness.js";
 import { once } from "node:events";
 import { findGuestImage, qemuAvailable } from "../src/sandbox/qemu/index.js";
 
@@ -23,13 +23,6 @@ const LINES = 1_000_000;
 const MOCK_SAMPLES = 7;
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer().listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const port = (srv.address() as net.AddressInfo).port;
-  srv.close();
-  return port;
-}
 
 function call(url: string, method = "GET", body?: unknown): Promise<{ status: number; json: any }> {
   return new Promise((resolve, reject) => {

@@ -21,9 +21,10 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildExecScript } from "../src/sandbox/qemu/protocol.js";
-import { findGuestImage, probeAccelerator, qemuAvailable, stopAllVms } from "../src/sandbox/qemu/index.js";
+import { findGuestImage, probeAccelerator, qemuAvailable } from "../src/sandbox/qemu/index.js";
 import { QemuVm } from "../src/sandbox/qemu/vm.js";
 import { writeFigures } from "./figures.js";
+import { runVmBench } from "./harness.js";
 
 const SETTLE_MS = Number(process.env.VBX_SNAPSHOT_SETTLE_MS ?? 2000);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -196,13 +197,4 @@ async function main(): Promise<number> {
   }
 }
 
-main()
-  .then(async (code) => {
-    await stopAllVms(0);
-    process.exitCode = code;
-  })
-  .catch(async (e) => {
-    console.error(e);
-    await stopAllVms(0);
-    process.exitCode = 1;
-  });
+runVmBench(main);

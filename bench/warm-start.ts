@@ -19,10 +19,11 @@ import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { NodeSlots } from "../src/engine/node-slots.js";
 import { GatedSandbox } from "../src/sandbox/gated.js";
-import { findGuestImage, probeAccelerator, qemuAvailable, QemuSandbox, stopAllVms } from "../src/sandbox/qemu/index.js";
+import { findGuestImage, probeAccelerator, qemuAvailable, QemuSandbox } from "../src/sandbox/qemu/index.js";
 import { WarmPool } from "../src/sandbox/warm-pool.js";
 import { createDaemon, type Daemon } from "../src/server.js";
 import { atMost, writeFigures } from "./figures.js";
+import { runVmBench } from "./harness.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -150,13 +151,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main()
-  .then(async (code) => {
-    await stopAllVms(0);
-    process.exitCode = code;
-  })
-  .catch(async (e) => {
-    console.error(e);
-    await stopAllVms(0);
-    process.exitCode = 1;
-  });
+runVmBench(main);
