@@ -2,7 +2,7 @@
  * `make bench`'s last step: one table of every figure the benches wrote to
  * build/bench/*.json (figure, measured, goal, pass/miss), the same as
  * build/bench/report.json, and build/bench/latency.svg charting the latency
- * distributions (the figures that carry their samples: boots, warm starts, start-up).
+ * distributions (the figures that carry samples in ms: boots, warm starts, start-up, pages).
  *
  *   npx tsx bench/report.ts
  */
@@ -39,29 +39,33 @@ fs.writeFileSync(
   JSON.stringify({ generated_at: new Date().toISOString(), host: { cpus: os.cpus().length, load1: os.loadavg()[0], node: process.version }, figures: rows }, null, 1) + "\n",
 );
 
-/** One row per distribution: every sample as a dot, p50 and p95 as ticks, on one shared ms axis. */
+/**
+ * One row per distribution: every sample as a dot, p50 and p95 as ticks, on one shared
+ * logarithmic ms axis (page latencies of a few ms and boots of a second on one chart).
+ */
 function svg(dists: Array<{ label: string; samples: number[] }>): string {
-  const W = 900, left = 330, right = 30, rowH = 34, top = 30;
-  const max = Math.max(...dists.flatMap((d) => d.samples)) * 1.05;
-  const x = (v: number) => left + ((W - left - right) * v) / max;
+  const W = 980, left = 420, right = 30, rowH = 30, top = 30;
+  const all = dists.flatMap((d) => d.samples).filter((v) => v > 0);
+  const lo = Math.log10(Math.min(...all)) - 0.1, hi = Math.log10(Math.max(...all)) + 0.1;
+  const x = (v: number) => left + ((W - left - right) * (Math.log10(Math.max(v, 10 ** lo)) - lo)) / (hi - lo);
   const H = top + rowH * dists.length + 40;
   const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
   const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`, `<rect width="${W}" height="${H}" fill="white"/>`];
-  out.push(`<text x="${left}" y="18">latency distributions (ms): dots = samples, blue = p50, red = p95</text>`);
+  out.push(`<text x="${left}" y="18">latency distributions, ms (log scale): dots = samples, blue = p50, red = p95</text>`);
   dists.forEach((d, i) => {
     const y = top + i * rowH + rowH / 2;
     out.push(`<text x="${left - 8}" y="${y + 4}" text-anchor="end">${esc(d.label)}</text>`, `<line x1="${left}" x2="${W - right}" y1="${y}" y2="${y}" stroke="#ddd"/>`);
     for (const s of d.samples) out.push(`<circle cx="${x(s).toFixed(1)}" cy="${y}" r="2.5" fill="#555" fill-opacity="0.5"/>`);
     for (const [p, color] of [[50, "#1f6fd1"], [95, "#d13b1f"]] as const) {
-      const v = percentile(d.samples, p);
-      out.push(`<line x1="${x(v).toFixed(1)}" x2="${x(v).toFixed(1)}" y1="${y - 10}" y2="${y + 10}" stroke="${color}" stroke-width="2"/>`);
+      const v = x(percentile(d.samples, p)).toFixed(1);
+      out.push(`<line x1="${v}" x2="${v}" y1="${y - 9}" y2="${y + 9}" stroke="${color}" stroke-width="2"/>`);
     }
   });
   const axisY = top + rowH * dists.length + 10;
   out.push(`<line x1="${left}" x2="${W - right}" y1="${axisY}" y2="${axisY}" stroke="#000"/>`);
-  for (let k = 0; k <= 5; k++) {
-    const v = (max * k) / 5;
-    out.push(`<line x1="${x(v)}" x2="${x(v)}" y1="${axisY}" y2="${axisY + 5}" stroke="#000"/>`, `<text x="${x(v)}" y="${axisY + 18}" text-anchor="middle">${Math.round(v)}</text>`);
+  for (let e = Math.ceil(lo); e <= Math.floor(hi); e++) {
+    const v = 10 ** e;
+    out.push(`<line x1="${x(v)}" x2="${x(v)}" y1="${axisY}" y2="${axisY + 5}" stroke="#000"/>`, `<text x="${x(v)}" y="${axisY + 18}" text-anchor="middle">${v}</text>`);
   }
   out.push("</svg>");
   return out.join("\n") + "\n";
