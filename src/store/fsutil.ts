@@ -34,15 +34,20 @@ export function writeAll(fd: number, data: string | Buffer, what: string): void 
   }
 }
 
-/** Replace `file` atomically: temp file, fsync, rename, fsync of the directory. */
-export function writeFileAtomic(file: string, data: string | Buffer): void {
+/**
+ * Replace `file` atomically: temp file, fsync, rename, fsync of the directory.
+ * `durable: false` skips both fsyncs, for derived files a crash may leave behind or
+ * empty (they are checked when read and derived again).
+ */
+export function writeFileAtomic(file: string, data: string | Buffer, o: { durable?: boolean } = {}): void {
+  const durable = o.durable ?? true;
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${++tmpCounter}.tmp`);
   const fd = fs.openSync(tmp, "w", 0o600);
   try {
     try {
       writeAll(fd, data, tmp);
-      fs.fsyncSync(fd);
+      if (durable) fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
     }
@@ -52,7 +57,7 @@ export function writeFileAtomic(file: string, data: string | Buffer): void {
     fs.rmSync(tmp, { force: true });
     throw e;
   }
-  fsyncDir(dir);
+  if (durable) fsyncDir(dir);
 }
 
 /**

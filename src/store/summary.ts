@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { components } from "../../generated/api.js";
+import { writeFileAtomic } from "./fsutil.js";
 
 export type RunSummary = components["schemas"]["RunSummary"];
 
@@ -22,8 +23,6 @@ function stamp(file: string): Stamp {
 
 const same = (a: unknown, b: Stamp) => !!a && typeof a === "object" && (a as Stamp).size === b.size && (a as Stamp).mtime_ms === b.mtime_ms;
 
-let tmpCounter = 0;
-
 /**
  * `<run dir>/summary.json`: the run's summary plus the stamps of run.json and
  * events.jsonl it was derived from, written after a terminal run.json. Start-up lists a
@@ -33,14 +32,7 @@ let tmpCounter = 0;
  */
 export function writeSummary(dir: string, summary: RunSummary): void {
   const body = { summary, run_json: stamp(path.join(dir, "run.json")), events: stamp(path.join(dir, "events.jsonl")) };
-  const tmp = path.join(dir, `.${SUMMARY}.${process.pid}.${++tmpCounter}.tmp`);
-  try {
-    fs.writeFileSync(tmp, JSON.stringify(body), { mode: 0o600 });
-    fs.renameSync(tmp, path.join(dir, SUMMARY));
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
+  writeFileAtomic(path.join(dir, SUMMARY), JSON.stringify(body), { durable: false });
 }
 
 /** The summary when summary.json exists, parses and matches both files as they are now; else null (derive it again). */
