@@ -74,11 +74,11 @@ export interface Daemon {
   readonly drained: Promise<void>;
 }
 
-/** Parsed once per process; each daemon gets its own copy (openapi-backend dereferences it in place). */
+/** Parsed once per process, and never changed: openapi-backend gets its own copy (it dereferences it in place). */
 let definition: Document | undefined;
-function loadDefinition(): Document {
+function sharedDefinition(): Document {
   definition ??= loadDefinitionFile(PROJECT_ROOT);
-  return structuredClone(definition);
+  return definition;
 }
 
 export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
@@ -100,7 +100,8 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
 
 async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, now: () => number, ids: IdSource, limits: Limits): Promise<Daemon> {
   const storage = new StorageGuard(opts.stateDir, limits.minFreeBytes, log);
-  const schemas = compileStateSchemas(loadDefinition() as { components?: { schemas?: Record<string, unknown> } });
+  // compileStateSchemas copies the schemas it keeps: no copy of the whole document here.
+  const schemas = compileStateSchemas(sharedDefinition() as { components?: { schemas?: Record<string, unknown> } });
   const store = new RunStore(opts.stateDir);
   const quarantined: string[] = [];
   const sessions = new SessionStore(opts.stateDir, {
@@ -263,7 +264,7 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
       ...stageHandlers(runs, store),
       ...sessionHandlers(sessions, now),
     };
-    const api = await createApi(loadDefinition());
+    const api = await createApi(structuredClone(sharedDefinition()));
     stopPrecompile = precompileValidators(api);
     const open = createApp({ api, handlers, log, token: null, onRequest });
     loaded({ open, auth: opts.auth ? createApp({ api, handlers, log, token: opts.auth.token, onRequest }) : open });
