@@ -58,22 +58,11 @@ export async function imageCommand(argv: string[], env: Env): Promise<number> {
   }
   if (sub === "import") {
     if (positionals.length !== 1 || !values.oci) throw new UsageError("voidbox image import takes exactly one NAME and --oci LAYOUT[:TAG]", "image");
-    try {
-      const r = await importOciImage({ name: positionals[0], ref: values.oci }, { stateDir });
-      if (values.json) write(JSON.stringify({ name: r.name, path: r.path, reused: r.reused, ...r.manifest }, null, 2) + "\n");
-      else write(`image ${r.name}: ${r.reused ? "up to date (same image digest)" : `imported in ${(r.manifest.build_ms / 1000).toFixed(1)} s`}, ${mib(r.manifest.size_bytes)}, ${r.path}\n`);
-      return EXIT.ok;
-    } catch (e) {
-      if (e instanceof ImageBuildError) {
-        process.stderr.write(`voidbox: image import: ${e.message}\n`);
-        return EXIT.failed;
-      }
-      throw e;
-    }
+    return made(values.json, "import", "same image digest", () => importOciImage({ name: positionals[0], ref: values.oci! }, { stateDir }));
   }
   if (sub === "build") {
-    let req: ImageRequest;
-    try {
+    return made(values.json, "build", "same inputs", () => {
+      let req: ImageRequest;
       if (values.file) {
         if (positionals.length > 1) throw new UsageError("voidbox image build --file FILE takes at most one NAME", "image");
         req = loadImageFile(path.resolve(values.file));
@@ -85,19 +74,27 @@ export async function imageCommand(argv: string[], env: Env): Promise<number> {
       }
       if (values.suite) req.suite = values.suite;
       if (values.mirror) req.mirror = values.mirror;
-      const r = await buildImage(req, { stateDir, onLine: values.quiet ? undefined : (l) => l.startsWith("I:") && process.stderr.write(`  ${l}\n`) });
-      if (values.json) write(JSON.stringify({ name: r.name, path: r.path, reused: r.reused, ...r.manifest }, null, 2) + "\n");
-      else write(`image ${r.name}: ${r.reused ? "up to date (same inputs)" : `built in ${(r.manifest.build_ms / 1000).toFixed(1)} s`}, ${mib(r.manifest.size_bytes)}, ${r.path}\n`);
-      return EXIT.ok;
-    } catch (e) {
-      if (e instanceof ImageBuildError) {
-        process.stderr.write(`voidbox: image build: ${e.message}\n`);
-        return EXIT.failed;
-      }
-      throw e;
-    }
+      return buildImage(req, { stateDir, onLine: values.quiet ? undefined : (l) => l.startsWith("I:") && process.stderr.write(`  ${l}\n`) });
+    });
   }
   throw new UsageError(`voidbox image takes build, import, list or rm${sub ? ` (got ${JSON.stringify(sub)})` : ""}`, "image");
+}
+
+type Made = Awaited<ReturnType<typeof buildImage>>;
+
+/** Runs a build or an import and reports its image; its own failure (ImageBuildError) is exit 1 with the reason. */
+async function made(json: boolean, verb: "build" | "import", reusedBecause: string, make: () => Promise<Made>): Promise<number> {
+  let r: Made;
+  try {
+    r = await make();
+  } catch (e) {
+    if (!(e instanceof ImageBuildError)) throw e;
+    process.stderr.write(`voidbox: image ${verb}: ${e.message}\n`);
+    return EXIT.failed;
+  }
+  if (json) write(JSON.stringify({ name: r.name, path: r.path, reused: r.reused, ...r.manifest }, null, 2) + "\n");
+  else write(`image ${r.name}: ${r.reused ? `up to date (${reusedBecause})` : `${verb === "build" ? "built" : "imported"} in ${(r.manifest.build_ms / 1000).toFixed(1)} s`}, ${mib(r.manifest.size_bytes)}, ${r.path}\n`);
+  return EXIT.ok;
 }
 
 function splitList(s: string): string[] {
