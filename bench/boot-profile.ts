@@ -13,11 +13,11 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { findGuestImage, QemuSandbox, stopAllVms } from "../src/sandbox/qemu/index.js";
+import { percentile as pct } from "./figures.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const i = process.argv.indexOf("--boots");
 const boots = i >= 0 ? Number(process.argv[i + 1]) || 5 : 5;
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
 
 async function main() {
   const image = findGuestImage(root)!;

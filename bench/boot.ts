@@ -19,7 +19,7 @@ import path from "node:path";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
-import { atMost, writeFigures } from "./figures.js";
+import { atMost, percentile as pct, writeFigures } from "./figures.js";
 import { runVmBench } from "./harness.js";
 import {
   QemuSandbox,
@@ -50,11 +50,6 @@ function cpuMs(pid: number): number {
   }
 }
 
-function pct(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-}
 
 async function main(): Promise<number> {
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");

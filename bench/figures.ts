@@ -31,8 +31,9 @@ export function writeFigures(bench: string, figures: Figure[]): void {
   fs.writeFileSync(path.join(BENCH_DIR, `${bench}.json`), JSON.stringify(file, null, 1) + "\n");
 }
 
-/** The p-th percentile (0–100) by nearest rank. */
+/** The p-th percentile (0–100) by nearest rank; NaN for no samples. */
 export function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
 }

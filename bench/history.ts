@@ -22,7 +22,7 @@ import os from "node:os";
 import path from "node:path";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
-import { atMost, percentile, writeFigures, type Figure } from "./figures.js";
+import { atMost, percentile as pct, writeFigures, type Figure } from "./figures.js";
 import { freePort } from "./harness.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -37,8 +37,7 @@ const RUNS = Number(arg("runs", "10000"));
 const EVENTS = Number(arg("events", "20"));
 const ROUNDS = Number(arg("rounds", "5"));
 
-const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
-const pct = percentile;
+const p50 = (xs: number[]) => pct(xs, 50);
 
 const eventId = (run: number, i: number) => `${run.toString(16).padStart(8, "0")}-0000-7000-8000-${i.toString(16).padStart(12, "0")}`;
 

@@ -18,11 +18,12 @@ import { loadImageFile } from "../src/images/file.js";
 import { QemuSandbox, findGuestImage, probeAccelerator } from "../src/sandbox/qemu/index.js";
 import { resolveGuestStorage, type GuestStorage } from "../src/sandbox/storage.js";
 import { ensureTestImage, linkTestImage } from "../test/helpers/test-image.js";
+import { atMost, percentile, writeFigures, type Figure } from "./figures.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values } = parseArgs({ options: { boots: { type: "string", default: "5" }, reuse: { type: "boolean", default: false } } });
 const boots = Math.max(1, Number(values.boots));
-const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+const p50 = (xs: number[]) => percentile(xs, 50);
 
 async function main() {
   const guest = findGuestImage(root);
@@ -65,18 +66,16 @@ async function main() {
       console.log(`boot ${i + 1}/${boots}: initramfs ${initramfs[i]} ms, image ${image[i]} ms`);
     }
     const ratio = p50(image) / p50(initramfs);
-    const figures = [
-      { figure: "test image build time (mmdebstrap + mkfs.erofs)", value: buildMs, unit: "ms", goal: "<= 120000 ms (CI budget)", pass: buildMs <= 120_000 },
-      { figure: "test image size (erofs, lz4hc)", value: Math.round((sizeBytes / 1024 ** 2) * 10) / 10, unit: "MB", goal: "<= 64 MB", pass: sizeBytes <= 64 * 1024 ** 2 },
+    const figures: Figure[] = [
+      atMost("test image build time (mmdebstrap + mkfs.erofs; CI budget)", buildMs, "ms", 120_000),
+      atMost("test image size (erofs, lz4hc)", Math.round((sizeBytes / 1024 ** 2) * 10) / 10, "MB", 64),
       { figure: "boot → first command, busybox initramfs (p50)", value: p50(initramfs), unit: "ms", goal: "the fastest (below the image root)", pass: p50(initramfs) <= p50(image), samples: initramfs },
       { figure: "boot → first command, image root (p50)", value: p50(image), unit: "ms", goal: "<= 2 x the initramfs", pass: ratio <= 2, samples: image },
       { figure: "image root / initramfs, boot → first command", value: Math.round(ratio * 100) / 100, unit: "x", goal: ">= 1 x (initramfs stays fastest), <= 2 x", pass: ratio >= 1 && ratio <= 2 },
     ];
-    const out = path.join(root, "build/bench/images.json");
-    fs.mkdirSync(path.dirname(out), { recursive: true });
-    fs.writeFileSync(out, JSON.stringify({ bench: "images", kernel: guest.kernelVersion, accelerator, figures }, null, 2) + "\n");
+    writeFigures("images", figures);
+    console.log(`guest kernel ${guest.kernelVersion}, ${accelerator}`);
     for (const f of figures) console.log(`${f.pass ? "pass" : "MISS"}  ${f.figure}: ${f.value} ${f.unit} (goal ${f.goal})`);
-    console.log(`wrote ${out}`);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

@@ -23,7 +23,7 @@ import { fileURLToPath } from "node:url";
 import { buildExecScript } from "../src/sandbox/qemu/protocol.js";
 import { findGuestImage, probeAccelerator, qemuAvailable } from "../src/sandbox/qemu/index.js";
 import { QemuVm } from "../src/sandbox/qemu/vm.js";
-import { writeFigures } from "./figures.js";
+import { percentile as pct, writeFigures } from "./figures.js";
 import { runVmBench } from "./harness.js";
 
 const SETTLE_MS = Number(process.env.VBX_SNAPSHOT_SETTLE_MS ?? 2000);
@@ -35,10 +35,6 @@ function arg(name: string, def: number): number {
   const v = i >= 0 ? Number(process.argv[i + 1]) : def;
   return Number.isFinite(v) && v > 0 ? v : def;
 }
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] : NaN;
-};
 function cpuMs(pid: number): number {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");

@@ -17,7 +17,7 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { atMost, writeFigures } from "./figures.js";
+import { atMost, percentile, writeFigures } from "./figures.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const mainJs = path.join(root, "dist", "src", "main.js");
@@ -100,7 +100,7 @@ async function startOnce(stateDir: string, accel: string): Promise<Sample> {
   }
 }
 
-const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+const p50 = (xs: number[]) => percentile(xs, 50);
 const fmt = (xs: number[]) => `p50 ${Math.round(p50(xs))} ms, max ${Math.round(Math.max(...xs))} ms`;
 
 async function main(): Promise<void> {

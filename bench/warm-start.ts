@@ -22,7 +22,7 @@ import { GatedSandbox } from "../src/sandbox/gated.js";
 import { findGuestImage, probeAccelerator, qemuAvailable, QemuSandbox } from "../src/sandbox/qemu/index.js";
 import { WarmPool } from "../src/sandbox/warm-pool.js";
 import { createDaemon, type Daemon } from "../src/server.js";
-import { atMost, writeFigures } from "./figures.js";
+import { atMost, percentile as pct, writeFigures } from "./figures.js";
 import { runVmBench } from "./harness.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -33,10 +33,6 @@ function arg(name: string, def: number): number {
   return Number.isFinite(v) && v > 0 ? v : def;
 }
 
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] : NaN;
-}
 
 async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 120_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
