@@ -16,11 +16,11 @@
  * as a failure (and is killed).
  */
 import path from "node:path";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { atMost, percentile as pct, writeFigures } from "./figures.js";
-import { runVmBench } from "./harness.js";
+import { cpuMs, runVmBench } from "./harness.js";
 import {
   QemuSandbox,
   findGuestImage,
@@ -38,17 +38,6 @@ function arg(name: string, def: number): number {
   return Number.isFinite(v) && v > 0 ? v : def;
 }
 
-/** CPU ms (user + system) process `pid` has used so far, from /proc (10 ms resolution); NaN when unreadable. */
-function cpuMs(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
-  } catch {
-    return NaN;
-  }
-}
 
 
 async function main(): Promise<number> {

@@ -18,7 +18,7 @@ import { once } from "node:events";
 import path from "node:path";
 import readline from "node:readline";
 import { atLeast, writeFigures } from "./figures.js";
-import { freePort } from "./harness.js";
+import { cpuMs, freePort } from "./harness.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const REQUESTS = 5_000;
@@ -92,12 +92,6 @@ function get(agent: http.Agent, url: string): Promise<Buffer> {
   });
 }
 
-/** CPU time (user + system, ms) the process has used so far. */
-function cpuMs(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ 100)
-}
 
 /** Requests per second of wall time, and per second of the server's CPU time. */
 async function load(url: string, pid: number): Promise<{ wall: number; cpu: number }> {

@@ -24,7 +24,7 @@ import { buildExecScript } from "../src/sandbox/qemu/protocol.js";
 import { findGuestImage, probeAccelerator, qemuAvailable } from "../src/sandbox/qemu/index.js";
 import { QemuVm } from "../src/sandbox/qemu/vm.js";
 import { percentile as pct, writeFigures } from "./figures.js";
-import { runVmBench } from "./harness.js";
+import { cpuMs, runVmBench } from "./harness.js";
 
 const SETTLE_MS = Number(process.env.VBX_SNAPSHOT_SETTLE_MS ?? 2000);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -34,15 +34,6 @@ function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
   const v = i >= 0 ? Number(process.argv[i + 1]) : def;
   return Number.isFinite(v) && v > 0 ? v : def;
-}
-function cpuMs(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
-  } catch {
-    return NaN;
-  }
 }
 
 /** Resolves with the first frame of `type` (or rejects at the deadline or on exit). */

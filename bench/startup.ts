@@ -18,6 +18,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { atMost, percentile, writeFigures } from "./figures.js";
+import { cpuMs } from "./harness.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const mainJs = path.join(root, "dist", "src", "main.js");
@@ -45,16 +46,6 @@ function health(sock: string): Promise<Record<string, unknown> | null> {
   });
 }
 
-/** CPU time (user + system) the process has used so far, from /proc (load-independent, unlike wall time). */
-function cpuMs(pid: number, mainThreadOnly = false): number {
-  try {
-    const stat = fs.readFileSync(mainThreadOnly ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, "latin1");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ 100)
-  } catch {
-    return NaN;
-  }
-}
 
 interface Sample {
   firstHealthMs: number;
