@@ -4,8 +4,9 @@ SHELL := /bin/bash
 
 # What micro-VMs need now: QEMU, busybox and the Debian cloud kernel (the guest kernel
 # until the minimal one is built); systemd for `systemd-analyze verify` of deploy/voidbox.service.
-# mmdebstrap and erofs-utils build guest images (voidbox image build), umoci imports OCI ones.
-APT_PACKAGES := qemu-system-x86 busybox-static linux-image-cloud-amd64 cpio lz4 zstd xz-utils systemd mmdebstrap erofs-utils umoci
+# mmdebstrap and erofs-utils build guest images (voidbox image build), umoci imports OCI ones;
+# gcc and libc6-dev compile the guest agent (guest/vbx-agent.c) into the initramfs.
+APT_PACKAGES := qemu-system-x86 busybox-static linux-image-cloud-amd64 cpio lz4 zstd xz-utils systemd mmdebstrap erofs-utils umoci gcc libc6-dev
 # What the minimal guest kernel (guest/kernel.sh) needs to compile: the kernel source and a toolchain.
 KERNEL_APT_PACKAGES := linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev xz-utils
 GUEST_DIR := build/guest

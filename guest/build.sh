@@ -31,7 +31,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 die() { echo "guest/build.sh: $*" >&2; exit 1; }
 need_pkgs() {
   echo "guest/build.sh: missing: $1" >&2
-  echo "guest/build.sh: install with: apt-get install -y qemu-system-x86 busybox-static linux-image-cloud-amd64 cpio lz4" >&2
+  echo "guest/build.sh: install with: apt-get install -y qemu-system-x86 busybox-static linux-image-cloud-amd64 cpio lz4 gcc libc6-dev" >&2
   exit 1
 }
 
@@ -54,6 +54,10 @@ if command -v ldd >/dev/null 2>&1 && ldd "$BUSYBOX" 2>&1 | grep -q '=>'; then
 fi
 BBVER=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || "$BUSYBOX" 2>&1 | head -n 1)
 command -v cpio >/dev/null 2>&1 || need_pkgs "cpio"
+# The guest agent (vbx-agent.c) is compiled here, statically.
+command -v gcc >/dev/null 2>&1 || need_pkgs "gcc (packages gcc libc6-dev)"
+[ -n "$(gcc -print-file-name=libc.a 2>/dev/null | grep /)" ] || need_pkgs "a static C library (package libc6-dev)"
+CCVER=$(gcc --version | head -n 1)
 command -v lz4 >/dev/null 2>&1 || need_pkgs "lz4"
 grep -q '^CONFIG_RD_LZ4=y' "/boot/config-$KVER" 2>/dev/null || die "kernel $KVER lacks CONFIG_RD_LZ4"
 
@@ -102,6 +106,7 @@ STAMP=$( {
   echo "kernel=$KVER"
   echo "custom=$CUSTOM_OK $(cat "$OUT/custom/stamp" 2>/dev/null || true)"
   echo "busybox=$BBVER"
+  echo "cc=$CCVER"
   echo "modules=$MODULES"
   for f in "$HERE"/*; do [ -f "$f" ] && { echo "file=$(basename "$f")"; cat "$f"; }; done
 } | sha256sum | cut -d' ' -f1)
@@ -125,6 +130,7 @@ for applet in $("$BUSYBOX" --list); do
 done
 cp "$HERE/init" "$R/init"
 chmod 0755 "$R/init"
+gcc -static -O2 -s -Wall -o "$R/bin/vbx-agent" "$HERE/vbx-agent.c" || die "cannot compile guest/vbx-agent.c"
 # The kernel opens /dev/console before /init runs; devtmpfs is mounted by init itself.
 mknod -m 600 "$R/dev/console" c 5 1 2>/dev/null || echo "guest/build.sh: warning: cannot mknod /dev/console (not root?)" >&2
 mknod -m 666 "$R/dev/null" c 1 3 2>/dev/null || true
