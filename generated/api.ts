@@ -924,8 +924,10 @@ export interface components {
             /** @enum {string} */
             accelerator: "kvm" | "tcg";
             pid: number;
-            /** @description How long this VM took to boot (for a warm VM: its boot in the pool, before the stage asked). */
+            /** @description How long this VM took to boot or to be restored (for a warm VM: in the pool, before the stage asked). */
             boot_ms: number;
+            /** @description The VM started from a RAM snapshot of a booted, idle guest of the same shape instead of booting its kernel; it was reseeded (random pool, clock) from the host before use. Absent from events of older daemons. */
+            restored?: boolean;
             /** @description The VM came pre-booted from the daemon's warm pool (never used before; it serves only this stage attempt). Absent from events of older daemons. */
             warm?: boolean;
             /** @description From the stage asking for a VM to holding a ready one: the claim for a warm VM, the boot for a cold one. */

@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/random.h>
+#include <sys/ioctl.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -310,6 +312,40 @@ static void start_job(long long id, long long cap, const char *script, size_t le
 
 /* --- requests ---------------------------------------------------------------------- */
 
+/*
+ * SEED (ARG = host time in ms since the epoch, payload = random bytes from the host),
+ * answered with READY. A guest restored from a RAM snapshot shares the snapshot's
+ * random pool and clock with every other guest restored from it: the host's bytes are
+ * credited to the pool and the kernel's generator is reseeded at once (not on its own
+ * schedule), before any job can ask it for a byte; the clock is set to the host's.
+ */
+static void seed(long long id, long long ms, const char *payload, size_t len) {
+  int ok = 1;
+  if (len > 0) {
+    struct {
+      struct rand_pool_info info;
+      char bytes[512];
+    } e;
+    if (len > sizeof e.bytes) len = sizeof e.bytes;
+    e.info.entropy_count = (int)(len * 8);
+    e.info.buf_size = (int)len;
+    memcpy(e.bytes, payload, len);
+    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    ok = fd >= 0 && ioctl(fd, RNDADDENTROPY, &e.info) == 0 && ioctl(fd, RNDRESEEDCRNG) == 0;
+    if (fd >= 0) close(fd);
+  }
+  if (ms > 0) {
+    struct timespec t = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+    clock_settime(CLOCK_REALTIME, &t);
+  }
+  if (!ok) {
+    send_str("ERROR", id, 0, "guest: cannot reseed the random generator");
+    return;
+  }
+  struct utsname u;
+  send_str("READY", id, 0, uname(&u) == 0 ? u.release : "unknown");
+}
+
 static void read_request(long long id, long long max, const char *payload, size_t len) {
   char rel[PATH_MAX];
   const char *nl = memchr(payload, '\n', len);
@@ -446,6 +482,8 @@ static void handle_frames(void) {
       if (write_file("/tmp/stdin", payload, len) < 0) send_str("ERROR", id, 0, "guest: cannot write stdin");
     } else if (!strcmp(type, "EXEC")) {
       start_job(id, arg, payload, len);
+    } else if (!strcmp(type, "SEED")) {
+      seed(id, arg, payload, len);
     } else if (!strcmp(type, "KILL")) {
       kill_job();
     } else if (!strcmp(type, "READ")) {

@@ -54,6 +54,8 @@ export interface Limits {
   warmPool: number;
   /** Bytes of events of terminal runs kept in memory once read back from disk (least recently used out first). */
   runCacheBytes: number;
+  /** RAM snapshots of booted guests kept under the state dir to start fresh VMs from (one per guest shape); 0: every VM boots. */
+  vmSnapshots: number;
 }
 
 /** Node capacity defaults from the host: guests mostly wait on I/O and TCG, so 2 VMs per core; 75% of RAM for guests. */
@@ -82,6 +84,7 @@ export const DEFAULT_LIMITS: Limits = {
   drainTimeoutMs: 900_000,
   warmPool: -1,
   runCacheBytes: 32 * 1024 * 1024,
+  vmSnapshots: 4,
 };
 
 /**
@@ -116,6 +119,7 @@ export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes
   "drain-timeout": { key: "drainTimeoutMs", kind: "secs", help: "seconds a drain waits for active runs before failing them" },
   "warm-pool": { key: "warmPool", kind: "count0", help: "pre-booted micro-VMs kept ready for stages, 0 disables (1 per 2 host cores, at most 4)" },
   "run-cache": { key: "runCacheBytes", kind: "bytes", help: "bytes of terminal runs' events kept in memory after they are read back" },
+  "vm-snapshots": { key: "vmSnapshots", kind: "count0", help: "RAM snapshots of booted guests kept to start fresh micro-VMs from, one per guest shape; 0: every VM boots (4)" },
 };
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };

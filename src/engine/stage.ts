@@ -153,12 +153,13 @@ async function execInVm(
       type: "microvm.spawned",
       message: vm.vm.warm
         ? `micro-VM for ${job.name} taken from the warm pool in ${vm.vm.startMs ?? 0} ms (${vm.vm.accelerator})`
-        : `micro-VM for ${job.name} booted in ${vm.vm.bootMs} ms (${vm.vm.accelerator})`,
+        : `micro-VM for ${job.name} ${vm.vm.restored ? "restored from a snapshot" : "booted"} in ${vm.vm.bootMs} ms (${vm.vm.accelerator})`,
       payload: {
         stage: job.name,
         accelerator: vm.vm.accelerator,
         pid: vm.vm.pid,
         boot_ms: vm.vm.bootMs,
+        ...(vm.vm.restored !== undefined ? { restored: vm.vm.restored } : {}),
         ...(vm.vm.warm !== undefined ? { warm: vm.vm.warm, start_ms: vm.vm.startMs ?? vm.vm.bootMs } : {}),
       },
       stage_name: job.name,

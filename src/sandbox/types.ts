@@ -69,6 +69,8 @@ export interface VmInfo {
   accelerator: "kvm" | "tcg";
   pid: number;
   bootMs: number;
+  /** Started from a RAM snapshot of a booted guest rather than by booting the kernel. */
+  restored?: boolean;
   /** Taken from the warm pool (pre-booted) rather than booted for this stage attempt. */
   warm?: boolean;
   /** ms from asking for the VM to holding a ready one: the claim for a warm VM, the boot for a cold one. */

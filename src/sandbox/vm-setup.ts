@@ -7,7 +7,7 @@ import type { VmProvider } from "../runs/service.js";
 import type { Sandbox } from "./types.js";
 import { probeGuest, type BootFailure } from "./guest-probe.js";
 import { probeIdentity, probeKey, qemuVersion, readProbeCache, writeProbeCache, type Accelerator } from "./probe-cache.js";
-import { checkDieWithParent, findGuestImage, killLeftoverVms, QemuSandbox, stopAllVms, type GuestImage } from "./qemu/index.js";
+import { checkDieWithParent, findGuestImage, killLeftoverVms, QemuSandbox, stopAllVms, VmSnapshots, type GuestImage } from "./qemu/index.js";
 
 type Health = components["schemas"]["Health"];
 
@@ -49,7 +49,7 @@ export function startVmSetup(
     stateDir: string;
     projectRoot: string;
     log: Logger;
-    limits: Pick<Limits, "guestProbeTimeoutMs" | "bootFailuresKept">;
+    limits: Pick<Limits, "guestProbeTimeoutMs" | "bootFailuresKept" | "vmSnapshots">;
     now?: () => number;
     /** Wraps the sandbox once the probe settles (the daemon's node-wide VM slots). */
     gate?: (sandbox: Sandbox) => Sandbox;
@@ -93,6 +93,7 @@ export function startVmSetup(
       pidDir,
       log: o.log,
       qemuBinary: o.qemuBinary,
+      snapshots: o.limits.vmSnapshots > 0 ? new VmSnapshots(path.join(o.stateDir, "vm-snapshots"), o.limits.vmSnapshots, o.log) : undefined,
       onBootFailure: (f) =>
         remember([{ at: new Date(now()).toISOString(), source: "stage", accelerator, run_id: f.runId, stage: f.stage, reason: f.reason }]),
     }));

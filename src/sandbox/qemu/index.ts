@@ -3,6 +3,7 @@
  * from the guest image built by guest/build.sh. The host talks to the guest's init over
  * a virtio-serial port (see protocol.ts).
  */
+import { randomBytes } from "node:crypto";
 import { accessSync, constants as fsc, existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import {
@@ -18,7 +19,8 @@ import {
   type VmInfo,
 } from "../types.js";
 import { MAX_FRAME_PAYLOAD, ProtocolError, buildExecScript, checkRelPath, type Frame } from "./protocol.js";
-import { QemuVm, tunedKernelArgs, type Accelerator, type Logger } from "./vm.js";
+import type { SnapshotShape, VmSnapshots } from "./snapshots.js";
+import { QemuVm, microvmOptionsFor, tunedKernelArgs, type Accelerator, type Logger, type VmSpawnOptions } from "./vm.js";
 
 export {
   killLeftoverVms,
@@ -35,6 +37,7 @@ export {
   microvmOptionsFor,
 } from "./vm.js";
 export type { Accelerator, Logger } from "./vm.js";
+export { VmSnapshots } from "./snapshots.js";
 
 export interface QemuSandboxOptions {
   kernel: string;
@@ -50,6 +53,10 @@ export interface QemuSandboxOptions {
   qemuBinary?: string;
   /** Spawn QEMU so that it dies with the daemon (setpriv --pdeathsig KILL). */
   dieWithParent?: boolean;
+  /** The clock fresh guests are set to (SEED); default Date.now. */
+  now?: () => number;
+  /** RAM snapshots fresh VMs start from where their shape allows (snapshots.ts); absent: always boot. */
+  snapshots?: VmSnapshots;
   /** Told about every boot that failed (not about aborted ones): health lists recent ones. */
   onBootFailure?: (f: { runId: string; stage: string; attempt: number; reason: string }) => void;
 }
@@ -60,6 +67,10 @@ const CHANNEL_EXIT_GRACE_MS = 1000;
 const ABORT_CONFIRM_MS = 5000;
 /** Niceness of a warm-pool boot: it takes CPU only when running stages leave some. */
 const BACKGROUND_NICE = 10;
+/** Bound on a restore from a snapshot: past it the shape boots cold instead. */
+const RESTORE_TIMEOUT_MS = 20_000;
+/** Random bytes a fresh guest is seeded with (credited in full: they come from the host's CSPRNG). */
+const SEED_BYTES = 64;
 /** Bound on a readFile round trip (16 MiB over virtio-serial takes well under this). */
 const READ_TIMEOUT_MS = 60_000;
 
@@ -74,34 +85,71 @@ export class QemuSandbox implements Sandbox {
     for (const [what, p] of [["kernel", kernel], ["initramfs", initramfs]] as const) {
       if (!existsSync(p)) throw new SandboxError(`guest ${what} not found: ${p} (run: make guest)`);
     }
-    const bootTimeoutMs = this.opts.bootTimeoutMs ?? 60_000;
     const t0 = Date.now();
-    let vm: QemuVm;
+    const spawnOpts: VmSpawnOptions = {
+      kernel,
+      initramfs,
+      accelerator: this.opts.accelerator,
+      memoryMb: o.memoryMb,
+      vcpus: o.vcpus,
+      network: o.network,
+      storage: o.storage,
+      kernelArgs: this.opts.kernelArgs ?? tunedKernelArgs(this.opts.accelerator, o.vcpus, kernel),
+      runId: o.runId,
+      stage: o.stage,
+      attempt: o.attempt,
+      pidDir: this.opts.pidDir,
+      qemuBinary: this.opts.qemuBinary,
+      dieWithParent: this.opts.dieWithParent,
+      nice: o.background ? BACKGROUND_NICE : undefined,
+      log: this.opts.log,
+    };
+    const snaps = this.opts.snapshots;
+    // Disks and a network carry host state a restore cannot reproduce: those shapes always boot.
+    const key = snaps && !o.network && !o.storage?.image && !o.storage?.mounts.length ? snaps.key(snapshotShape(spawnOpts)) : null;
+    const from = key ? snaps!.find(key) : null;
+    if (from) {
+      const vm = await this.restore(o, spawnOpts, from, key!, t0);
+      if (vm) return vm;
+    }
+    return this.boot(o, spawnOpts, key && snaps!.wanted(key) ? key : null, t0);
+  }
+
+  private async spawn(o: StageVmOptions, spawnOpts: VmSpawnOptions): Promise<QemuVm> {
     try {
-      vm = await QemuVm.spawn({
-        kernel,
-        initramfs,
-        accelerator: this.opts.accelerator,
-        memoryMb: o.memoryMb,
-        vcpus: o.vcpus,
-        network: o.network,
-        storage: o.storage,
-        kernelArgs: this.opts.kernelArgs ?? tunedKernelArgs(this.opts.accelerator, o.vcpus, kernel),
-        runId: o.runId,
-        stage: o.stage,
-        attempt: o.attempt,
-        pidDir: this.opts.pidDir,
-        qemuBinary: this.opts.qemuBinary,
-        dieWithParent: this.opts.dieWithParent,
-        nice: o.background ? BACKGROUND_NICE : undefined,
-        log: this.opts.log,
-      });
+      return await QemuVm.spawn(spawnOpts);
     } catch (e) {
       const reason = `cannot start micro-VM: ${(e as Error).message}`;
       this.opts.onBootFailure?.({ runId: o.runId, stage: o.stage, attempt: o.attempt, reason });
       throw new SandboxError(reason);
     }
-    const ready = await waitReady(vm, bootTimeoutMs, o.signal);
+  }
+
+  /** A fresh VM from the shape's snapshot, reseeded; null when the restore failed (the snapshot is then refused). */
+  private async restore(o: StageVmOptions, spawnOpts: VmSpawnOptions, from: string, key: string, t0: number): Promise<StageVm | null> {
+    const vm = await this.spawn(o, { ...spawnOpts, restoreFrom: from });
+    const ready = await seedGuest(vm, this.opts.now?.() ?? Date.now(), Math.min(this.opts.bootTimeoutMs ?? 60_000, RESTORE_TIMEOUT_MS), o.signal);
+    if (ready.ok) return this.ready(o, vm, ready.kernelVersion, t0, true);
+    await vm.stop(0);
+    if (o.signal.aborted) throw new SandboxError("micro-VM boot failed: boot aborted");
+    await vm.waitOutput(1000);
+    this.opts.snapshots!.refuse(key, withQemuMessage(ready.reason, vm.consoleText(500)));
+    return null;
+  }
+
+  /** A fresh VM by booting the kernel; with `snapshotKey`, its idle state becomes the shape's snapshot. */
+  private async boot(o: StageVmOptions, spawnOpts: VmSpawnOptions, snapshotKey: string | null, t0: number): Promise<StageVm> {
+    const bootTimeoutMs = this.opts.bootTimeoutMs ?? 60_000;
+    const vm = await this.spawn(o, { ...spawnOpts, qmp: snapshotKey !== null });
+    let ready = await waitReady(vm, bootTimeoutMs, o.signal);
+    let seeded = false;
+    if (ready.ok) {
+      const kernelVersion = ready.kernelVersion;
+      ready = await seedGuest(vm, this.opts.now?.() ?? Date.now(), bootTimeoutMs, o.signal);
+      seeded = ready.ok;
+      // A guest init older than SEED boots as before, it just cannot be snapshotted.
+      if (!ready.ok && / unknown frame type SEED/.test(ready.reason)) ready = { ok: true, kernelVersion };
+    }
     if (!ready.ok) {
       await vm.stop(0);
       await vm.waitOutput(1000);
@@ -112,10 +160,39 @@ export class QemuSandbox implements Sandbox {
       }
       throw new SandboxError(`micro-VM boot failed: ${ready.reason}${tail ? `; console: ${tail}` : ""}`);
     }
-    const info: VmInfo = { accelerator: this.opts.accelerator, pid: vm.pid, bootMs: Date.now() - t0 };
-    this.opts.log?.info({ runId: o.runId, stage: o.stage, ...info, guestKernel: ready.kernelVersion }, "micro-VM ready");
-    return new QemuStageVm(vm, info, ready.kernelVersion);
+    if (snapshotKey && seeded && vm.qmpPath) await this.opts.snapshots!.take(snapshotKey, vm.qmpPath);
+    return this.ready(o, vm, ready.kernelVersion, t0, false);
   }
+
+  private ready(o: StageVmOptions, vm: QemuVm, kernelVersion: string, t0: number, restored: boolean): StageVm {
+    const info: VmInfo = { accelerator: this.opts.accelerator, pid: vm.pid, bootMs: Date.now() - t0, restored };
+    this.opts.log?.info({ runId: o.runId, stage: o.stage, ...info, guestKernel: kernelVersion }, "micro-VM ready");
+    return new QemuStageVm(vm, info, kernelVersion);
+  }
+}
+
+/** What makes two fresh VMs interchangeable for a snapshot. */
+function snapshotShape(o: VmSpawnOptions): SnapshotShape {
+  return {
+    qemuBinary: o.qemuBinary ?? "qemu-system-x86_64",
+    kernel: o.kernel,
+    initramfs: o.initramfs,
+    kernelArgs: o.kernelArgs ?? [],
+    machineOptions: o.machineOptions ?? microvmOptionsFor(o.kernel),
+    memoryMb: o.memoryMb,
+    vcpus: o.vcpus,
+    accelerator: o.accelerator,
+  };
+}
+
+/**
+ * SEED: the host's random bytes and clock into the guest, answered by READY. Every fresh
+ * VM gets it; for a restored one it is what makes the VM its own (see snapshots.ts).
+ */
+function seedGuest(vm: QemuVm, nowMs: number, timeoutMs: number, signal?: AbortSignal): Promise<ReadyResult> {
+  const ready = waitReady(vm, timeoutMs, signal);
+  vm.send("SEED", 0, nowMs, randomBytes(SEED_BYTES));
+  return ready;
 }
 
 type ReadyResult = { ok: true; kernelVersion: string } | { ok: false; reason: string };

@@ -29,9 +29,15 @@
  *   KILL     ID  SIGKILL the running program's process group (no reply; EXEC then
  *                completes with exit code 137)
  *   READ     ID  ARG = max bytes, payload = path relative to /workspace
+ *   SEED     0   ARG = the host's clock (ms since the epoch), payload = random bytes from
+ *                the host: the guest credits them to its random pool, reseeds its
+ *                generator at once and sets its clock; answered by READY. Sent to every
+ *                fresh VM before use; what makes a VM restored from a snapshot its own
+ *                (snapshots.ts). Guests that predate it answer ERROR (boot only).
  *   POWEROFF 0   sync and power off (no reply; QEMU exits)
  * Guest -> host
- *   READY    0   payload = guest kernel version (`uname -r`), sent once after boot
+ *   READY    0   payload = guest kernel version (`uname -r`), sent once after boot and
+ *                as the answer to SEED
  *   OUTC, ERRC ID  while the program runs: ARG = offset of the payload in its stdout /
  *                stderr; payload = the next bytes it wrote (the guest polls its output
  *                every 10-100 ms: at most 256 KiB a frame, never past the EXEC's ARG in
@@ -59,7 +65,7 @@ export const MAX_FRAME_PAYLOAD = 16 * 1024 * 1024;
 /** Longest header line (including the newline) before the decoder gives up. */
 export const MAX_HEADER_BYTES = 128;
 
-export type HostFrameType = "STDIN" | "EXEC" | "KILL" | "READ" | "POWEROFF";
+export type HostFrameType = "STDIN" | "EXEC" | "KILL" | "READ" | "SEED" | "POWEROFF";
 export type GuestFrameType = "READY" | "OUTC" | "ERRC" | "OUT" | "ERR" | "EXIT" | "FILE" | "NOFILE" | "TOOBIG" | "ERROR";
 export type FrameType = HostFrameType | GuestFrameType;
 

@@ -13,7 +13,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { storageArgs, type GuestStorage } from "../storage.js";
-import { FrameDecoder, ProtocolError, encodeFrame, type Frame } from "./protocol.js";
+import { FrameDecoder, ProtocolError, encodeFrame, shQuote, type Frame } from "./protocol.js";
 
 export interface Logger {
   info(obj: object, msg?: string): void;
@@ -158,7 +158,11 @@ export interface VmSpawnOptions {
   dieWithParent?: boolean;
   /** Start QEMU under `nice -n <nice>` (all its threads inherit it): warm-pool boots. */
   nice?: number;
-  /** More QEMU arguments, appended (benchmarks: `-qmp`, `-incoming`). */
+  /** Serve QMP on a socket of its own (`qmpPath`): to snapshot the VM (snapshots.ts). */
+  qmp?: boolean;
+  /** Start from this RAM snapshot (`-incoming`) instead of booting the kernel. */
+  restoreFrom?: string;
+  /** More QEMU arguments, appended (benchmarks). */
   extraArgs?: string[];
   log?: Logger;
 }
@@ -334,6 +338,7 @@ export class QemuVm {
   private server!: net.Server;
   private socket: net.Socket | null = null;
   private sockDir!: string;
+  private qmpDir: string | null = null;
   private pidFile: string | null = null;
   private consoleTail: Buffer[] = [];
   private consoleBytes = 0;
@@ -403,7 +408,14 @@ export class QemuVm {
       machineOptions: o.machineOptions ?? microvmOptionsFor(o.kernel),
       marker: this.marker,
       socketPath,
-    }).concat(o.extraArgs ?? []);
+    });
+    if (o.qmp) {
+      this.qmpDir = await mkdtemp(path.join(os.tmpdir(), "vbxm-"));
+      args.push("-qmp", `unix:${path.join(this.qmpDir, "qmp.sock")},server=on,wait=off`);
+    }
+    // exec: QEMU runs it through /bin/sh, so the path is quoted.
+    if (o.restoreFrom) args.push("-incoming", `exec:cat ${shQuote(o.restoreFrom)}`);
+    args.push(...(o.extraArgs ?? []));
     const qemu = o.qemuBinary ?? "qemu-system-x86_64";
     // setpriv sets PR_SET_PDEATHSIG and execs QEMU: the pid (and, once exec'd, the
     // cmdline killLeftoverVms checks) is QEMU's. The death signal follows the thread
@@ -524,20 +536,22 @@ export class QemuVm {
     this.onExit(e);
   }
 
+  /** The QMP socket (spawned with `qmp: true`), or null. */
+  get qmpPath(): string | null {
+    return this.qmpDir && path.join(this.qmpDir, "qmp.sock");
+  }
+
   private cleanupFiles(): void {
-    if (this.pidFile) {
+    for (const p of [this.pidFile, this.sockDir, this.qmpDir]) {
+      if (!p) continue;
       try {
-        rmSync(this.pidFile, { force: true });
+        rmSync(p, { recursive: true, force: true });
       } catch {
         // ignore
       }
-      this.pidFile = null;
     }
-    try {
-      rmSync(this.sockDir, { recursive: true, force: true });
-    } catch {
-      // ignore
-    }
+    this.pidFile = null;
+    this.qmpDir = null;
   }
 
   /** Resolves once QEMU's output pipes are drained (so consoleText() is complete), or after timeoutMs. */
@@ -597,18 +611,7 @@ export class QemuVm {
     } catch {
       // ignore
     }
-    if (this.pidFile) {
-      try {
-        rmSync(this.pidFile, { force: true });
-      } catch {
-        // ignore
-      }
-    }
-    try {
-      rmSync(this.sockDir, { recursive: true, force: true });
-    } catch {
-      // ignore
-    }
+    this.cleanupFiles();
   }
 
   /**
