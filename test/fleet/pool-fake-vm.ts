@@ -81,7 +81,7 @@ export class PoolFakeVms implements Sandbox {
       closed,
       exec: async (cmd): Promise<ExecResult> => {
         if (vm.stopped) throw new Error(`fake VM ${vm.pid} is stopped`);
-        if (cmd.program === "true" && opts.background && !vm.primed && vm.execs === 0) {
+        if (opts.background && !vm.primed && vm.execs === 0) { // the pool's priming command
           vm.primed = true;
           return { exitCode: this.primeFails ? 127 : 0, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) };
         }
