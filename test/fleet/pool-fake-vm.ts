@@ -8,7 +8,7 @@ import type { ExecResult, Sandbox, StageVm, StageVmOptions, VmExit } from "../..
 export interface FakeVm {
   pid: number;
   opts: StageVmOptions;
-  /** Commands run in it, but for the pool's priming `true`. */
+  /** Commands run in it, but for the pool's priming command. */
   execs: number;
   primed: boolean;
   stopped: boolean;
