@@ -15,7 +15,7 @@ import { NodeSlots } from "./engine/node-slots.js";
 import { Metrics } from "./metrics.js";
 import { GatedSandbox } from "./sandbox/gated.js";
 import { WarmPool } from "./sandbox/warm-pool.js";
-import type { Sandbox } from "./sandbox/types.js";
+import type { Accelerator, Sandbox } from "./sandbox/types.js";
 import { listen, parseListen, type Listener } from "./http/listen.js";
 import { defaultIds, type IdSource } from "./ids.js";
 import { RunService, type VmProvider } from "./runs/service.js";
@@ -167,7 +167,7 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
       capacity: capacity(guest.accelerator === "kvm" || guest.accelerator === "tcg" ? guest.accelerator : null),
     };
   };
-  const capacity = (accelerator: "kvm" | "tcg" | null): NonNullable<Health["capacity"]> => {
+  const capacity = (accelerator: Accelerator | null): NonNullable<Health["capacity"]> => {
     const u = slots.usage();
     return {
       accelerator,

@@ -6,7 +6,7 @@
  */
 import type { components } from "../../generated/api.js";
 import { bootProbe } from "./qemu/index.js";
-import type { Accelerator } from "./probe-cache.js";
+import type { AccelMode, Accelerator } from "./types.js";
 
 export type BootFailure = components["schemas"]["BootFailure"];
 
@@ -20,7 +20,7 @@ export type ProbeOutcome =
 export async function probeGuest(o: {
   kernel: string;
   initramfs: string;
-  accel: "auto" | "kvm" | "tcg";
+  accel: AccelMode;
   kvmUsable: boolean;
   /** Deadline of a TCG boot (and of a forced KVM boot). */
   deadlineMs: number;

@@ -13,15 +13,15 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { writeFileAtomic } from "../store/fsutil.js";
+import type { AccelMode, Accelerator } from "./types.js";
 
-export type Accelerator = "kvm" | "tcg";
 
 export interface ProbeIdentity {
   host_kernel: string;
   qemu: string;
   guest_kernel: string;
   initramfs: string;
-  accel: "auto" | "kvm" | "tcg";
+  accel: AccelMode;
   kvm_usable: boolean;
 }
 

@@ -65,8 +65,20 @@ export interface ExecResult {
 }
 
 /** What a stage's VM was, for `microvm.spawned` / `microvm.exited` events. */
+/** How QEMU runs guests: hardware virtualisation, or TCG's emulation. */
+export type Accelerator = "kvm" | "tcg";
+/** What an operator asks for: `auto` picks KVM when a guest boots under it, else TCG. */
+export type AccelMode = Accelerator | "auto";
+
+/** What the sandbox logs through (pino's shape). */
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
 export interface VmInfo {
-  accelerator: "kvm" | "tcg";
+  accelerator: Accelerator;
   pid: number;
   bootMs: number;
   /** Started from a RAM snapshot of a booted guest rather than by booting the kernel. */

@@ -4,16 +4,16 @@ import type { Logger } from "pino";
 import type { components } from "../../generated/api.js";
 import type { Limits } from "../limits.js";
 import type { VmProvider } from "../runs/service.js";
-import type { Sandbox } from "./types.js";
 import { probeGuest, type BootFailure } from "./guest-probe.js";
-import { probeIdentity, probeKey, qemuVersion, readProbeCache, writeProbeCache, type Accelerator } from "./probe-cache.js";
+import { probeIdentity, probeKey, qemuVersion, readProbeCache, writeProbeCache } from "./probe-cache.js";
+import type { AccelMode, Accelerator, Sandbox } from "./types.js";
 import { checkDieWithParent, findGuestImage, killLeftoverVms, QemuSandbox, stopAllVms, VmSnapshots, type GuestImage } from "./qemu/index.js";
 
 type Health = components["schemas"]["Health"];
 
 export interface VmSetupOptions {
   /** `auto` (default) picks KVM when a guest boots under it, else TCG; `kvm`/`tcg` force it. Either way a guest boot is proven. */
-  accel?: "kvm" | "tcg" | "auto";
+  accel?: AccelMode;
   /** Guest image overrides (default: the image `make guest` built under build/guest). */
   kernel?: string;
   initramfs?: string;

@@ -17,8 +17,7 @@
  */
 import type { components } from "../../generated/api.js";
 import type { NodeSlots } from "../engine/node-slots.js";
-import type { Logger } from "./qemu/vm.js";
-import type { Sandbox, StageVm, StageVmOptions } from "./types.js";
+import type { Logger, Sandbox, StageVm, StageVmOptions } from "./types.js";
 
 export interface PoolShape {
   memoryMb: number;

@@ -9,8 +9,8 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "nod
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { StageVm } from "../../src/sandbox/types.js";
-import { QemuSandbox, VmSnapshots, findGuestImage, killLeftoverVms, probeAccelerator, qemuAvailable, type Accelerator } from "../../src/sandbox/qemu/index.js";
+import type { Accelerator, StageVm } from "../../src/sandbox/types.js";
+import { QemuSandbox, VmSnapshots, findGuestImage, killLeftoverVms, probeAccelerator, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const image = findGuestImage(root);

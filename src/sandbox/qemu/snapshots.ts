@@ -21,7 +21,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, ren
 import path from "node:path";
 import { shQuote } from "./protocol.js";
 import { Qmp } from "./qmp.js";
-import type { Accelerator, Logger } from "./vm.js";
+import type { Accelerator, Logger } from "../types.js";
 
 export interface SnapshotShape {
   qemuBinary: string;

@@ -1,135 +1,24 @@
 /**
- * One QEMU micro-VM process: command line, the host end of the virtio-serial channel,
- * pid files, a process-global registry of live VMs and leftover cleanup.
+ * One QEMU micro-VM process and the host end of its virtio-serial channel. Its command
+ * line is command-line.ts's, its kernel arguments kernel-args.ts's; it registers with
+ * registry.ts and writes a pid file for leftovers.ts.
  *
- * Nothing here knows about stages' semantics; QemuSandbox (index.ts) drives the
+ * Nothing here knows about stages' semantics; QemuSandbox (sandbox.ts) drives the
  * protocol. Every wait is bounded by the caller's timeouts.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { storageArgs, type GuestStorage } from "../storage.js";
-import { FrameDecoder, ProtocolError, encodeFrame, shQuote, type Frame } from "./protocol.js";
-
-export interface Logger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-
-export type Accelerator = "kvm" | "tcg";
-
-/** Kernel arguments measured to shorten a TCG boot of the Debian cloud kernel. */
-export const TUNED_KERNEL_ARGS = [
-  "console=ttyS0",
-  "quiet",
-  "loglevel=0",
-  "nokaslr",
-  "i8042.noaux",
-  "i8042.nokbd",
-  "8250.nr_uarts=1",
-  // Initcalls that cost 10-100 ms each under TCG and do nothing for us (crypto
-  // self-tests, kprobe tracing, the module-signing key: our modules then load
-  // unverified, which the Debian kernel allows without MODULE_SIG_FORCE).
-  "initcall_blacklist=cmos_init,i8042_init,crypto_kdf108_init,init_kprobe_trace,load_system_certificate_list,init_encrypted",
-  "cryptomgr.notests",
-  // Registering 256 legacy BSD pty pairs took ~125 ms of the minimal kernel's boot under
-  // TCG; nothing in the guest uses them (the Debian kernel has none: ignored there).
-  "pty.legacy_count=0",
-  "mitigations=off",
-  "rodata=off",
-  "init_on_alloc=0",
-  "audit=0",
-  "apparmor=0",
-  "security=none",
-  "nowatchdog",
-  "random.trust_cpu=on",
-  // The IO-APIC timer check and the clocksource watchdog only cost time in a TCG guest.
-  "no_timer_check",
-  "tsc=reliable",
-  "panic=-1",
-];
-
-let tscKhzCache: number | null | undefined;
-/**
- * The host TSC frequency in kHz when the host TSC is constant, else null. Under TCG
- * the guest's rdtsc is the host's, and the guest's PIT-based TSC calibration fails
- * now and then ("tsc: Unable to calibrate against PIT"), after which the Debian
- * kernel hangs in boot; `tsc_early_khz=` skips that calibration.
- */
-export function hostTscKhz(): number | null {
-  if (tscKhzCache !== undefined) return tscKhzCache;
-  tscKhzCache = null;
-  try {
-    const info = readFileSync("/proc/cpuinfo", "latin1");
-    const flags = /^flags\s*:(.*)$/m.exec(info)?.[1] ?? "";
-    const mhz = Number(/^cpu MHz\s*:\s*([0-9.]+)/m.exec(info)?.[1]);
-    if (/\bconstant_tsc\b/.test(flags) && Number.isFinite(mhz) && mhz > 100) tscKhzCache = Math.round(mhz * 1000);
-  } catch {
-    // not Linux, or no /proc: the guest calibrates by itself
-  }
-  return tscKhzCache;
-}
-
-/**
- * Added for a single-vCPU TCG guest of the minimal kernel only. `noapictimer`: the
- * local APIC timer needs a ~100 ms calibration against the PIT at boot (TCG has no
- * TSC-deadline timer); the PIT serves as the clock event device instead. Measured:
- * ~250 ms less to the first command. Not with more vCPUs, nor under KVM (TSC-deadline
- * LAPIC timer: no calibration, cheaper than the PIT), and never for the Debian cloud
- * kernel: it boots, but its timers then never fire, so the first sleep in the guest
- * (the init's output poll) hangs and no command ever finishes.
- */
-export const TCG_KERNEL_ARGS = ["noapictimer"];
-
-/** The minimal kernel (guest/kernel.config) is the one built without ACPI. */
-const isMinimalKernel = (kernel: string) => microvmOptionsFor(kernel).split(",").includes("acpi=off");
-
-/**
- * The tuned command line for this host, accelerator, vCPU count and kernel: adds
- * TCG_KERNEL_ARGS for the minimal kernel on one vCPU under TCG, and tsc_early_khz when
- * the host TSC is known.
- */
-export function tunedKernelArgs(accelerator: Accelerator, vcpus: number, kernel: string): string[] {
-  const khz = hostTscKhz();
-  return [
-    ...TUNED_KERNEL_ARGS,
-    ...(accelerator === "tcg" && vcpus === 1 && isMinimalKernel(kernel) ? TCG_KERNEL_ARGS : []),
-    ...(khz ? [`tsc_early_khz=${khz}`] : []),
-  ];
-}
-
-/** The stock minimal command line (what the protocol strictly needs), for comparison. */
-export const UNTUNED_KERNEL_ARGS = ["console=ttyS0"];
-
-/**
- * UNTUNED_KERNEL_ARGS plus `tsc_early_khz=` when known: without it a TCG guest hangs
- * in TSC calibration often enough (most boots on a loaded host) that no baseline
- * could be measured.
- */
-export function untunedKernelArgs(): string[] {
-  const khz = hostTscKhz();
-  return khz ? [...UNTUNED_KERNEL_ARGS, `tsc_early_khz=${khz}`] : [...UNTUNED_KERNEL_ARGS];
-}
-
-/**
- * Extra `-M microvm,...` options a kernel needs, from the `microvm-options` file next to
- * it (written by guest/build.sh): the custom kernel has no ACPI and runs with
- * `acpi=off`, so QEMU lists its virtio-mmio devices on the kernel command line. The
- * Debian cloud kernel needs ACPI for that (no file: QEMU's defaults).
- */
-export function microvmOptionsFor(kernel: string): string {
-  try {
-    const v = readFileSync(path.join(path.dirname(kernel), "microvm-options"), "utf8").trim();
-    return /^[a-z0-9-]+=[a-z0-9]+(,[a-z0-9-]+=[a-z0-9]+)*$/.test(v) ? v : "";
-  } catch {
-    return ""; // none (the cloud kernel), or unreadable
-  }
-}
+import type { Accelerator, Logger } from "../types.js";
+import type { GuestStorage } from "../storage.js";
+import { buildQemuArgs, makeMarker } from "./command-line.js";
+import { microvmOptionsFor, tunedKernelArgs } from "./kernel-args.js";
+import type { PidFile } from "./leftovers.js";
+import { FrameDecoder, encodeFrame, shQuote, type Frame } from "./protocol.js";
+import { register, unregister } from "./registry.js";
 
 export interface VmSpawnOptions {
   kernel: string;
@@ -173,159 +62,6 @@ export interface VmProcessExit {
 }
 
 const CONSOLE_KEEP = 16 * 1024;
-
-function sanitize(s: string): string {
-  return s.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 64);
-}
-
-export function makeMarker(runId = "probe", stage = "vm", attempt = 0): string {
-  return `voidbox-${sanitize(runId)}-${sanitize(stage)}-${attempt}-${randomBytes(4).toString("hex")}`;
-}
-
-export function buildQemuArgs(
-  o: Pick<VmSpawnOptions, "kernel" | "initramfs" | "accelerator" | "memoryMb" | "vcpus" | "network" | "machineOptions" | "storage"> & {
-    kernelArgs: string[];
-    marker: string;
-    socketPath: string;
-  },
-): string[] {
-  const storage = storageArgs(o.storage);
-  const append = [...o.kernelArgs, ...(o.network ? ["voidbox.net=1"] : []), ...storage.kernel].join(" ");
-  const args = [
-    "-name", o.marker,
-    "-M", `microvm,rtc=on${o.machineOptions ? `,${o.machineOptions}` : ""}`,
-    // thread=single: measured faster to boot than multi-threaded TCG on 2 host cores.
-    "-accel", o.accelerator === "kvm" ? "kvm" : "tcg,thread=single",
-    "-nodefaults", "-no-user-config", "-nographic",
-    "-monitor", "none",
-    "-serial", "stdio",
-    "-no-reboot",
-    "-m", String(o.memoryMb),
-    "-smp", String(o.vcpus),
-    "-kernel", o.kernel,
-    "-initrd", o.initramfs,
-    "-append", append,
-    "-device", "virtio-serial-device",
-    "-chardev", `socket,id=vbxch,path=${o.socketPath}`,
-    "-device", "virtserialport,chardev=vbxch,name=voidbox.0",
-  ];
-  if (o.network) {
-    args.push("-netdev", "user,id=vbxnet", "-device", "virtio-net-device,netdev=vbxnet");
-  }
-  args.push(...storage.qemu);
-  return args;
-}
-
-// --- process-global registry ---------------------------------------------------------
-
-const live = new Set<QemuVm>();
-let exitHookInstalled = false;
-
-function register(vm: QemuVm): void {
-  live.add(vm);
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    // Safety net: nothing asynchronous can run in 'exit', so SIGKILL synchronously.
-    process.on("exit", () => {
-      for (const v of live) v.killSync();
-    });
-  }
-}
-
-/** VMs spawned by this process that have not exited yet. */
-export function liveVmCount(): number {
-  return live.size;
-}
-
-/** Stop every live VM (daemon shutdown): power off, SIGKILL after graceMs. */
-export async function stopAllVms(graceMs: number): Promise<number> {
-  const vms = [...live];
-  await Promise.all(vms.map((v) => v.stop(graceMs).catch(() => undefined)));
-  return vms.length;
-}
-
-// --- pid files -----------------------------------------------------------------------
-
-interface PidFile {
-  pid: number;
-  runId: string;
-  stage: string;
-  startedAt: string;
-  marker: string;
-}
-
-function readCmdline(pid: number): string[] | null {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").filter((s) => s.length > 0);
-  } catch {
-    return null;
-  }
-}
-
-function isZombieOrGone(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state === "Z" || state === "X";
-  } catch {
-    return true;
-  }
-}
-
-/**
- * Kill QEMU processes recorded in `pidDir` (e.g. left by a crashed daemon): for each
- * pid file, SIGKILL the process only if /proc/<pid>/cmdline is a qemu-system process
- * carrying the file's marker; remove the pid file. Returns the number killed.
- * Waits (bounded, 3 s) for the killed processes to disappear.
- */
-export async function killLeftoverVms(pidDir: string, log?: Logger): Promise<number> {
-  let names: string[];
-  try {
-    names = readdirSync(pidDir).filter((n) => n.endsWith(".json"));
-  } catch {
-    return 0;
-  }
-  const killed: number[] = [];
-  for (const name of names) {
-    const file = path.join(pidDir, name);
-    let info: PidFile | null = null;
-    try {
-      info = JSON.parse(readFileSync(file, "utf8")) as PidFile;
-    } catch {
-      info = null;
-    }
-    if (info && Number.isInteger(info.pid) && info.pid > 1 && typeof info.marker === "string") {
-      const argv = readCmdline(info.pid);
-      // Just after spawn the process may still be nice or setpriv, about to exec QEMU.
-      const exe = argv?.[0] && ["setpriv", "nice"].includes(path.basename(argv[0])) ? argv.find((a) => path.basename(a).startsWith("qemu-system")) : argv?.[0];
-      const isOurs = argv !== null && exe !== undefined && path.basename(exe).startsWith("qemu-system") && argv.includes(info.marker);
-      if (isOurs) {
-        try {
-          process.kill(info.pid, "SIGKILL");
-          killed.push(info.pid);
-          log?.warn({ pid: info.pid, runId: info.runId, stage: info.stage, marker: info.marker }, "killed leftover micro-VM");
-        } catch {
-          // already gone
-        }
-      }
-    }
-    try {
-      rmSync(file, { force: true });
-    } catch {
-      // ignore
-    }
-  }
-  const deadline = Date.now() + 3000;
-  while (killed.some((p) => !isZombieOrGone(p)) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  // Our own children: wait until they are reaped (and out of the registry).
-  const ours = [...live].filter((v) => killed.includes(v.pid));
-  await Promise.all(ours.map((v) => v.waitExit(Math.max(0, deadline - Date.now()))));
-  return killed.length;
-}
-
-// --- the VM process --------------------------------------------------------------------
 
 /**
  * A spawned QEMU process plus the host end of its channel. Frames from the guest go to
@@ -523,7 +259,7 @@ export class QemuVm {
   private handleExit(e: VmProcessExit): void {
     if (this.exitInfo) return;
     this.exitInfo = e;
-    live.delete(this);
+    unregister(this);
     this.cleanupFiles();
     this.socket?.destroy();
     try {
@@ -660,10 +396,3 @@ export function checkDieWithParent(): Promise<boolean> {
     child.once("exit", (code) => resolve((setprivWorks = code === 0)));
   });
 }
-
-/** True when `qemu-system-x86_64` runs (found on the PATH and answers --version). */
-export function qemuAvailable(binary = "qemu-system-x86_64"): boolean {
-  return spawnSync(binary, ["--version"], { stdio: "ignore", timeout: 10_000 }).status === 0;
-}
-
-export { ProtocolError };
