@@ -3,7 +3,8 @@ import { describe, it, expect, afterEach } from "vitest";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { findGuestImage, findGuestKernels, TCG_KERNEL_ARGS, tunedKernelArgs } from "../../src/sandbox/qemu/index.js";
+import { findGuestImage, TCG_KERNEL_ARGS, tunedKernelArgs } from "../../src/sandbox/qemu/index.js";
+import { findGuestKernels } from "../../bench/guest-kernels.js";
 
 const dirs: string[] = [];
 afterEach(() => {

@@ -63,26 +63,6 @@ describe("frame decoding errors", () => {
     expect(() => d.push(encodeFrame("OUT", 1, 0))).toThrow(ProtocolError);
   });
 
-  it("noise mode skips kernel messages around frames", () => {
-    const d = new FrameDecoder({ allowNoise: true });
-    const wire = Buffer.concat([
-      Buffer.from("[    0.000000] Linux version 6.1\r\nVBX garbage VBX"),
-      encodeFrame("READY", 0, 0, Buffer.from("6.1.0")),
-      Buffer.from("\r\n[    1.2] random: crng init done\r\n"),
-      encodeFrame("EXIT", 4, 0),
-    ]);
-    const frames = [];
-    for (let i = 0; i < wire.length; i += 5) frames.push(...d.push(wire.subarray(i, i + 5)));
-    expect(frames.map((f) => f.type)).toEqual(["READY", "EXIT"]);
-    expect(frames[0].payload.toString()).toBe("6.1.0");
-    expect(d.noiseBytes).toBeGreaterThan(40);
-  });
-
-  it("noise that looks like the magic but is no valid header is an error", () => {
-    const d = new FrameDecoder({ allowNoise: true });
-    expect(() => d.push(Buffer.from("VBX1 OUT one two\n"))).toThrow(/malformed frame header/);
-  });
-
   it("rejects a checksum mismatch", () => {
     const wire = encodeFrame("OUT", 1, 0, Buffer.from("hello"));
     wire[wire.length - 1] ^= 0x01;

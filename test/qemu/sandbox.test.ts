@@ -9,15 +9,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ExecResult, StageVm } from "../../src/sandbox/types.js";
-import {
-  QemuSandbox,
-  findGuestImage,
-  findGuestKernels,
-  killLeftoverVms,
-  liveVmCount,
-  probeAccelerator,
-  qemuAvailable,
-} from "../../src/sandbox/qemu/index.js";
+import { QemuSandbox, findGuestImage, killLeftoverVms, liveVmCount, probeAccelerator, qemuAvailable } from "../../src/sandbox/qemu/index.js";
+import { findGuestKernels } from "../../bench/guest-kernels.js";
 import { pidAlive } from "../helpers/process.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");

@@ -9,7 +9,7 @@ export interface GuestImage {
 }
 
 /** A kernel in `dir`: the uncompressed `vmlinux` (PVH boot, faster under TCG) or else `vmlinuz`. */
-function kernelIn(dir: string, names = ["vmlinux", "vmlinuz"]): { kernel: string; kernelVersion: string } | null {
+export function kernelIn(dir: string, names = ["vmlinux", "vmlinuz"]): { kernel: string; kernelVersion: string } | null {
   const kernel = names.map((n) => path.join(dir, n)).find((p) => existsSync(p));
   if (!kernel) return null;
   try {
@@ -20,7 +20,7 @@ function kernelIn(dir: string, names = ["vmlinux", "vmlinuz"]): { kernel: string
   }
 }
 
-function guestInitramfs(dir: string): string | undefined {
+export function guestInitramfs(dir: string): string | undefined {
   return ["initramfs.cpio.lz4", "initramfs.cpio.gz"].map((n) => path.join(dir, n)).find((p) => existsSync(p));
 }
 
@@ -39,27 +39,4 @@ export function findGuestImage(projectRoot: string): GuestImage | null {
     if (k) return { ...k, initramfs };
   }
   return null;
-}
-
-/**
- * Every kernel the guest image offers (for benchmarks): the custom kernel, the Debian
- * cloud kernel booted through PVH (`vmlinux`) and its stock bzImage (`vmlinuz`).
- */
-export function findGuestKernels(projectRoot: string): {
-  custom: GuestImage | null;
-  cloud: GuestImage | null;
-  cloudBzImage: GuestImage | null;
-} {
-  const dir = path.join(projectRoot, "build", "guest");
-  const initramfs = guestInitramfs(dir);
-  const none = { custom: null, cloud: null, cloudBzImage: null };
-  if (!initramfs) return none;
-  const img = (k: { kernel: string; kernelVersion: string } | null) => (k ? { ...k, initramfs } : null);
-  // Older images had the cloud kernel at the top level (no cloud/ directory).
-  const cloudDir = existsSync(path.join(dir, "cloud")) ? path.join(dir, "cloud") : dir;
-  return {
-    custom: img(kernelIn(path.join(dir, "custom"), ["vmlinux"])),
-    cloud: img(kernelIn(cloudDir)),
-    cloudBzImage: img(kernelIn(cloudDir, ["vmlinuz"])),
-  };
 }

@@ -86,19 +86,6 @@ export function tunedKernelArgs(accelerator: Accelerator, vcpus: number, kernel:
   ];
 }
 
-/** The stock minimal command line (what the protocol strictly needs), for comparison. */
-export const UNTUNED_KERNEL_ARGS = ["console=ttyS0"];
-
-/**
- * UNTUNED_KERNEL_ARGS plus `tsc_early_khz=` when known: without it a TCG guest hangs
- * in TSC calibration often enough (most boots on a loaded host) that no baseline
- * could be measured.
- */
-export function untunedKernelArgs(): string[] {
-  const khz = hostTscKhz();
-  return khz ? [...UNTUNED_KERNEL_ARGS, `tsc_early_khz=${khz}`] : [...UNTUNED_KERNEL_ARGS];
-}
-
 /**
  * Extra `-M microvm,...` options a kernel needs, from the `microvm-options` file next to
  * it (written by guest/build.sh): the custom kernel has no ACPI and runs with

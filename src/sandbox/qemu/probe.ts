@@ -73,7 +73,7 @@ export async function bootProbe(o: {
     });
     const r = await waitReady(vm, o.deadlineMs, o.signal);
     if (r.ok) {
-      const failed = await probeCommand(new QemuStageVm(vm, { accelerator: o.accelerator, pid: vm.pid, bootMs: Date.now() - t0 }, r.kernelVersion), t0 + o.deadlineMs);
+      const failed = await probeCommand(new QemuStageVm(vm, { accelerator: o.accelerator, pid: vm.pid, bootMs: Date.now() - t0 }), t0 + o.deadlineMs);
       if (failed === null) return { ok: true, ms: Date.now() - t0, kernelVersion: r.kernelVersion };
       return { ok: false, ms: Date.now() - t0, reason: `guest ${r.kernelVersion} booted but ${failed}` };
     }

@@ -18,8 +18,8 @@
  * The header is ASCII and short (MAX_HEADER_BYTES); the payload is binary. A header that
  * does not parse, a length over the limit or a checksum mismatch is a protocol error:
  * the stream cannot be resynchronised, so the operation in flight fails with a
- * SandboxError and the VM is considered broken. The decoder can optionally skip noise
- * before a frame (for a shared console line); on the dedicated port it is strict.
+ * SandboxError and the VM is considered broken. The channel is a dedicated port: the
+ * decoder is strict (nothing but frames).
  *
  * Host -> guest
  *   STDIN    ID  payload = stdin bytes for the EXEC with the same ID (always sent first)
@@ -103,8 +103,6 @@ const HEADER_RE = /^VBX1 ([A-Z]{1,12}) (\d{1,15}) (-?\d{1,15}) (\d{1,10}) ([0-9a
 const MAGIC_BUF = Buffer.from(`${MAGIC} `, "ascii");
 
 export interface DecoderOptions {
-  /** Skip bytes that precede a frame (shared console); default false (dedicated channel). */
-  allowNoise?: boolean;
   maxPayload?: number;
 }
 
@@ -119,13 +117,9 @@ export class FrameDecoder {
   private partsBytes = 0;
   private pending: { type: string; id: number; arg: number; len: number; crc: string } | null = null;
   private failed: ProtocolError | null = null;
-  private readonly allowNoise: boolean;
   private readonly maxPayload: number;
-  /** Bytes skipped as noise (only with allowNoise). */
-  noiseBytes = 0;
 
   constructor(opts: DecoderOptions = {}) {
-    this.allowNoise = opts.allowNoise ?? false;
     this.maxPayload = opts.maxPayload ?? MAX_FRAME_PAYLOAD;
   }
 
@@ -167,22 +161,9 @@ export class FrameDecoder {
   private next(): Frame | null {
     if (!this.pending) {
       if (this.buf.length === 0) return null;
-      if (this.allowNoise) {
-        const at = this.buf.indexOf(MAGIC_BUF);
-        if (at < 0) {
-          // Keep a possible partial magic at the end of the buffer.
-          const keep = Math.min(this.buf.length, MAGIC_BUF.length - 1);
-          this.noiseBytes += this.buf.length - keep;
-          this.buf = this.buf.subarray(this.buf.length - keep);
-          return null;
-        }
-        this.noiseBytes += at;
-        this.buf = this.buf.subarray(at);
-      } else {
-        const n = Math.min(this.buf.length, MAGIC_BUF.length);
-        if (!this.buf.subarray(0, n).equals(MAGIC_BUF.subarray(0, n))) {
-          throw new ProtocolError(`malformed frame: expected "${MAGIC}" header, got ${preview(this.buf)}`);
-        }
+      const n = Math.min(this.buf.length, MAGIC_BUF.length);
+      if (!this.buf.subarray(0, n).equals(MAGIC_BUF.subarray(0, n))) {
+        throw new ProtocolError(`malformed frame: expected "${MAGIC}" header, got ${preview(this.buf)}`);
       }
       const nl = this.buf.indexOf(0x0a);
       if (nl < 0) {
@@ -222,7 +203,7 @@ export class FrameDecoder {
     if (this.pending) {
       throw new ProtocolError(`truncated frame: ${this.pending.type} expected ${this.pending.len} payload bytes, got ${this.buf.length + this.partsBytes}`);
     }
-    if (this.buf.length > 0 && !this.allowNoise) {
+    if (this.buf.length > 0) {
       throw new ProtocolError(`truncated frame header: ${preview(this.buf)}`);
     }
   }

@@ -137,7 +137,7 @@ export class QemuSandbox implements Sandbox {
   private ready(o: StageVmOptions, vm: QemuVm, kernelVersion: string, t0: number, restored: boolean): StageVm {
     const info: VmInfo = { accelerator: this.opts.accelerator, pid: vm.pid, bootMs: Date.now() - t0, restored };
     this.opts.log?.info({ runId: o.runId, stage: o.stage, ...info, guestKernel: kernelVersion }, "micro-VM ready");
-    return new QemuStageVm(vm, info, kernelVersion);
+    return new QemuStageVm(vm, info);
   }
 }
 

@@ -43,7 +43,6 @@ export class QemuStageVm implements StageVm {
   constructor(
     private readonly qvm: QemuVm,
     readonly vm: VmInfo,
-    readonly guestKernelVersion: string,
   ) {
     qvm.onFrame = (f) => this.onFrame(f);
     qvm.onChannelError = (e) => this.fail(

@@ -244,10 +244,6 @@ export class QemuVm {
     this.onChannelError(e);
   }
 
-  get channelError(): Error | null {
-    return this.channelFailed;
-  }
-
   /** Queue a frame to the guest. Throws ProtocolError for an unencodable frame. */
   send(type: string, id: number, arg: number, payload?: Buffer): void {
     const frame = encodeFrame(type, id, arg, payload);
