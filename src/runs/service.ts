@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { components } from "../../generated/api.js";
 import { runEngine } from "../engine/index.js";
-import { DEFAULT_POLICY, type EngineEvent, type EngineHooks, type EngineResult, type RunPolicy } from "../engine/types.js";
+import { DEFAULT_POLICY, type EngineEvent, type EngineHooks, type EngineResult, type RunPolicy, type RunReport } from "../engine/types.js";
 import { ApiError, notFound } from "../errors.js";
 import type { IdSource } from "../ids.js";
 import type { Limits } from "../limits.js";
@@ -576,7 +576,7 @@ export class RunService {
       const reason = e instanceof SpecError ? e.message : `cannot load spec: ${(e as Error).message}`;
       if (run.terminal || run.abort.signal.aborted) return;
       run.append({ type: "spec.parse_failed", level: "error", message: reason });
-      return this.fail(run, exec, reason);
+      return this.fail(run, reason);
     }
     if (run.terminal || run.abort.signal.aborted) return;
     run.append({ type: "run.spec.loaded", message: `spec ${spec.name} (${spec.kind}) loaded`, payload: { name: spec.name, kind: spec.kind } });
@@ -592,25 +592,25 @@ export class RunService {
       storage = resolveGuestStorage(spec.sandbox, { stateDir: this.deps.store.stateDir, mountRoots: this.deps.limits.mountRoots }, exec.inputs.inline ? "body/spec/sandbox" : `spec ${run.file.file}: sandbox`);
     } catch (e) {
       if (!(e instanceof SpecError)) throw e;
-      return this.fail(run, exec, e.message);
+      return this.fail(run, e.message);
     }
     const picked = this.pickSandbox(run, spec);
     const sandbox = picked && withStorage(picked, storage);
-    if (!sandbox) return this.fail(run, exec, `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`);
+    if (!sandbox) return this.fail(run, `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`);
     let result: EngineResult;
     try {
       result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now, limits: this.deps.limits, input: exec.inputs.input });
     } catch (e) {
-      return this.fail(run, exec, (e as Error).message);
+      return this.fail(run, (e as Error).message);
     }
     if (run.abort.signal.aborted) return; // stopped from outside (cancel, storage fault): that path records the end
     this.finishExecution(run, exec, result);
   }
 
-  private fail(run: Run, exec: Execution, reason: string): void {
+  private fail(run: Run, reason: string): void {
     // Aborted: ended (cancel) or stopped by a fault whose owner records the end.
     if (run.terminal || run.abort.signal.aborted) return;
-    this.complete(run, exec, { type: "run.failed", level: "error", message: reason }, "failed", { error: reason });
+    this.terminate(run, "failed", { type: "run.failed", level: "error", message: reason }, { reason, error: reason });
     run.persist();
   }
 
@@ -693,15 +693,14 @@ export class RunService {
     const { problem } = this.publication(run, exec, result);
     const fields = { report: result.report, exit_code: result.exitCode };
     if (result.report.success && !problem) {
-      this.complete(run, exec, { type: "run.finished", message: "run succeeded", payload: { exit_code: result.exitCode } }, "succeeded", fields);
+      this.terminate(run, "succeeded", { type: "run.finished", message: "run succeeded", payload: { exit_code: result.exitCode } }, { ...fields, reason: null });
     } else {
       const error = result.report.success ? problem! : (result.error ?? "execution reported unsuccessful result");
-      this.complete(
+      this.terminate(
         run,
-        exec,
-        { type: "run.failed", level: "error", message: result.report.success ? error : "execution reported unsuccessful result", payload: { error, exit_code: result.exitCode } },
         "failed",
-        { ...fields, error },
+        { type: "run.failed", level: "error", message: result.report.success ? error : "execution reported unsuccessful result", payload: { error, exit_code: result.exitCode } },
+        { ...fields, error, reason: error },
       );
     }
     const output = result.report.output;
@@ -721,11 +720,23 @@ export class RunService {
     return outcome;
   }
 
-  /** The terminal transition of an execution; the caller persists (once, after what follows it). */
-  private complete(run: Run, exec: Execution, e: EngineEvent, status: "succeeded" | "failed", fields: Parameters<Run["finish"]>[2]): void {
-    if (!run.file.artifact_publication) this.publication(run, exec);
-    run.finish(status, e, { terminal_reason: status === "failed" ? (fields.error ?? null) : null, ...fields });
-    this.deps.log.info({ run_id: run.id, status, exit_code: run.file.exit_code, error: run.file.error }, `run ${status}`);
+  /**
+   * The one way into a terminal state, and the only writer of `terminal_reason`: the
+   * publication is decided (`republish`: again, from the outputs so far), then the
+   * terminal event is appended — the commit point — with the terminal fields. The
+   * caller persists (once, after what follows it).
+   */
+  private terminate(
+    run: Run,
+    status: "succeeded" | "failed" | "cancelled",
+    event: EngineEvent,
+    o: { reason: string | null; error?: string | null; report?: RunReport; exit_code?: number | null; republish?: boolean },
+  ): void {
+    const exec = this.executions.get(run.id);
+    if (exec && (o.republish || !run.file.artifact_publication)) this.publication(run, exec);
+    const { reason, republish: _, ...fields } = o;
+    run.finish(status, event, { ...fields, terminal_reason: reason });
+    this.deps.log.info({ run_id: run.id, status, exit_code: run.file.exit_code, error: run.file.error, reason }, `run ${status}`);
   }
 
   /**
@@ -735,13 +746,11 @@ export class RunService {
    */
   private endFromOutside(run: Run, status: "failed" | "cancelled", why: string, terminalReason: string): void {
     run.abortStages(why);
-    const exec = this.executions.get(run.id);
-    if (exec) this.publication(run, exec);
     const event: EngineEvent =
       status === "cancelled"
         ? { type: "run.cancelled", level: "warn", message: `run cancelled: ${terminalReason}`, payload: { reason: terminalReason } }
         : { type: "run.failed", level: "error", message: why, payload: { error: why, reason: terminalReason } };
-    run.finish(status, event, { terminal_reason: terminalReason, error: status === "failed" ? why : run.file.error });
+    this.terminate(run, status, event, { reason: terminalReason, error: status === "failed" ? why : run.file.error, republish: true });
     // The terminal event is in the log (the commit); run.json may lag: then it is owed.
     if (!run.abort.signal.aborted) run.abort.abort(new Error(why));
     this.settle(run, () => run.persist());
@@ -766,7 +775,6 @@ export class RunService {
         this.owed.set(run.id, end);
         throw this.deps.storage.fault(e);
       }
-      this.deps.log.info({ run_id: id, status: "cancelled", reason: why }, "run cancelled");
     }
     return { run_id: run.id, state: run.status, terminal_event_id: run.file.terminal_event_id };
   }
