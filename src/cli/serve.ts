@@ -4,7 +4,7 @@ import pino from "pino";
 import { ConfigError, defaultSocketPath, defaultStateDir, resolveToken, type Env } from "../config.js";
 import { isLoopbackHost, parseListen } from "../http/listen.js";
 import { limitsFromFlags, SERVE_LIMIT_FLAGS } from "../limits.js";
-import { createDaemon } from "../server.js";
+import { createDaemon, type Daemon } from "../server.js";
 import { prettyDestination } from "./pretty-log.js";
 
 /** `voidbox serve`: runs the daemon until SIGTERM/SIGINT; bad flags throw ConfigError (exit 2). */
@@ -52,18 +52,11 @@ export async function serve(argv: string[], env: Env): Promise<number> {
   } else if (tcpHosts.length) token = resolveToken(values["token-file"], env, true);
 
   const stateDir = path.resolve(values["state-dir"] ?? defaultStateDir(env));
-  const daemon = await createDaemon({
-    stateDir,
-    auth: token ? { token } : null,
-    log,
-    limits,
-    vm: { accel, kernel: values.kernel, initramfs: values.initramfs },
-    // Bound during start-up (health answers before the API is loaded); a bind error
-    // stops what start-up began (the guest-boot probe's VM) and is thrown here.
-    listen: listens,
-  });
-  log.info({ state_dir: stateDir }, "daemon ready");
-
+  // The handlers are in place before the listeners are bound: health answers while the
+  // API still loads, so a client may already signal. What arrives before the daemon
+  // exists is acted on once it does (the default action would kill the process).
+  let daemon: Daemon | null = null;
+  let early: "SIGTERM" | "SIGINT" | "SIGUSR2" | null = null;
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -74,7 +67,7 @@ export async function serve(argv: string[], env: Env): Promise<number> {
       process.exit(1);
     }, 30_000);
     hard.unref();
-    daemon.close().then(
+    daemon!.close().then(
       () => {
         log.flush();
         process.exit(0);
@@ -85,21 +78,38 @@ export async function serve(argv: string[], env: Env): Promise<number> {
       },
     );
   };
+  // A drain (SIGUSR2, POST /v1/drain or `voidbox drain`) lets active runs finish, then exits 0.
+  const drain = () => {
+    log.info({ signal: "SIGUSR2" }, "drain requested");
+    void daemon!.drain();
+  };
+  const on = (signal: "SIGTERM" | "SIGINT" | "SIGUSR2") => {
+    if (!daemon) early = early === "SIGTERM" || early === "SIGINT" ? early : signal;
+    else if (signal === "SIGUSR2") drain();
+    else stop(signal);
+  };
   // Last line of defence. Every write path has an owner that decides what its failure
   // means (RunService.storageFault, the 507 reply, best-effort housekeeping), so a
   // rejection nobody handled is a bug: it is logged at error level, visibly, and the
   // daemon keeps serving the other runs rather than dying with all of them.
   process.on("unhandledRejection", (reason) => log.error({ err: reason }, "BUG: unhandled promise rejection (daemon keeps serving)"));
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-  // A drain (SIGUSR2, POST /v1/drain or `voidbox drain`) lets active runs finish, then exits 0.
-  process.on("SIGUSR2", () => {
-    log.info({ signal: "SIGUSR2" }, "drain requested");
-    void daemon.drain();
+  for (const signal of ["SIGTERM", "SIGINT", "SIGUSR2"] as const) process.on(signal, () => on(signal));
+
+  daemon = await createDaemon({
+    stateDir,
+    auth: token ? { token } : null,
+    log,
+    limits,
+    vm: { accel, kernel: values.kernel, initramfs: values.initramfs },
+    // Bound during start-up (health answers before the API is loaded); a bind error
+    // stops what start-up began (the guest-boot probe's VM) and is thrown here.
+    listen: listens,
   });
+  log.info({ state_dir: stateDir }, "daemon ready");
   void daemon.drained.then(() => {
     log.flush();
     process.exit(0);
   });
+  if (early) on(early);
   return -1; // keeps running
 }
