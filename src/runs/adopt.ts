@@ -1,4 +1,4 @@
-import type { RunEvent, RunFile, RunStatus } from "./model.js";
+import type { RunEvent, RunFile, RunStatus } from "../run-model.js";
 
 const TERMINAL_EVENTS: Record<string, RunStatus> = { "run.finished": "succeeded", "run.failed": "failed", "run.cancelled": "cancelled" };
 

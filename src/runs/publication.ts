@@ -1,4 +1,4 @@
-import type { ArtifactPublication } from "./model.js";
+import type { ArtifactPublication } from "../run-model.js";
 
 /** What a run's stages handed back, per stage, as stored. */
 export interface StageOutputs {

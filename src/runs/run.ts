@@ -4,7 +4,7 @@ import { EVENT_CONTEXT_KEYS, type EngineEvent, type StagePatch, type StagePlan }
 import type { Metrics } from "../metrics.js";
 import { v2EventName } from "./naming.js";
 import type { RunSummary } from "../store/summary.js";
-import { TERMINAL, type RunEvent, type RunFile, type RunState, type RunStatus, type StageRecord, type StageView } from "./model.js";
+import { TERMINAL, type RunEvent, type RunFile, type RunState, type RunStatus, type StageRecord, type StageView } from "../run-model.js";
 
 export interface RunDeps {
   store: RunStore;

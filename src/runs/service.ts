@@ -8,7 +8,7 @@ import type { Limits } from "../limits.js";
 import type { Metrics } from "../metrics.js";
 import type { NodeSlots } from "../engine/node-slots.js";
 import { MockSandbox } from "../sandbox/mock.js";
-import type { Sandbox } from "../sandbox/types.js";
+import type { Sandbox, VmProvider } from "../sandbox/types.js";
 import { loadSpec, SpecError } from "../spec/load.js";
 import type { RunSpec } from "../spec/types.js";
 import type { LoadedRun, RunStore } from "../store/runs.js";
@@ -16,7 +16,7 @@ import type { StateSchemas } from "../store/schemas.js";
 import { isStorageError, type StorageGuard } from "../store/storage.js";
 import { adoptTerminalEvent, terminalEventOf } from "./adopt.js";
 import type { RunSummary } from "../store/summary.js";
-import { TERMINAL, type RunEvent, type RunFile, type RunState } from "./model.js";
+import { TERMINAL, type RunEvent, type RunFile, type RunState } from "../run-model.js";
 import { normaliseStatus, v2EventName } from "./naming.js";
 import { decidePublication, type StageOutputs } from "./publication.js";
 import { Run } from "./run.js";
@@ -29,18 +29,6 @@ type CreateRunRequest = components["schemas"]["CreateRunRequest"];
 type CreateRunResponse = components["schemas"]["CreateRunResponse"];
 type CancelRunResponse = components["schemas"]["CancelRunResponse"];
 type RunPage = components["schemas"]["RunPage"];
-
-/** Where micro-VM stages run, when they can. */
-export interface VmProvider {
-  sandbox: Sandbox | null;
-  /** Why `sandbox` is null (shown in the run's error for `mode: local`). */
-  unavailableReason: string;
-  /**
-   * Resolves once `sandbox`/`unavailableReason` are final (the daemon's guest-boot probe
-   * has settled; bounded by the probe's deadlines) or `signal` aborts. Absent: final now.
-   */
-  ready?: (signal: AbortSignal) => Promise<void>;
-}
 
 export interface RunServiceDeps {
   store: RunStore;

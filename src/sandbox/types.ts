@@ -148,3 +148,15 @@ export function capOutput(b: Buffer, max: number | undefined, fullSize = b.lengt
   // A copy, so the dropped bytes can be freed.
   return { kept: max !== undefined && b.length > max ? Buffer.from(b.subarray(0, max)) : b, total };
 }
+
+/** Where micro-VM stages run, when they can. */
+export interface VmProvider {
+  sandbox: Sandbox | null;
+  /** Why `sandbox` is null (shown in the run's error for `mode: local`). */
+  unavailableReason: string;
+  /**
+   * Resolves once `sandbox`/`unavailableReason` are final (the daemon's guest-boot probe
+   * has settled; bounded by the probe's deadlines) or `signal` aborts. Absent: final now.
+   */
+  ready?: (signal: AbortSignal) => Promise<void>;
+}

@@ -3,10 +3,9 @@ import path from "node:path";
 import type { Logger } from "pino";
 import type { components } from "../../generated/api.js";
 import type { Limits } from "../limits.js";
-import type { VmProvider } from "../runs/service.js";
 import { probeGuest, type BootFailure } from "./guest-probe.js";
 import { probeIdentity, probeKey, qemuVersion, readProbeCache, writeProbeCache } from "./probe-cache.js";
-import type { AccelMode, Accelerator, Sandbox } from "./types.js";
+import type { AccelMode, Accelerator, Sandbox, VmProvider } from "./types.js";
 import { checkDieWithParent, findGuestImage, killLeftoverVms, QemuSandbox, stopAllVms, VmSnapshots, type GuestImage } from "./qemu/index.js";
 
 type Health = components["schemas"]["Health"];

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { isSafeId } from "../ids.js";
-import type { RunEvent, RunFile } from "../runs/model.js";
+import type { RunEvent, RunFile } from "../run-model.js";
 import { appendAtomically, ensureDir, linkFileAtomic, readJsonLinesLenient, removeTempFiles, writeFileAtomic } from "./fsutil.js";
 import { readFreshSummary, writeSummary, type RunSummary } from "./summary.js";
 

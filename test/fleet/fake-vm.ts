@@ -1,7 +1,7 @@
 // A fake micro-VM sandbox for the fleet tests (not a test file): it reports itself as
 // QEMU, so the daemon gates it behind its node VM slots, and each stage's command runs
 // until the test lets it finish. Nothing is spawned.
-import type { VmProvider } from "../../src/runs/service.js";
+import type { VmProvider } from "../../src/sandbox/types.js";
 import type { ExecResult, Sandbox, StageVm, StageVmOptions } from "../../src/sandbox/types.js";
 
 export class FakeVms implements Sandbox {

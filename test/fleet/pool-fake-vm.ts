@@ -2,7 +2,7 @@
 // "VM" with its own pid that records what was done in it, so a test can prove a VM
 // served one stage attempt only, was stopped, and that pool boots ran one at a time.
 // `sleep` runs until aborted (cancel, timeout); any other program echoes its argv.
-import type { VmProvider } from "../../src/runs/service.js";
+import type { VmProvider } from "../../src/sandbox/types.js";
 import type { ExecResult, Sandbox, StageVm, StageVmOptions, VmExit } from "../../src/sandbox/types.js";
 
 export interface FakeVm {

@@ -1,4 +1,4 @@
-import type { components } from "../../generated/api.js";
+import type { components } from "../generated/api.js";
 
 export type RunState = components["schemas"]["RunState"];
 export type RunEvent = components["schemas"]["RunEvent"];
