@@ -23,11 +23,13 @@ export async function serve(argv: string[], env: Env): Promise<number> {
       "log-format": { type: "string", default: "json" },
       "spec-root": { type: "string", multiple: true },
       "mount-root": { type: "string", multiple: true },
+      "provider-secrets": { type: "string" },
       ...Object.fromEntries(Object.keys(SERVE_LIMIT_FLAGS).map((f) => [f, { type: "string" as const }])),
     },
   });
   const limits = limitsFromFlags(values, (values["spec-root"] ?? []).map((d) => path.resolve(d)));
   limits.mountRoots = (values["mount-root"] ?? []).map((d) => path.resolve(d));
+  if (values["provider-secrets"] !== undefined) limits.providerSecretsFile = path.resolve(values["provider-secrets"]);
   // Asynchronous log writes, batched: lines are written once 4 KiB are pending or every
   // 100 ms, not one write each (a request's log line cost as much CPU as serving it);
   // flushed at exit. A kill -9 loses at most the last 100 ms of lines.

@@ -19,6 +19,7 @@ import {
 } from "../types.js";
 import { MAX_FRAME_PAYLOAD, ProtocolError, buildExecScript, checkRelPath, type Frame } from "./protocol.js";
 import { QemuVm, tunedKernelArgs, type Accelerator, type Logger } from "./vm.js";
+import { egressArgs } from "./network.js";
 
 export {
   killLeftoverVms,
@@ -78,15 +79,18 @@ export class QemuSandbox implements Sandbox {
     const t0 = Date.now();
     let vm: QemuVm;
     try {
+      // An egress network replaces sandbox.network: the guest reaches that endpoint only.
+      const egress = o.egress ? egressArgs(o.egress) : undefined;
       vm = await QemuVm.spawn({
         kernel,
         initramfs,
         accelerator: this.opts.accelerator,
         memoryMb: o.memoryMb,
         vcpus: o.vcpus,
-        network: o.network,
+        network: o.network && !egress,
         storage: o.storage,
-        kernelArgs: this.opts.kernelArgs ?? tunedKernelArgs(this.opts.accelerator, o.vcpus, kernel),
+        kernelArgs: [...(this.opts.kernelArgs ?? tunedKernelArgs(this.opts.accelerator, o.vcpus, kernel)), ...(egress?.kernel ?? [])],
+        extraArgs: egress?.qemu,
         runId: o.runId,
         stage: o.stage,
         attempt: o.attempt,
