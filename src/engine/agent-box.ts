@@ -34,6 +34,9 @@ const GUEST_WRAPPER = [
   'exec "$0" "$@"',
 ].join("\n");
 
+/** Debian's default PATH: the guest's own lacks /usr/local/bin. */
+const AGENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /** Token counts and cost an agent reported in its result file (`metrics`). */
 export interface Usage {
   input_tokens: number;
@@ -94,6 +97,8 @@ export function agentStage(
     return { ctx: { ...ctx, hooks }, job: base };
   }
   const command = box.command ?? (box.provider ? [BUILTIN_AGENT] : [AGENT_PROGRAM, "--print"]);
+  // Agent programs live where images install them (/usr/local/bin: voidbox-agent, npm -g).
+  env.PATH ??= AGENT_PATH;
   if (box.skills?.length) env.VOIDBOX_SKILLS = JSON.stringify(box.skills);
   if (!box.provider) return { ctx: { ...ctx, hooks }, job: { ...base, program: command[0], args: [...command.slice(1), box.prompt] } };
 
