@@ -8,7 +8,8 @@
  * provider's settings in its environment, and its API key added to the EXEC alone.
  */
 import { AGENT_PROGRAM, BUILTIN_AGENT, MOCK_AGENT_ENV, OUTPUT_FILE_ENV } from "../sandbox/agent.js";
-import { keyEnvOf, providerEndpoint, providerSandbox } from "../sandbox/provider.js";
+import { providerSandbox } from "../sandbox/provider.js";
+import { keyEnvOf, providerEndpoint } from "../spec/provider.js";
 import { agentResultPath } from "../spec/plan.js";
 import type { MockAgentSpec, ProviderSpec, RunSpec } from "../spec/types.js";
 import type { StageContext, StageJob } from "./stage.js";

@@ -1,4 +1,4 @@
-import { providerEndpoint } from "../sandbox/provider.js";
+import { providerEndpoint } from "./provider.js";
 import { workspaceRelative } from "../sandbox/workspace.js";
 import type { RunSpec, WorkflowSpec } from "./types.js";
 import { SpecError } from "./errors.js";

@@ -13,7 +13,7 @@ import { runEngine } from "../../src/engine/index.js";
 import { DEFAULT_POLICY, type EngineEvent } from "../../src/engine/types.js";
 import { DEFAULT_LIMITS } from "../../src/limits.js";
 import { MockSandbox } from "../../src/sandbox/mock.js";
-import { EGRESS_GUEST_IP, providerEndpoint } from "../../src/sandbox/provider.js";
+import { EGRESS_GUEST_IP, providerEndpoint } from "../../src/spec/provider.js";
 import { egressArgs } from "../../src/sandbox/qemu/network.js";
 import { parseSecrets, readSecret } from "../../src/sandbox/secrets.js";
 import type { ExecCommand, Sandbox, StageVm, StageVmOptions } from "../../src/sandbox/types.js";
