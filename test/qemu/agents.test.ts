@@ -205,7 +205,7 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
       expect(run.report).toMatchObject({ input_tokens: 0, output_tokens: 0, total_cost_usd: 0 });
       // The slow box's relay ends with its VM: no process of it is left.
       await waitFor(
-        () => spawnSync("pgrep", ["-f", `egress-[0-9a-f]+\\.cjs 127\\.0\\.0\\.1 ${fake.port}$`]).status !== 0,
+        () => spawnSync("pgrep", ["-f", `egress-relay\\.cjs 127\\.0\\.0\\.1 ${fake.port}$`]).status !== 0,
         10_000,
         () => `relay processes still running: ${execFileSync("sh", ["-c", "pgrep -af egress- || true"]).toString()}`,
       );

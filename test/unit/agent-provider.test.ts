@@ -77,7 +77,11 @@ describe("provider endpoints and keys", () => {
     expect(a.kernel).toEqual(["voidbox.net=1"]);
     expect(a.qemu[0]).toBe("-netdev");
     expect(a.qemu[1]).toMatch(new RegExp(`^user,id=vbxnet,restrict=on,guestfwd=tcp:10\\.0\\.2\\.100:443-cmd:/usr/bin/node \\S+\\.cjs 203\\.0\\.113\\.7 443$`));
-    expect(fs.readFileSync(a.qemu[1].split(" ")[1], "utf8")).toContain("net.connect");
+    const relay = a.qemu[1].split(" ")[1];
+    expect(fs.statSync(path.dirname(relay)).mode & 0o777).toBe(0o700);
+    expect(fs.readFileSync(relay, "utf8")).toContain("net.connect");
+    // This process's relay directory goes with the process; a test worker may not see 'exit'.
+    fs.rmSync(path.dirname(relay), { recursive: true, force: true });
     expect(() => egressArgs({ guestIp: EGRESS_GUEST_IP, guestPort: 443, host: "1.2.3.4", port: 443 }, "/opt/my node/bin/node")).toThrow(/guestfwd/);
   });
 

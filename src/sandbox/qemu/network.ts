@@ -13,7 +13,6 @@
  * before the boot. libslirp splits the command line at spaces (no quoting), so the relay
  * lives in a file whose path has none.
  */
-import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -40,18 +39,16 @@ for (const s of [guest, remote]) { s.on("error", quit); s.on("close", quit); }
 
 let relayFile: string | undefined;
 
-/** The relay script's path (written once per process, named by its content). */
+/**
+ * The relay script's path: in a directory of this process's own (mkdtemp: 0700, a fresh
+ * name, so nobody else can have planted a script there), removed when the process exits.
+ */
 export function relayScript(): string {
   if (relayFile && fs.existsSync(relayFile)) return relayFile;
-  const hash = createHash("sha256").update(RELAY_SOURCE).digest("hex").slice(0, 16);
-  const dir = path.join(os.tmpdir(), `voidbox-relay-${process.getuid?.() ?? "u"}`);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const file = path.join(dir, `egress-${hash}.cjs`);
-  if (!fs.existsSync(file)) {
-    const tmp = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, RELAY_SOURCE, { mode: 0o600 });
-    fs.renameSync(tmp, file);
-  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "voidbox-relay-"));
+  const file = path.join(dir, "egress-relay.cjs");
+  fs.writeFileSync(file, RELAY_SOURCE, { mode: 0o600 });
+  if (!relayFile) process.on("exit", () => fs.rmSync(path.dirname(relayFile ?? file), { recursive: true, force: true }));
   relayFile = file;
   return file;
 }
