@@ -80,9 +80,9 @@ describe("provider endpoints and keys", () => {
     const relay = a.qemu[1].split(" ")[1];
     expect(fs.statSync(path.dirname(relay)).mode & 0o777).toBe(0o700);
     expect(fs.readFileSync(relay, "utf8")).toContain("net.connect");
+    expect(() => egressArgs({ guestIp: EGRESS_GUEST_IP, guestPort: 443, host: "1.2.3.4", port: 443 }, "/opt/my node/bin/node")).toThrow(/guestfwd/);
     // This process's relay directory goes with the process; a test worker may not see 'exit'.
     fs.rmSync(path.dirname(relay), { recursive: true, force: true });
-    expect(() => egressArgs({ guestIp: EGRESS_GUEST_IP, guestPort: 443, host: "1.2.3.4", port: 443 }, "/opt/my node/bin/node")).toThrow(/guestfwd/);
   });
 
   it("secrets: the operator's file (0600) first, then the environment", () => {
