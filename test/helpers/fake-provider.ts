@@ -4,8 +4,13 @@
  * model name picks the behaviour: `error-<status>` replies that HTTP status with an
  * error body, `slow-<ms>` waits that long first; anything else answers at once (after
  * `delayMs`, for benches). Every request is recorded (path, headers, parsed body).
+ * With `tls` it serves HTTPS (selfSignedCert makes a certificate for an address).
  */
 import http from "node:http";
+import https from "node:https";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
 import type { AddressInfo } from "node:net";
 
 export interface FakeRequest {
@@ -26,11 +31,11 @@ export interface FakeProvider {
 /** The answer text for a prompt (what the tests expect back). */
 export const fakeAnswer = (kind: "anthropic" | "openai", prompt: string) => `fake ${kind} answer to: ${prompt}`;
 
-export async function startFakeProvider(o: { key?: string; delayMs?: number; usage?: { input: number; output: number } } = {}): Promise<FakeProvider> {
+export async function startFakeProvider(o: { key?: string; delayMs?: number; usage?: { input: number; output: number }; tls?: { key: string; cert: string } } = {}): Promise<FakeProvider> {
   const requests: FakeRequest[] = [];
   const usage = o.usage ?? { input: 1200, output: 345 };
   const timers = new Set<NodeJS.Timeout>();
-  const server = http.createServer((req, res) => {
+  const handler: http.RequestListener = (req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
@@ -69,14 +74,15 @@ export async function startFakeProvider(o: { key?: string; delayMs?: number; usa
       }, wait);
       timers.add(t);
     });
-  });
+  };
+  const server = o.tls ? https.createServer({ key: o.tls.key, cert: o.tls.cert }, handler) : http.createServer(handler);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(0, "127.0.0.1", () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${o.tls ? "https" : "http"}://127.0.0.1:${port}`,
     port,
     requests,
     usage,
@@ -87,4 +93,13 @@ export async function startFakeProvider(o: { key?: string; delayMs?: number; usa
         server.close(() => resolve());
       }),
   };
+}
+
+/** A self-signed certificate (its own CA) for an IP address, made with the openssl CLI; null without openssl. */
+export function selfSignedCert(ip: string, dir: string): { key: string; cert: string } | null {
+  const key = path.join(dir, "tls.key");
+  const cert = path.join(dir, "tls.crt");
+  const r = spawnSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", `/CN=${ip}`, "-addext", `subjectAltName=IP:${ip}`, "-keyout", key, "-out", cert], { stdio: "ignore", timeout: 20_000 });
+  if (r.status !== 0) return null;
+  return { key: fs.readFileSync(key, "utf8"), cert: fs.readFileSync(cert, "utf8") };
 }

@@ -4,8 +4,9 @@
  * from the test image (images/test.yaml carries what images/agent.yaml has):
  *   - Anthropic-shaped: the answer lands in the run's output and artifacts, token counts
  *     and cost in the report, and the key nowhere under the state dir nor in the log;
- *   - OpenAI-shaped, key from the operator's secrets file: the guest reaches the provider
- *     and nothing else (a host listener sees no connection, DNS gets no answer);
+ *   - OpenAI-shaped over HTTPS, key from the operator's secrets file: the guest reaches
+ *     the provider and nothing else (a host listener sees no connection, DNS gets no
+ *     answer), and TLS is checked in the guest (an unknown CA is refused);
  *   - an error reply fails its box with the provider's message; a provider slower than
  *     the stage timeout fails the stage by the timeout, and its relay does not linger.
  * Skipped, with the reason printed, without QEMU, the guest (make guest), the built
@@ -17,7 +18,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
-import { fakeAnswer, startFakeProvider, type FakeProvider } from "../helpers/fake-provider.js";
+import { fakeAnswer, selfSignedCert, startFakeProvider, type FakeProvider } from "../helpers/fake-provider.js";
 import { ensureTestImage, linkTestImage, testImageSkipReason } from "../helpers/test-image.js";
 import { MAIN_JS, REPO_ROOT, childEnv, request, startDaemon, stopDaemon, tempDir, waitFor, type DaemonProc } from "../reliability/harness.js";
 
@@ -61,6 +62,8 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
   let url: string;
   let fake: FakeProvider;
   let fakeOpenai: FakeProvider;
+  /** The OpenAI-shaped provider speaks HTTPS with a certificate for the guest's forward address. */
+  let tls: { key: string; cert: string } | null = null;
   let forbidden: net.Server;
   let forbiddenPort = 0;
   let forbiddenHits = 0;
@@ -69,7 +72,9 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
     await ensureTestImage();
     linkTestImage(stateDir);
     fake = await startFakeProvider({ key: KEY });
-    fakeOpenai = await startFakeProvider({ key: OPENAI_KEY });
+    tls = selfSignedCert("10.0.2.100", tmp);
+    if (!tls) console.warn("[test/qemu/agents] openssl is missing: the OpenAI-shaped provider speaks plain HTTP, TLS is not checked");
+    fakeOpenai = await startFakeProvider({ key: OPENAI_KEY, tls: tls ?? undefined });
     forbidden = net.createServer((s) => {
       forbiddenHits++;
       s.destroy();
@@ -137,7 +142,7 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
   );
 
   it(
-    "OpenAI-shaped with the key from the secrets file: the guest reaches the provider and no other host port, and has no DNS",
+    "OpenAI-shaped over HTTPS, key from the secrets file: the guest reaches the provider and no other host port, has no DNS, and checks the certificate",
     async () => {
       // Probes first (each must fail), then the built-in agent: one VM for both.
       const probe = [
@@ -156,13 +161,20 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
         "    print('dns resolved', file=sys.stderr)",
         "except OSError:",
         "    print('dns failed', file=sys.stderr)",
+        // TLS is end to end and checked in the guest: a certificate from an unknown CA is refused.
+        "if os.environ.get('VBX_TEST_CA'):",
+        "    import subprocess",
+        "    r = subprocess.run(['voidbox-agent', sys.argv[1]], capture_output=True, text=True)",
+        "    print('untrusted', r.returncode, 'CERTIFICATE_VERIFY_FAILED' in r.stderr, file=sys.stderr)",
+        "    open('/tmp/ca.pem', 'w').write(os.environ['VBX_TEST_CA'])",
+        "    os.environ['SSL_CERT_FILE'] = '/tmp/ca.pem'",
         "os.execvp('voidbox-agent', ['voidbox-agent', sys.argv[1]])",
       ].join("\n");
       const { run } = await runSpec({
         api_version: "v1",
         kind: "agent",
         name: "tight",
-        sandbox: { mode: "local", memory_mb: 256, image: "voidbox-test", network: true },
+        sandbox: { mode: "local", memory_mb: 256, image: "voidbox-test", network: true, env: tls ? { VBX_TEST_CA: tls.cert } : {} },
         agent: { prompt: "review", command: ["python3", "-c", probe], provider: { kind: "openai", model: "gpt-4o-mini", base_url: `${fakeOpenai.url}/v1` } },
       });
       expect(run.status, run.error ?? "").toBe("succeeded");
@@ -173,7 +185,7 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
         .map((e) => String(e.payload?.data ?? ""))
         .join("");
       // restrict=on answers a connection to anything but the forward with a reset (or drops it).
-      expect(stderr).toMatch(/^host (refused|failed)\nforward-other-port (refused|failed)\ninternet (refused|failed)\ndns failed\n$/);
+      expect(stderr).toMatch(new RegExp(`^host (refused|failed)\nforward-other-port (refused|failed)\ninternet (refused|failed)\ndns failed\n${tls ? "untrusted 4 True\n" : ""}$`));
       expect(forbiddenHits).toBe(0);
       expect(filesUnder(stateDir).filter((f) => f.bytes.includes(OPENAI_KEY))).toEqual([]);
       expect(daemon.output()).not.toContain(OPENAI_KEY);
