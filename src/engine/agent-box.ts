@@ -13,6 +13,7 @@ import { keyEnvOf, providerEndpoint } from "../spec/provider.js";
 import { agentResultPath } from "../spec/plan.js";
 import type { MockAgentSpec, ProviderSpec, RunSpec } from "../spec/types.js";
 import type { StageContext, StageJob } from "./stage.js";
+import type { EngineHooks } from "./types.js";
 
 export interface AgentBox {
   prompt: string;
@@ -89,10 +90,14 @@ export function agentStage(
   const resultPath = box.output_file ? agentResultPath(box.output_file) : "result.json";
   const env: Record<string, string> = { ...spec.sandbox.env, [OUTPUT_FILE_ENV]: `/workspace/${resultPath}` };
   const base: StageJob = { name, program: AGENT_PROGRAM, args: ["--print", box.prompt], env, stdin, timeoutSecs: box.timeout_secs, box_name: name, group_id: group, resultPath };
-  const hooks = { ...ctx.hooks, output: (stage: string, result: Buffer, artifacts: Parameters<StageContext["hooks"]["output"]>[2]) => {
-    tally.record(stage, result);
-    ctx.hooks.output(stage, result, artifacts);
-  } };
+  // The result file passes through here on its way to the run: its `metrics` are the box's usage.
+  const hooks: EngineHooks = {
+    ...ctx.hooks,
+    output: (stage, result, artifacts) => {
+      tally.record(stage, result);
+      ctx.hooks.output(stage, result, artifacts);
+    },
+  };
   if (ctx.sandbox.kind === "mock") {
     if (box.mock) env[MOCK_AGENT_ENV] = JSON.stringify(box.mock);
     return { ctx: { ...ctx, hooks }, job: base };
@@ -104,8 +109,8 @@ export function agentStage(
   if (!box.provider) return { ctx: { ...ctx, hooks }, job: { ...base, program: command[0], args: [...command.slice(1), box.prompt] } };
 
   const p = box.provider;
-  const field = spec.kind === "agent" ? "agent/provider" : `pipeline/boxes/${name}/provider`;
-  const endpoint = providerEndpoint(p, field);
+  // Checked when the spec was loaded (spec/plan.ts): this does not throw here.
+  const endpoint = providerEndpoint(p, spec.kind === "agent" ? "agent/provider" : `pipeline/boxes/${name}/provider`);
   Object.assign(env, providerEnv(p, endpoint.guestBaseUrl, endpoint.hostsLine));
   const sandbox = providerSandbox(ctx.sandbox, { provider: p, endpoint, secretsFile: ctx.limits.providerSecretsFile });
   return { ctx: { ...ctx, hooks, sandbox }, job: { ...base, program: "sh", args: ["-c", GUEST_WRAPPER, ...command, box.prompt] } };
