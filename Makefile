@@ -152,6 +152,7 @@ bench: deps build guest
 	npx --no-install tsx bench/sdk-follow.ts
 	npx --no-install tsx bench/metrics.ts
 	npx --no-install tsx bench/images.ts
+	npx --no-install tsx bench/agents.ts
 	npx --no-install tsx bench/report.ts
 
 # The mock consumers develop against: the spec itself answering with its examples

@@ -40,6 +40,8 @@ export interface Limits {
   specRoots: string[];
   /** Host directories `sandbox.mounts` may share with guests (realpath); empty: no mounts. */
   mountRoots: string[];
+  /** `NAME=value` lines holding agent providers' API keys (read per stage, before the daemon's environment); absent: the environment only. */
+  providerSecretsFile?: string;
   /** Micro-VMs alive at once on this daemon, all runs together; a stage past it waits for a slot. */
   maxVms: number;
   /** MiB of guest memory all live micro-VMs together may take (each VM counts its `sandbox.memory_mb`). */
@@ -96,7 +98,7 @@ export function defaultWarmPool(limits: Pick<Limits, "maxVms" | "maxGuestMemoryM
   return Math.max(0, Math.min(4, Math.max(1, Math.floor(cores / 2)), Math.floor(limits.maxGuestMemoryMib / 8 / 256), limits.maxVms - 1));
 }
 
-type NumericLimit = Exclude<keyof Limits, "specRoots" | "mountRoots">;
+type NumericLimit = Exclude<keyof Limits, "specRoots" | "mountRoots" | "providerSecretsFile">;
 
 /** `voidbox serve` flag → limit, with how its value is read. */
 export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes" | "count" | "count0" | "ms" | "mib" | "secs"; help: string }> = {

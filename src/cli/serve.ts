@@ -4,6 +4,7 @@ import pino from "pino";
 import { ConfigError, defaultSocketPath, defaultStateDir, resolveToken, type Env } from "../config.js";
 import { isLoopbackHost, parseListen } from "../http/listen.js";
 import { limitsFromFlags, SERVE_LIMIT_FLAGS } from "../limits.js";
+import { readSecretsFile } from "../sandbox/secrets.js";
 import { createDaemon, type Daemon } from "../server.js";
 import { prettyDestination } from "./pretty-log.js";
 
@@ -23,11 +24,21 @@ export async function serve(argv: string[], env: Env): Promise<number> {
       "log-format": { type: "string", default: "json" },
       "spec-root": { type: "string", multiple: true },
       "mount-root": { type: "string", multiple: true },
+      "provider-secrets": { type: "string" },
       ...Object.fromEntries(Object.keys(SERVE_LIMIT_FLAGS).map((f) => [f, { type: "string" as const }])),
     },
   });
   const limits = limitsFromFlags(values, (values["spec-root"] ?? []).map((d) => path.resolve(d)));
   limits.mountRoots = (values["mount-root"] ?? []).map((d) => path.resolve(d));
+  if (values["provider-secrets"] !== undefined) {
+    limits.providerSecretsFile = path.resolve(values["provider-secrets"]);
+    // Checked now so a wrong path or mode stops the start; it is read again per stage (rotation).
+    try {
+      readSecretsFile(limits.providerSecretsFile);
+    } catch (e) {
+      throw new ConfigError(`--provider-secrets: ${(e as Error).message}`);
+    }
+  }
   // Asynchronous log writes, batched: lines are written once 4 KiB are pending or every
   // 100 ms, not one write each (a request's log line cost as much CPU as serving it);
   // flushed at exit. A kill -9 loses at most the last 100 ms of lines.

@@ -22,7 +22,8 @@ export const EXIT_CODES = `exit codes: 0 ok · 1 the run failed (or the request 
 export const COMMAND_HELP: Record<string, string> = {
   serve: `usage: voidbox serve [--listen URL]... [--state-dir DIR] [--no-auth] [--token-file FILE]
                      [--accel auto|kvm|tcg] [--kernel FILE --initramfs FILE] [--log-level LEVEL]
-                     [--log-format json|pretty] [--spec-root DIR]... [--mount-root DIR]... [LIMIT FLAGS]
+                     [--log-format json|pretty] [--spec-root DIR]... [--mount-root DIR]...
+                     [--provider-secrets FILE] [LIMIT FLAGS]
 run the daemon.
   --listen URL        tcp://HOST:PORT or unix:///PATH, repeatable (default: the Unix socket
                       $XDG_RUNTIME_DIR/voidbox.sock, else $TMPDIR/voidbox-UID.sock, else /tmp/voidbox-UID.sock);
@@ -36,6 +37,9 @@ run the daemon.
   --spec-root DIR     POST /v1/runs {file} may only name files under DIR (repeatable; default: anywhere)
   --mount-root DIR    sandbox.mounts may share directories under DIR with guests (repeatable; default: none,
                       and a spec with mounts is refused)
+  --provider-secrets FILE  agent providers' API keys as NAME=value lines (mode 0600), read when a stage
+                      starts and looked up before the daemon's environment; a key goes only into its
+                      agent's guest process, never to the state dir, events or logs
 SIGTERM/SIGINT: active runs fail (daemon_shutdown) and the daemon exits; SIGUSR2 (or voidbox drain):
 no new runs, active ones finish (at most --drain-timeout), then exit 0
 limits (sizes take KiB/MiB/GiB suffixes):

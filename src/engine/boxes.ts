@@ -1,31 +1,12 @@
-import { AGENT_PROGRAM, MOCK_AGENT_ENV, OUTPUT_FILE_ENV } from "../sandbox/agent.js";
-import { agentResultPath } from "../spec/plan.js";
-import type { BoxSpec, MockAgentSpec, RunSpec } from "../spec/types.js";
-import { runStage, type StageContext, type StageJob, type StageOutcome } from "./stage.js";
+import type { BoxSpec, RunSpec } from "../spec/types.js";
+import { agentStage, UsageTally, type AgentBox } from "./agent-box.js";
+import { runStage, type StageContext, type StageOutcome } from "./stage.js";
 import type { EngineResult, RunReport } from "./types.js";
 
-
-function boxJob(
-  spec: RunSpec,
-  name: string,
-  box: { prompt: string; timeout_secs?: number; mock?: MockAgentSpec; output_file?: string },
-  stdin: Buffer,
-  group?: string,
-): StageJob {
-  const resultPath = box.output_file ? agentResultPath(box.output_file) : "result.json";
-  const env: Record<string, string> = { ...spec.sandbox.env, [OUTPUT_FILE_ENV]: `/workspace/${resultPath}` };
-  if (box.mock) env[MOCK_AGENT_ENV] = JSON.stringify(box.mock);
-  return {
-    name,
-    program: AGENT_PROGRAM,
-    args: ["--print", box.prompt],
-    env,
-    stdin,
-    timeoutSecs: box.timeout_secs,
-    box_name: name,
-    group_id: group,
-    resultPath,
-  };
+/** One agent box as one stage (./agent-box.ts builds it for the sandbox at hand). */
+function runBox(ctx: StageContext, spec: RunSpec, name: string, box: AgentBox, stdin: Buffer, tally: UsageTally, group?: string): Promise<StageOutcome> {
+  const s = agentStage(ctx, spec, name, box, stdin, tally, group);
+  return runStage(s.ctx, s.job);
 }
 
 function mountSkills(ctx: StageContext, box: string, skills: string[] = []): void {
@@ -35,8 +16,9 @@ function mountSkills(ctx: StageContext, box: string, skills: string[] = []): voi
   }
 }
 
-function report(spec: RunSpec, success: boolean, output: string, stages: number): RunReport {
-  return { name: spec.name, kind: spec.kind, success, output, stages, total_cost_usd: 0, input_tokens: 0, output_tokens: 0 };
+/** The run report; token counts and cost are what the boxes' result files reported, summed. */
+function report(spec: RunSpec, success: boolean, output: string, stages: number, tally: UsageTally): RunReport {
+  return { name: spec.name, kind: spec.kind, success, output, stages, ...tally.total() };
 }
 
 /** `kind: agent`: one box, run as the stage `main`. */
@@ -46,9 +28,10 @@ export async function runAgent(ctx: StageContext, spec: RunSpec): Promise<Engine
   ctx.hooks.event({ type: "box.started", message: `agent box ${spec.name} started`, box_name: spec.name });
   mountSkills(ctx, spec.name, agent.skills);
   ctx.hooks.event({ type: "stage.queued", message: "stage main queued", payload: { depends_on: [] }, stage_name: "main" });
-  const r = await runStage(ctx, boxJob(spec, "main", agent, ctx.input ?? Buffer.alloc(0)));
+  const tally = new UsageTally();
+  const r = await runBox(ctx, spec, "main", agent, ctx.input ?? Buffer.alloc(0), tally);
   return {
-    report: report(spec, r.exitCode === 0, r.stdout.toString("utf8"), 1),
+    report: report(spec, r.exitCode === 0, r.stdout.toString("utf8"), 1, tally),
     exitCode: r.exitCode,
     error: r.exitCode === 0 ? undefined : r.error,
     publishStage: "main",
@@ -83,6 +66,7 @@ export async function runPipeline(ctx: StageContext, spec: RunSpec): Promise<Eng
     prev = g.names;
   }
 
+  const tally = new UsageTally();
   let input = ctx.input ?? Buffer.alloc(0);
   let last: StageOutcome | undefined;
   let failed: { name: string; outcome: StageOutcome } | undefined;
@@ -95,7 +79,7 @@ export async function runPipeline(ctx: StageContext, spec: RunSpec): Promise<Eng
       }
       continue;
     }
-    const outcomes = await Promise.all(g.names.map((n) => runStage(ctx, boxJob(spec, n, boxes.get(n)!, input, g.group))));
+    const outcomes = await Promise.all(g.names.map((n) => runBox(ctx, spec, n, boxes.get(n)!, input, tally, g.group)));
     const bad = outcomes.findIndex((o) => o.exitCode !== 0);
     if (bad >= 0) failed = { name: g.names[bad], outcome: outcomes[bad] };
     input = Buffer.concat(outcomes.map((o) => o.stdout));
@@ -103,7 +87,7 @@ export async function runPipeline(ctx: StageContext, spec: RunSpec): Promise<Eng
   }
   const lastNames = groups[groups.length - 1].names;
   return {
-    report: report(spec, !failed && !!last, input.toString("utf8"), p.boxes.length),
+    report: report(spec, !failed && !!last, input.toString("utf8"), p.boxes.length, tally),
     exitCode: failed ? failed.outcome.exitCode : (last?.exitCode ?? null),
     error: failed ? `box ${failed.name} failed: ${failed.outcome.error}` : undefined,
     publishStage: lastNames[lastNames.length - 1],

@@ -42,7 +42,7 @@ export interface StageContext {
   /** Aborted when the run is cancelled. */
   signal: AbortSignal;
   now: () => number;
-  limits: Pick<Limits, "maxStageOutputBytes" | "maxOutputEvents" | "maxArtifactsPerStage" | "maxArtifactBytesPerStage">;
+  limits: Pick<Limits, "maxStageOutputBytes" | "maxOutputEvents" | "maxArtifactsPerStage" | "maxArtifactBytesPerStage" | "providerSecretsFile">;
   /** The run's input: stdin of the first stages (workflow roots, the agent, a pipeline's first stage). */
   input?: Buffer;
 }

@@ -10,7 +10,7 @@ import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ensureDir } from "../store/fsutil.js";
-import { blobPath, hasBlob, imagesDir, IMAGE_NAME, readManifest, setName, writeManifest, type ImageInputs, type ImageManifest } from "./store.js";
+import { blobPath, hasBlob, imagesDir, IMAGE_NAME, readManifest, setName, writeManifest, type ImageFileInput, type ImageInputs, type ImageManifest } from "./store.js";
 
 export const IMAGE_FORMAT = 1;
 export const DEFAULT_SUITE = "bookworm";
@@ -28,6 +28,40 @@ export interface ImageRequest {
   packages: string[];
   suite?: string;
   mirror?: string;
+  /** Host files copied into the tree (images/*.yaml `files:`), e.g. the built-in agent program. */
+  files?: ImageFile[];
+}
+
+export interface ImageFile {
+  /** Host path of the content. */
+  src: string;
+  /** Absolute path in the image. */
+  dest: string;
+  /** Octal permission bits, default "0644". */
+  mode?: string;
+}
+
+const FILE_DEST = /^(\/[A-Za-z0-9._+-]+)+$/;
+const FILE_MODE = /^0?[0-7]{3}$/;
+
+/** The files' inputs: destination, mode and content hash (read now, copied from these bytes). */
+function fileInputs(files: ImageFile[]): { inputs: ImageFileInput[]; contents: Buffer[] } {
+  const inputs: ImageFileInput[] = [];
+  const contents: Buffer[] = [];
+  for (const [i, f] of files.entries()) {
+    if (!FILE_DEST.test(f.dest) || f.dest.split("/").some((c) => c === "." || c === "..")) throw new ImageBuildError(`files/${i}/dest: ${JSON.stringify(f.dest)} is not an absolute path in the image`);
+    const mode = f.mode ?? "0644";
+    if (!FILE_MODE.test(mode)) throw new ImageBuildError(`files/${i}/mode: ${JSON.stringify(mode)} is not an octal mode such as 0755`);
+    let bytes: Buffer;
+    try {
+      bytes = fs.readFileSync(f.src);
+    } catch (e) {
+      throw new ImageBuildError(`files/${i}/src: cannot read ${f.src}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    inputs.push({ dest: f.dest, mode: mode.padStart(4, "0"), sha256: createHash("sha256").update(bytes).digest("hex") });
+    contents.push(bytes);
+  }
+  return { inputs, contents };
 }
 
 /** Checks a request and returns the inputs its key hashes; throws ImageBuildError naming the field. */
@@ -39,7 +73,9 @@ export function imageInputs(r: ImageRequest): ImageInputs {
   if (!SUITE.test(suite)) throw new ImageBuildError(`suite: ${JSON.stringify(suite)} is not a Debian suite name`);
   const mirror = r.mirror ?? DEFAULT_MIRROR;
   if (!/^(https?|file):\/\/[^\s'"]+$/.test(mirror)) throw new ImageBuildError(`mirror: ${JSON.stringify(mirror)} is not an http(s):// or file:// URL`);
-  return { format: IMAGE_FORMAT, suite, mirror, variant: "essential", packages: [...new Set(r.packages)].sort() };
+  const inputs: ImageInputs = { format: IMAGE_FORMAT, suite, mirror, variant: "essential", packages: [...new Set(r.packages)].sort() };
+  if (r.files?.length) inputs.files = fileInputs(r.files).inputs;
+  return inputs;
 }
 
 export const imageKey = (inputs: ImageInputs) => createHash("sha256").update(JSON.stringify(inputs)).digest("hex");
@@ -81,6 +117,15 @@ export async function buildImage(req: ImageRequest, o: BuildOptions): Promise<Bu
     const root = path.join(work, "root");
     const manifestText = JSON.stringify({ key, ...inputs }) + "\n";
     fs.writeFileSync(path.join(work, "voidbox-image.json"), manifestText);
+    // The bytes hashed into the key are the bytes copied (re-read: they match the key or the build fails).
+    const files = req.files?.length ? fileInputs(req.files) : { inputs: [], contents: [] };
+    if (JSON.stringify(files.inputs) !== JSON.stringify(inputs.files ?? [])) throw new ImageBuildError("files: changed while the build started; build again");
+    const fileHooks = files.contents.map((bytes, i) => {
+      const staged = path.join(work, `file-${i}`);
+      fs.writeFileSync(staged, bytes);
+      const f = files.inputs[i];
+      return `--customize-hook=install -D -m ${f.mode} ${staged} "$1${f.dest}"`;
+    });
     await run(
       "mmdebstrap",
       [
@@ -101,6 +146,7 @@ export async function buildImage(req: ImageRequest, o: BuildOptions): Promise<Bu
         // /workspace is where the guest binds the stage's workspace.
         '--customize-hook=mkdir -p "$1/workspace"',
         `--customize-hook=cp ${path.join(work, "voidbox-image.json")} "$1/etc/voidbox-image.json"`,
+        ...fileHooks,
         inputs.suite,
         root,
         inputs.mirror,

@@ -27,6 +27,15 @@ export interface ImageInputs {
   mirror: string;
   variant: string;
   packages: string[];
+  /** Files added to the tree (absent when none: older images keep their key). */
+  files?: ImageFileInput[];
+}
+
+/** A file an image file adds (`files:`), by content: its bytes are part of the image's key. */
+export interface ImageFileInput {
+  dest: string;
+  mode: string;
+  sha256: string;
 }
 
 /** An image imported from an OCI image layout: the key hashes the image manifest's digest. */

@@ -25,10 +25,23 @@ export interface StageVmOptions {
   initramfs?: string;
   /** Root image and workspace mounts (spec `sandbox.image` / `sandbox.mounts`); the mock ignores them. */
   storage?: GuestStorage;
+  /** The one endpoint the guest's network reaches (an agent's provider); replaces `network`. */
+  egress?: Egress;
   /** Aborting it while the VM boots kills the boot; open() then rejects. */
   signal: AbortSignal;
   /** A warm-pool boot nobody waits for: run it at a lower CPU priority (nice). */
   background?: boolean;
+}
+
+/**
+ * A guest network that reaches one TCP endpoint and nothing else: connections to
+ * guestIp:guestPort are relayed to host:port (an address, resolved by the daemon).
+ */
+export interface Egress {
+  guestIp: string;
+  guestPort: number;
+  host: string;
+  port: number;
 }
 
 export interface ExecCommand {

@@ -119,9 +119,9 @@ export class WarmPool {
    * slot), or null: the caller boots cold. Counts a hit or a miss.
    */
   claim(o: StageVmOptions): Claimed | null {
-    // A root image or mounts are attached when QEMU starts: no pre-booted VM has them.
+    // A root image, mounts or an egress network are attached when QEMU starts: no pre-booted VM has them.
     // Such a stage boots cold and does not steer what the pool warms.
-    if (o.storage) {
+    if (o.storage || o.egress) {
       this.misses++;
       this.o.onRequest?.("miss");
       return null;

@@ -1,3 +1,4 @@
+import { providerEndpoint } from "./provider.js";
 import { workspaceRelative } from "../sandbox/workspace.js";
 import type { RunSpec, WorkflowSpec } from "./types.js";
 import { SpecError } from "./errors.js";
@@ -6,9 +7,11 @@ import { SpecError } from "./errors.js";
 export function checkPlan(spec: RunSpec): void {
   if (spec.kind === "workflow" && spec.workflow) checkWorkflow(spec.workflow);
   if (spec.kind === "agent" && spec.agent?.output_file !== undefined) agentResultPath(spec.agent.output_file);
+  if (spec.kind === "agent" && spec.agent?.provider) providerEndpoint(spec.agent.provider, "agent/provider");
   if (spec.kind === "pipeline" && spec.pipeline) {
     const boxes = new Set<string>();
-    for (const b of spec.pipeline.boxes) {
+    for (const [i, b] of spec.pipeline.boxes.entries()) {
+      if (b.provider) providerEndpoint(b.provider, `pipeline/boxes/${i}/provider`);
       if (boxes.has(b.name)) throw new SpecError(`pipeline/boxes: duplicate box name ${b.name}`);
       boxes.add(b.name);
     }

@@ -15,6 +15,25 @@ const mockAgent = {
   },
 };
 
+const provider = {
+  type: "object",
+  required: ["kind", "model"],
+  additionalProperties: false,
+  properties: {
+    kind: { enum: ["anthropic", "openai", "ollama"] },
+    base_url: { type: "string", pattern: "^https?://[^\\s]+$", maxLength: 2048 },
+    model: { type: "string", minLength: 1, maxLength: 256 },
+    api_key_env: { type: "string", pattern: "^[A-Za-z_][A-Za-z0-9_]{0,127}$" },
+    pricing: {
+      type: "object",
+      required: ["input_usd_per_mtok", "output_usd_per_mtok"],
+      additionalProperties: false,
+      properties: { input_usd_per_mtok: { type: "number", minimum: 0, maximum: 100000 }, output_usd_per_mtok: { type: "number", minimum: 0, maximum: 100000 } },
+    },
+  },
+};
+const command = { type: "array", items: { type: "string", minLength: 1, maxLength: 4096 }, minItems: 1, maxItems: 64 };
+
 const step = {
   type: "object",
   required: ["name", "run"],
@@ -48,6 +67,8 @@ const box = {
     skills,
     timeout_secs: timeout,
     mock: mockAgent,
+    provider,
+    command,
   },
 };
 
@@ -140,6 +161,8 @@ export const runSpecSchema = {
         timeout_secs: timeout,
         output_file: { type: "string", minLength: 1, maxLength: 4096 },
         mock: mockAgent,
+        provider,
+        command,
       },
     },
   },

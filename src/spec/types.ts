@@ -54,12 +54,39 @@ export interface MockAgentSpec {
   exit_code?: number;
 }
 
-export interface BoxSpec {
-  name: string;
-  prompt: string;
+/**
+ * The model provider an agent box talks to from its micro-VM. The key is read on the
+ * daemon host (the variable `api_key_env`, or the operator's secrets file) when the stage
+ * starts and is handed only to the agent process in the guest; the guest's network
+ * reaches this endpoint and nothing else.
+ */
+export interface ProviderSpec {
+  kind: "anthropic" | "openai" | "ollama";
+  /** Default per kind: https://api.anthropic.com, https://api.openai.com/v1, http://127.0.0.1:11434/v1. */
+  base_url?: string;
+  model: string;
+  /** Default per kind: ANTHROPIC_API_KEY, OPENAI_API_KEY; ollama needs none unless this is set. */
+  api_key_env?: string;
+  /** USD per million tokens, for the run report's cost; default: the agent program's table (0 for unknown models). */
+  pricing?: { input_usd_per_mtok: number; output_usd_per_mtok: number };
+}
+
+/** What every agent box may carry besides its prompt. */
+interface AgentBoxFields {
   skills?: string[];
   timeout_secs?: number;
   mock?: MockAgentSpec;
+  provider?: ProviderSpec;
+  /**
+   * The agent program and its leading arguments; the prompt is appended as the last
+   * argument. Default with a provider: the built-in `voidbox-agent` (images/agent.yaml).
+   */
+  command?: string[];
+}
+
+export interface BoxSpec extends AgentBoxFields {
+  name: string;
+  prompt: string;
 }
 
 export type PipelineStageSpec = { type: "box"; name: string } | { type: "fan_out"; boxes: string[] };
@@ -69,12 +96,9 @@ export interface PipelineSpec {
   stages: PipelineStageSpec[];
 }
 
-export interface AgentSpec {
+export interface AgentSpec extends AgentBoxFields {
   prompt: string;
-  skills?: string[];
-  timeout_secs?: number;
   output_file?: string;
-  mock?: MockAgentSpec;
 }
 
 export interface RunSpec {

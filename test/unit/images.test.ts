@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { buildImage, imageInputs, imageKey, ImageBuildError } from "../../src/images/build.js";
+import { buildImage, imageInputs, imageKey, ImageBuildError, type ImageRequest } from "../../src/images/build.js";
 import { loadImageFile } from "../../src/images/file.js";
 import { importOciImage, parseOciRef } from "../../src/images/oci.js";
 import { blobPath, findImage, listImages, removeImage, writeManifest } from "../../src/images/store.js";
@@ -19,8 +19,8 @@ const main = path.join(root, "dist/src/main.js");
 const cli = (args: string[]) => spawnSync(process.execPath, [main, "image", ...args], { encoding: "utf8", timeout: 30_000 });
 
 /** An image of `packages` as if built (an empty blob and its manifest). */
-function seed(stateDir: string, packages: string[]): string {
-  const inputs = imageInputs({ name: "x", packages });
+function seed(stateDir: string, packages: string[], files?: ImageRequest["files"]): string {
+  const inputs = imageInputs({ name: "x", packages, files });
   const key = imageKey(inputs);
   fs.mkdirSync(path.dirname(blobPath(stateDir, key)), { recursive: true });
   fs.writeFileSync(blobPath(stateDir, key), "erofs");
@@ -78,7 +78,13 @@ describe("image store", () => {
   });
 
   it("image files: images/test.yaml loads; unknown fields and bad shapes are refused", () => {
-    expect(loadImageFile(path.join(root, "images/test.yaml"))).toEqual({ name: "voidbox-test", suite: "bookworm", mirror: undefined, packages: ["jq"] });
+    expect(loadImageFile(path.join(root, "images/test.yaml"))).toEqual({
+      name: "voidbox-test",
+      suite: "bookworm",
+      mirror: undefined,
+      packages: ["jq", "python3", "ca-certificates"],
+      files: [{ src: path.join(root, "guest/agent/voidbox-agent"), dest: "/usr/local/bin/voidbox-agent", mode: "0755" }],
+    });
     const dir = tmpDir("vbx-imgfile-");
     fs.writeFileSync(path.join(dir, "a.yaml"), "name: a\npackages: [jq]\nsize: 3\n");
     expect(() => loadImageFile(path.join(dir, "a.yaml"))).toThrow(/unknown field size/);
@@ -91,7 +97,8 @@ describe.skipIf(!fs.existsSync(main))("voidbox image (CLI)", () => {
   it("list, build of known inputs, rm; usage errors exit 2, refusals 1", () => {
     const stateDir = tmpDir("vbx-images-cli-");
     expect(cli(["list", "--state-dir", stateDir]).stdout).toBe("no images\n");
-    const key = seed(stateDir, ["jq"]);
+    const testImage = loadImageFile(path.join(root, "images/test.yaml"));
+    const key = seed(stateDir, testImage.packages, testImage.files);
     const b = cli(["build", "--file", path.join(root, "images/test.yaml"), "--state-dir", stateDir, "--json"]);
     expect(b.status).toBe(0);
     expect(JSON.parse(b.stdout)).toMatchObject({ name: "voidbox-test", key, reused: true });

@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { SandboxError, type Accelerator, type Logger, type Sandbox, type StageVm, type StageVmOptions, type VmInfo } from "../types.js";
 import { microvmOptionsFor, tunedKernelArgs } from "./kernel-args.js";
+import { egressArgs } from "./network.js";
 import { withQemuMessage } from "./probe.js";
 import type { SnapshotShape, VmSnapshots } from "./snapshots.js";
 import { QemuStageVm } from "./stage-vm.js";
@@ -56,15 +57,18 @@ export class QemuSandbox implements Sandbox {
       if (!existsSync(p)) throw new SandboxError(`guest ${what} not found: ${p} (run: make guest)`);
     }
     const t0 = Date.now();
+    // An egress network replaces sandbox.network: the guest reaches that endpoint only.
+    const egress = o.egress ? egressArgs(o.egress) : undefined;
     const spawnOpts: VmSpawnOptions = {
       kernel,
       initramfs,
       accelerator: this.opts.accelerator,
       memoryMb: o.memoryMb,
       vcpus: o.vcpus,
-      network: o.network,
+      network: o.network && !egress,
       storage: o.storage,
-      kernelArgs: this.opts.kernelArgs ?? tunedKernelArgs(this.opts.accelerator, o.vcpus, kernel),
+      kernelArgs: [...(this.opts.kernelArgs ?? tunedKernelArgs(this.opts.accelerator, o.vcpus, kernel)), ...(egress?.kernel ?? [])],
+      extraArgs: egress?.qemu,
       runId: o.runId,
       stage: o.stage,
       attempt: o.attempt,
@@ -76,7 +80,7 @@ export class QemuSandbox implements Sandbox {
     };
     const snaps = this.opts.snapshots;
     // Disks and a network carry host state a restore cannot reproduce: those shapes always boot.
-    const key = snaps && !o.network && !o.storage?.image && !o.storage?.mounts.length ? snaps.key(snapshotShape(spawnOpts)) : null;
+    const key = snaps && !o.network && !egress && !o.storage?.image && !o.storage?.mounts.length ? snaps.key(snapshotShape(spawnOpts)) : null;
     const from = key ? snaps!.find(key) : null;
     if (from) {
       const vm = await this.restore(o, spawnOpts, from, key!, t0);

@@ -480,6 +480,12 @@ export interface components {
          *     `readonly: false`) must lie under the daemon's `--mount-root` directories (none by
          *     default: no mounts), symlinks resolved; else 400 INVALID_SPEC naming the field. A
          *     spec file's are checked when its run starts: the run fails with that reason.
+         *     An agent or pipeline box may carry `provider: {kind: anthropic|openai|ollama,
+         *     base_url?, model, api_key_env?, pricing?}` and `command` (the agent program and its
+         *     leading arguments); a bad block answers 400 INVALID_SPEC naming the field
+         *     (`agent/provider/base_url: must not carry credentials …`). The spec never holds the
+         *     key: it is read on the daemon's host when the stage starts, and a missing key fails
+         *     the stage, naming the variable, before any micro-VM boots.
          */
         InlineSpec: {
             [key: string]: unknown;
@@ -1029,8 +1035,11 @@ export interface components {
             success: boolean;
             output: string;
             stages: number;
+            /** @description What the agent boxes' result files reported as `metrics.total_cost_usd`, summed over a pipeline's boxes (each box's last attempt); 0 for workflows and agents that report none. */
             total_cost_usd: number;
+            /** @description Sum of the agent boxes' `metrics.input_tokens` (as total_cost_usd). */
             input_tokens: number;
+            /** @description Sum of the agent boxes' `metrics.output_tokens` (as total_cost_usd). */
             output_tokens: number;
         };
         /** @enum {string} */
