@@ -1,4 +1,6 @@
+import type { components } from "../../../generated/api.js";
 import { ApiError } from "../../errors.js";
+import { encodedJson } from "../../json-bytes.js";
 import type { RunService } from "../../runs/service.js";
 import type { RunStore } from "../../store/runs.js";
 import type { Handler } from "../handler.js";
@@ -26,7 +28,8 @@ export function stageHandlers(runs: RunService, store: RunStore) {
     } catch {
       throw new ApiError("STRUCTURED_OUTPUT_MALFORMED", `result.json of stage ${params.stage} of run ${run.id} is not valid JSON`);
     }
-    return { raw: bytes, contentType: "application/json" };
+    // Served as the guest wrote it once it parses: its fields are the guest's to fill.
+    return { raw: encodedJson<components["schemas"]["StructuredOutput"]>(bytes), contentType: "application/json" };
   };
 
   const getStageArtifact: Handler<"getStageArtifact"> = ({ params }) => {
