@@ -34,7 +34,7 @@ export interface RequestOptions {
   /**
    * "strict" (default): the reply must conform to openapi.yaml.
    * "skip-on-prism": the request is deliberately malformed and Prism answers it with its own
-   * (non-contract) body — see the relaxation list in the contract suite.
+   * (non-contract) body — see the relaxation list in test/contract/README.md.
    * "none": do not check (only for replies a test inspects itself).
    */
   conformance?: "strict" | "skip-on-prism" | "none";
