@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApiClient } from "../helpers/http.js";
 import { writeFixtures, waitForTerminal, type Fixtures } from "../helpers/runs.js";
 import { startInProcess, startPrismProxy, type Target } from "../helpers/targets.js";
-import { workflow, writeSpec } from "../unit/_helpers.js";
-import { request } from "../reliability/harness.js";
+import { request } from "../helpers/http.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
 
 let daemon: Target;
 let proxy: Target;

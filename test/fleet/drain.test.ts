@@ -12,9 +12,12 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { createDaemon, type Daemon } from "../../src/server.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { pidAlive } from "../helpers/process.js";
-import { childEnv, killHard, MAIN_JS, REPO_ROOT, request, startDaemon as spawnBuilt, waitFor as waitUntil, withTimeout, type DaemonProc } from "../reliability/harness.js";
-import { api, tmpDir, waitFor, workflow, writeSpec } from "../unit/_helpers.js";
 import { FakeVms } from "./fake-vm.js";
+import { childEnv, killHard, MAIN_JS, REPO_ROOT, startDaemonProcess as spawnBuilt, type DaemonProc, tmpDir } from "../helpers/daemon.js";
+import { request, api, errorOf } from "../helpers/http.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { withTimeout, waitFor } from "../helpers/wait.js";
+import type { CreateRunResponse, DrainStatus, Health } from "../helpers/types.js";
 
 const run = promisify(execFile);
 const procs: DaemonProc[] = [];
@@ -45,22 +48,22 @@ describe("drain (in process)", () => {
     daemons.push(d);
     const { url } = await d.listen("tcp://127.0.0.1:0");
     const spec = writeSpec(dir, { ...workflow("drained", [{ name: "work", run: { program: "sh", args: ["-c", "true"] } }]), sandbox: { mode: "local", memory_mb: 128 } });
-    const id = (await api(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
+    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
     await waitFor(() => vms.live.size === 1, "the run's VM");
 
-    const drained = await api(url, "POST", "/v1/drain");
+    const drained = await api<DrainStatus>(url, "POST", "/v1/drain");
     expect(drained.status).toBe(202);
     expect(drained.json).toMatchObject({ draining: true, active_runs: 1 });
     let done = false;
     void d.drained.then(() => (done = true));
 
-    const refused = await api(url, "POST", "/v1/runs", { file: spec });
+    const refused = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec });
     expect(refused.status).toBe(503);
     expect(refused.json).toMatchObject({ code: "RESOURCE_LIMIT_EXCEEDED", retryable: true });
-    expect(refused.json.message).toMatch(/draining/);
-    const health = (await api(url, "GET", "/v1/health")).json;
+    expect(errorOf(refused).message).toMatch(/draining/);
+    const health = (await api<Health>(url, "GET", "/v1/health")).json;
     expect(health.capacity).toMatchObject({ draining: true, accepts_runs: false, active_runs: 1 });
-    expect((await api(url, "POST", "/v1/drain")).status).toBe(202); // idempotent
+    expect((await api<DrainStatus>(url, "POST", "/v1/drain")).status).toBe(202); // idempotent
     expect(done).toBe(false);
 
     vms.finish(id);
@@ -76,7 +79,7 @@ describe("drain (in process)", () => {
     daemons.push(d);
     const { url } = await d.listen("tcp://127.0.0.1:0");
     const spec = writeSpec(dir, { ...workflow("stuck", [{ name: "work", run: { program: "sh", args: ["-c", "true"] } }]), sandbox: { mode: "local", memory_mb: 128 } });
-    const id = (await api(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
+    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
     await waitFor(() => vms.live.size === 1, "the run's VM");
     await withTimeout(d.drain(), 20_000, "drain did not end at its timeout");
     expect(runFile(dir + "/state", id)).toMatchObject({ status: "failed", terminal_reason: "daemon_shutdown" });
@@ -104,14 +107,14 @@ describe("drain (the built daemon)", () => {
     expect(created.status).toBe(200);
     const id = (created.json as { run_id: string }).run_id;
     let pid = 0;
-    await waitUntil(
+    await waitFor(
       async () => {
         const events = (await request(base, `/v1/runs/${id}/events`)).json as Array<{ event_type: string; payload: { pid?: number } | null }>;
         pid = events.find((e) => e.event_type === "microvm.spawned")?.payload?.pid ?? 0;
         return pid > 0;
       },
-      90_000,
       () => `the micro-VM did not boot\n${d.output()}`,
+      90_000,
     );
 
     const drain = await request(base, "/v1/drain", { method: "POST" });

@@ -6,9 +6,11 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { createDaemon, type Daemon } from "../../src/server.js";
 import { gateReply } from "../helpers/conformance.js";
-import { tmpDir, waitFor, workflow, writeSpec } from "../unit/_helpers.js";
 import { FakeVms } from "./fake-vm.js";
 import { parsePrometheusText, value, type Family } from "./prom-text.js";
+import { tmpDir } from "../helpers/daemon.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
 
 const TOKEN = "metrics-test-token";
 let daemon: Daemon | undefined;

@@ -6,10 +6,12 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { request, tempDir, type RunStateLike } from "./harness.js";
 import { runCrashCycles } from "./crash-cycles.js";
 import * as statefiles from "./statefiles.js";
 import { eventLine, readEventsFile } from "./statefiles.js";
+import { tmpDir } from "../helpers/daemon.js";
+import { request } from "../helpers/http.js";
+import { type RunState } from "../helpers/runs.js";
 
 const CYCLES = 5;
 
@@ -53,7 +55,7 @@ describe("states left by a crash at a precise point", () => {
   }
 
   it("a create interrupted before run.json was renamed into place is not reported as a corrupt file", async () => {
-    const home = tempDir("vbx-crash-pt-");
+    const home = tmpDir("vbx-crash-pt-");
     dirs.push(home);
     const stateDir = path.join(home, "state");
     // (a) killed after the two event appends, before the temp file was renamed
@@ -76,7 +78,7 @@ describe("states left by a crash at a precise point", () => {
       for (const id of ["interrupted-a", "interrupted-b", "interrupted-c"]) {
         const r = await request(url, `/v1/runs/${id}`);
         if (r.status === 200) {
-          const s = r.json as RunStateLike;
+          const s = r.json as RunState;
           expect([s.status, s.terminal_reason]).toEqual(["failed", "daemon_restarted"]);
         } else expect(r.status).toBe(404);
       }
@@ -86,7 +88,7 @@ describe("states left by a crash at a precise point", () => {
   });
 
   it("a torn last event line is repaired, an active run fails with daemon_restarted, nothing is quarantined", async () => {
-    const home = tempDir("vbx-crash-pt-");
+    const home = tmpDir("vbx-crash-pt-");
     dirs.push(home);
     const stateDir = path.join(home, "state");
     const dir = path.join(stateDir, "runs", "torn");
@@ -98,7 +100,7 @@ describe("states left by a crash at a precise point", () => {
     try {
       const health = await request(url, "/v1/health");
       expect((health.json as { quarantined_files: string[] }).quarantined_files).toEqual([]);
-      const s = (await request(url, "/v1/runs/torn")).json as RunStateLike;
+      const s = (await request(url, "/v1/runs/torn")).json as RunState;
       expect([s.status, s.terminal_reason]).toEqual(["failed", "daemon_restarted"]);
       expect(s.events.map((e) => e.seq)).toEqual([0, 1, 2, 3]);
       expect(s.events[3].event_type).toBe("run.failed");

@@ -7,8 +7,9 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { prettyLine } from "../../src/cli/pretty-log.js";
 import { createDaemon, type Daemon } from "../../src/server.js";
-import { childEnv, MAIN_JS, REPO_ROOT } from "../reliability/harness.js";
-import { tmpDir, waitFor, workflow, writeSpec } from "./_helpers.js";
+import { childEnv, MAIN_JS, REPO_ROOT, tmpDir } from "../helpers/daemon.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
 
 const home = tmpDir("vbx-cli-");
 const specDir = tmpDir("vbx-cli-specs-");

@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient as createSdkClient, DaemonUnreachableError, VoidboxError, isTerminalEvent, parseSse, type ClientOptions, type RunEvent, type VoidboxEvent } from "@voidbox/client";
 import { gateReply } from "../helpers/conformance.js";
 import { createDaemon, type Daemon } from "../../src/server.js";
-import { tmpDir, workflow, writeSpec } from "./_helpers.js";
+import { tmpDir } from "../helpers/daemon.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
 
 const TOKEN = "sdk-test-token-0123456789abcdef";
 const specDir = tmpDir("vbx-sdk-specs-");

@@ -6,11 +6,11 @@ import { afterEach, describe, expect, it } from "vitest";
 import { startingHandler, type RequestHandler } from "../../src/http/starting.js";
 import { createDaemon, type Daemon } from "../../src/server.js";
 import { gateReply } from "../helpers/conformance.js";
-import { tmpDir } from "./_helpers.js";
+import { tmpDir } from "../helpers/daemon.js";
 
 interface Got {
   status: number;
-  json: any;
+  json: unknown;
 }
 type Raw = Got & { headers: http.IncomingHttpHeaders; body: Buffer };
 

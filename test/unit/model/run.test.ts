@@ -8,7 +8,7 @@ import { Run, type RunDeps } from "../../../src/runs/run.js";
 import { RunStore } from "../../../src/store/runs.js";
 import { readFreshSummary } from "../../../src/store/summary.js";
 import type { RunEvent } from "../../helpers/runs.js";
-import { tmpDir } from "../_helpers.js";
+import { tmpDir } from "../../helpers/daemon.js";
 
 const T0 = Date.parse("2026-11-27T10:00:00.000Z");
 

@@ -9,7 +9,7 @@ import { appendAtomically, readJsonLinesLenient, wholeLinesLength, writeFileAtom
 import { RunStore } from "../../../src/store/runs.js";
 import { SessionStore } from "../../../src/store/sessions.js";
 import { readFreshSummary, writeSummary, type RunSummary } from "../../../src/store/summary.js";
-import { tmpDir } from "../_helpers.js";
+import { tmpDir } from "../../helpers/daemon.js";
 
 let dir: string;
 const stores: RunStore[] = [];
