@@ -12,6 +12,7 @@ import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { gateReply } from "../helpers/conformance.js";
 import type { RunEvent, RunState } from "../helpers/runs.js";
 import { pidAlive } from "../helpers/process.js";
+import { waitFor } from "../helpers/wait.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const image = findGuestImage(ROOT);
@@ -45,15 +46,8 @@ async function start(file: string, policy?: Record<string, number>): Promise<str
   return r.json.run_id;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** What `probe` finds (it returns undefined until then), within the deadline. */
+const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<NonNullable<T>> => waitFor(probe, what, timeoutMs);
 
 const getRun = async (id: string) => (await call<RunState>("GET", `/v1/runs/${id}`)).json;
 const terminal = (id: string) => until(`run ${id} to end`, async () => ((await getRun(id)).finished_at ? getRun(id) : undefined));
