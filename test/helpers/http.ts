@@ -17,7 +17,7 @@ export { ConformanceError } from "./conformance.js";
 
 export const TEST_TOKEN = "test-token";
 
-export interface ApiResponse<T = any> {
+export interface ApiResponse<T = unknown> {
   status: number;
   headers: Headers;
   contentType: string;
@@ -68,7 +68,7 @@ export class ApiClient {
     return new ApiClient(target.url, target.kind, gateReply, target.token ?? TEST_TOKEN);
   }
 
-  async request<T = any>(method: string, pathname: string, opts: RequestOptions = {}): Promise<ApiResponse<T>> {
+  async request<T = unknown>(method: string, pathname: string, opts: RequestOptions = {}): Promise<ApiResponse<T>> {
     const url = new URL(this.baseUrl + pathname);
     for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
     const headers: Record<string, string> = { accept: "application/json", ...(opts.headers ?? {}) };
@@ -116,10 +116,10 @@ export class ApiClient {
     this.gate({ method, path: pathname, status: res.status, headers: res.headers, body: res.bytes });
   }
 
-  get<T = any>(pathname: string, opts?: RequestOptions) {
+  get<T = unknown>(pathname: string, opts?: RequestOptions) {
     return this.request<T>("GET", pathname, opts);
   }
-  post<T = any>(pathname: string, opts?: RequestOptions) {
+  post<T = unknown>(pathname: string, opts?: RequestOptions) {
     return this.request<T>("POST", pathname, opts);
   }
 }

@@ -21,6 +21,7 @@ import {
   type RunStatus,
 } from "../../helpers/runs.js";
 import { selectedTargets, type Target, type TargetFactory } from "../../helpers/targets.js";
+import type { CreateRunResponse } from "../../helpers/types.js";
 
 export const ACTIVE: readonly RunStatus[] = ["pending", "starting", "running"];
 
@@ -73,7 +74,7 @@ export interface ContractContext {
   readonly fx: Fixtures;
   /** Runs to cancel before the target stops. */
   longRuns: Set<string>;
-  create(body: unknown, opts?: Parameters<ApiClient["post"]>[1]): Promise<ApiResponse>;
+  create(body: unknown, opts?: Parameters<ApiClient["post"]>[1]): Promise<ApiResponse<CreateRunResponse>>;
   /** Starts a long-running run whose `nap` stage is running (waited for via events). */
   startLongRun(runId?: string): Promise<string>;
   /** A finished echo|tr workflow, shared by read-only cases (created once per target and file). */
@@ -105,11 +106,11 @@ export function contractSuite(topic: string, cases: (s: ContractContext) => void
         return ready(fx, "fx");
       },
       longRuns,
-      create: (body, opts = {}) => s.api.post("/v1/runs", { json: runRequest(s.fx, body), ...opts }),
+      create: (body, opts = {}) => s.api.post<CreateRunResponse>("/v1/runs", { json: runRequest(s.fx, body), ...opts }),
       async startLongRun(runId) {
         const res = await s.create(runId ? { file: s.fx.sleep, run_id: runId } : { file: s.fx.sleep });
         expect(res.status).toBe(200);
-        const id = res.body.run_id as string;
+        const id = res.body.run_id;
         longRuns.add(id);
         await waitForRun(s.api, id, (r) => r.events.some((e) => e.event_type === "stage.started" && stageOf(e) === "nap"), {
           what: "stage nap started",

@@ -2,8 +2,10 @@
 // Part of the HTTP contract suite (see _suite.ts and README.md): run unchanged against the
 // in-process server, the daemon as a separate process and the Prism mock.
 import { describe, expect, it } from "vitest";
+import { errorOf } from "../../helpers/http.js";
 import { ACTIVE, contractSuite, expectPrismViolation } from "./_suite.js";
 import { types, uniqueRunId, waitForTerminal, type RunState } from "../../helpers/runs.js";
+import type { CancelRunResponse, CreateRunResponse } from "../../helpers/types.js";
 
 contractSuite("create", (s) => {
   const { isPrism, create, startLongRun, longRuns } = s;
@@ -19,7 +21,7 @@ contractSuite("create", (s) => {
       if (!isPrism) {
         expect(res.body.attempt_id).toBe(1);
         expect(ACTIVE).toContain(res.body.state);
-        expect((await s.api.get(`/v1/runs/${res.body.run_id}`)).status).toBe(200);
+        expect((await s.api.get<RunState>(`/v1/runs/${res.body.run_id}`)).status).toBe(200);
       }
     });
 
@@ -41,12 +43,12 @@ contractSuite("create", (s) => {
       expect(res.status).toBe(400);
       if (!isPrism) {
         // R3: Prism answers its first 400 example whatever the violation.
-        expect(res.body.code).toBe("INVALID_SPEC");
-        expect(res.body.message).toMatch(/file/);
+        expect(errorOf(res).code).toBe("INVALID_SPEC");
+        expect(errorOf(res).message).toMatch(/file/);
       } else {
         expectPrismViolation(res, "file");
       }
-      expect(res.body.retryable).toBe(false);
+      expect(errorOf(res).retryable).toBe(false);
     });
 
     it.each([
@@ -62,8 +64,8 @@ contractSuite("create", (s) => {
       const res = await create({ file: isPrism ? "examples/hello.yaml" : s.fx.hello, policy });
       expect(res.status).toBe(400);
       if (!isPrism) {
-        expect(res.body.code).toBe("INVALID_POLICY"); // R3 on Prism
-        expect(res.body.message).toMatch(new RegExp(field));
+        expect(errorOf(res).code).toBe("INVALID_POLICY"); // R3 on Prism
+        expect(errorOf(res).message).toMatch(new RegExp(field));
       } else {
         expectPrismViolation(res, field);
       }
@@ -75,11 +77,11 @@ contractSuite("create", (s) => {
       ["trailing garbage", '{"file":"x.yaml"} x'],
       ["single quotes", "{'file':'x.yaml'}"],
     ])("malformed JSON (%s) → 400 INVALID_SPEC (R2 on Prism: status only)", async (_label, raw) => {
-      const res = await s.api.post("/v1/runs", { raw, conformance: "skip-on-prism" });
+      const res = await s.api.post<CreateRunResponse>("/v1/runs", { raw, conformance: "skip-on-prism" });
       expect(res.status).toBe(400);
       if (!isPrism) {
-        expect(res.body.code).toBe("INVALID_SPEC");
-        expect(res.body.retryable).toBe(false);
+        expect(errorOf(res).code).toBe("INVALID_SPEC");
+        expect(errorOf(res).retryable).toBe(false);
       }
     });
 
@@ -89,9 +91,9 @@ contractSuite("create", (s) => {
       ["a number", "42"],
       ["null", "null"],
     ])("valid JSON that is %s → 400 INVALID_SPEC", async (_label, raw) => {
-      const res = await s.api.post("/v1/runs", { raw, conformance: "skip-on-prism" });
+      const res = await s.api.post<CreateRunResponse>("/v1/runs", { raw, conformance: "skip-on-prism" });
       expect(res.status).toBe(400);
-      if (!isPrism) expect(res.body.code).toBe("INVALID_SPEC");
+      if (!isPrism) expect(errorOf(res).code).toBe("INVALID_SPEC");
     });
 
     it.each(["a..b", "../etc", ".hidden", "", "a/b", "x".repeat(129)])(
@@ -100,8 +102,8 @@ contractSuite("create", (s) => {
         const res = await create({ file: isPrism ? "examples/hello.yaml" : s.fx.hello, run_id: runId });
         expect(res.status).toBe(400);
         if (!isPrism) {
-          expect(res.body.code).toBe("INVALID_SPEC");
-          expect(res.body.message).toMatch(/run_id/);
+          expect(errorOf(res).code).toBe("INVALID_SPEC");
+          expect(errorOf(res).message).toMatch(/run_id/);
         } else {
           expectPrismViolation(res, "run_id");
         }
@@ -111,8 +113,8 @@ contractSuite("create", (s) => {
     it.skipIf(isPrism)("policy: absent → stored as null; given → stored, missing keys default (R4)", async () => {
       const a = await create({ file: s.fx.hello });
       const b = await create({ file: s.fx.hello, policy: { max_stage_retries: 1 } });
-      const runA = (await s.api.get(`/v1/runs/${a.body.run_id}`)).body as RunState;
-      const runB = (await s.api.get(`/v1/runs/${b.body.run_id}`)).body as RunState;
+      const runA = (await s.api.get<RunState>(`/v1/runs/${a.body.run_id}`)).body as RunState;
+      const runB = (await s.api.get<RunState>(`/v1/runs/${b.body.run_id}`)).body as RunState;
       expect(runA.policy).toBeNull();
       expect(runB.policy).not.toBeNull();
       expect(runB.policy!.max_stage_retries).toBe(1);
@@ -166,15 +168,15 @@ contractSuite("create", (s) => {
       await waitForTerminal(s.api, id);
       const again = await create({ file: s.fx.hello, run_id: id });
       expect(again.status).toBe(409);
-      expect(again.body.code).toBe("ALREADY_TERMINAL");
-      expect(again.body.retryable).toBe(false);
+      expect(errorOf(again).code).toBe("ALREADY_TERMINAL");
+      expect(errorOf(again).retryable).toBe(false);
 
       const cancelledId = uniqueRunId("gone");
       await startLongRun(cancelledId);
-      expect((await s.api.post(`/v1/runs/${cancelledId}/cancel`)).status).toBe(200);
+      expect((await s.api.post<CancelRunResponse>(`/v1/runs/${cancelledId}/cancel`)).status).toBe(200);
       const afterCancel = await create({ file: s.fx.sleep, run_id: cancelledId });
       expect(afterCancel.status).toBe(409);
-      expect(afterCancel.body.code).toBe("ALREADY_TERMINAL");
+      expect(errorOf(afterCancel).code).toBe("ALREADY_TERMINAL");
     });
   });
 
@@ -202,7 +204,7 @@ contractSuite("create", (s) => {
           expect([400, 422], `${method} ${path}`).toContain(res.status);
         } else {
           expect(res.status, `${method} ${path}`).toBe(400);
-          expect(res.body.retryable).toBe(false);
+          expect(errorOf(res).retryable).toBe(false);
         }
       }
     });

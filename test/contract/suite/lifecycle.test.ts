@@ -2,8 +2,10 @@
 // Part of the HTTP contract suite (see _suite.ts and README.md): run unchanged against the
 // in-process server, the daemon as a separate process and the Prism mock.
 import { describe, expect, it } from "vitest";
+import { errorOf } from "../../helpers/http.js";
 import { ACTIVE, contractSuite, expectEnvelope, payload, stageOf } from "./_suite.js";
 import { RFC3339, isTerminal, types, waitForRun, waitForTerminal, type Fixtures, type RunEvent, type RunState } from "../../helpers/runs.js";
+import type { CancelRunResponse } from "../../helpers/types.js";
 
 contractSuite("lifecycle", (s) => {
   const { isPrism, create, startLongRun, helloRun } = s;
@@ -92,7 +94,7 @@ contractSuite("lifecycle", (s) => {
       const terminal = again.events.find((e) => e.event_id === again.terminal_event_id);
       expect(terminal?.event_type).toBe("run.finished");
       // Cancelling a terminal run: 200, same id, nothing appended.
-      const cancel = await s.api.post(`/v1/runs/${run.id}/cancel`, { json: { reason: "too late" } });
+      const cancel = await s.api.post<CancelRunResponse>(`/v1/runs/${run.id}/cancel`, { json: { reason: "too late" } });
       expect(cancel.status).toBe(200);
       expect(cancel.body).toMatchObject({ run_id: run.id, state: "succeeded", terminal_event_id: run.terminal_event_id });
       const after = (await s.api.get<RunState>(`/v1/runs/${run.id}`)).body;
@@ -163,9 +165,9 @@ contractSuite("lifecycle", (s) => {
   // ── cancel ──────────────────────────────────────────────────────
   describe("POST /v1/runs/{id}/cancel", () => {
     it.skipIf(isPrism)("unknown run → 404 NOT_FOUND (R4)", async () => {
-      const res = await s.api.post("/v1/runs/no-such-run-xyz/cancel", { json: { reason: "x" } });
+      const res = await s.api.post<CancelRunResponse>("/v1/runs/no-such-run-xyz/cancel", { json: { reason: "x" } });
       expect(res.status).toBe(404);
-      expect(res.body.code).toBe("NOT_FOUND");
+      expect(errorOf(res).code).toBe("NOT_FOUND");
     });
 
     it.skipIf(isPrism)("active run → 200 cancelled; terminal_event_id = run.cancelled; repeat is a no-op (R4)", async () => {
@@ -173,7 +175,7 @@ contractSuite("lifecycle", (s) => {
       const running = (await s.api.get<RunState>(`/v1/runs/${id}`)).body;
       expect(running.active_stage_count).toBe(1); // `nap` started and has not finished
 
-      const res = await s.api.post(`/v1/runs/${id}/cancel`, { json: { reason: "test says stop" } });
+      const res = await s.api.post<CancelRunResponse>(`/v1/runs/${id}/cancel`, { json: { reason: "test says stop" } });
       expect(res.status).toBe(200);
       expect(res.body.run_id).toBe(id);
       expect(res.body.state).toBe("cancelled");
@@ -203,7 +205,7 @@ contractSuite("lifecycle", (s) => {
         what: "active counts back to 0",
       });
 
-      const again = await s.api.post(`/v1/runs/${id}/cancel`, { json: { reason: "again" } });
+      const again = await s.api.post<CancelRunResponse>(`/v1/runs/${id}/cancel`, { json: { reason: "again" } });
       expect(again.status).toBe(200);
       expect(again.body).toEqual({ run_id: id, state: "cancelled", terminal_event_id: res.body.terminal_event_id });
       const after = (await s.api.get<RunState>(`/v1/runs/${id}`)).body;
@@ -217,7 +219,7 @@ contractSuite("lifecycle", (s) => {
       ["content-type application/json", "application/json"],
     ])("empty body (%s) → 200 cancelled with the default reason", async (_label, contentType) => {
       const id = isPrism ? "build-42" : await startLongRun();
-      const res = await s.api.post(`/v1/runs/${id}/cancel`, { contentType });
+      const res = await s.api.post<CancelRunResponse>(`/v1/runs/${id}/cancel`, { contentType });
       expect(res.status).toBe(200);
       expect(res.body.state).toBe("cancelled");
       if (!isPrism) {
@@ -231,10 +233,10 @@ contractSuite("lifecycle", (s) => {
       ["plain text", "stop it"],
     ])("malformed non-empty body (%s) → 400 INVALID_SPEC, run untouched (R2)", async (_label, raw) => {
       const id = isPrism ? "build-42" : await startLongRun();
-      const res = await s.api.post(`/v1/runs/${id}/cancel`, { raw, conformance: "skip-on-prism" });
+      const res = await s.api.post<CancelRunResponse>(`/v1/runs/${id}/cancel`, { raw, conformance: "skip-on-prism" });
       expect(res.status).toBe(400);
       if (!isPrism) {
-        expect(res.body.code).toBe("INVALID_SPEC");
+        expect(errorOf(res).code).toBe("INVALID_SPEC");
         const run = (await s.api.get<RunState>(`/v1/runs/${id}`)).body;
         expect(ACTIVE).toContain(run.status);
         expect(types(run.events)).not.toContain("run.cancelled");
@@ -243,9 +245,9 @@ contractSuite("lifecycle", (s) => {
 
     it("a body that is JSON but not a CancelRunRequest → 400", async () => {
       const id = isPrism ? "build-42" : await startLongRun();
-      const res = await s.api.post(`/v1/runs/${id}/cancel`, { json: { reason: 42 } });
+      const res = await s.api.post<CancelRunResponse>(`/v1/runs/${id}/cancel`, { json: { reason: 42 } });
       expect(res.status).toBe(400);
-      if (!isPrism) expect(res.body.code).toBe("INVALID_SPEC");
+      if (!isPrism) expect(errorOf(res).code).toBe("INVALID_SPEC");
     });
   });
 

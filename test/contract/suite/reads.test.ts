@@ -3,9 +3,10 @@
 // in-process server, the daemon as a separate process and the Prism mock.
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { conformanceProblems, type ApiResponse } from "../../helpers/http.js";
+import { conformanceProblems, type ApiResponse, errorOf } from "../../helpers/http.js";
 import { isTerminal, types, v2Name, type RunEvent, type RunState } from "../../helpers/runs.js";
 import { contractSuite } from "./_suite.js";
+import type { SessionMessage, StageList, StructuredOutput } from "../../helpers/types.js";
 
 contractSuite("reads", (s) => {
   const { isPrism, startLongRun, helloRun } = s;
@@ -125,7 +126,7 @@ contractSuite("reads", (s) => {
   describe("stages, output, artifacts, sessions", () => {
     it.skipIf(isPrism)("GET stages lists the planned stages in order (R4)", async () => {
       const run = await helloRun();
-      const res = await s.api.get(`/v1/runs/${run.id}/stages`);
+      const res = await s.api.get<StageList>(`/v1/runs/${run.id}/stages`);
       expect(res.status).toBe(200);
       expect(res.body.run_id).toBe(run.id);
       expect(res.body.attempt_id).toBe(run.attempt_id);
@@ -143,36 +144,36 @@ contractSuite("reads", (s) => {
       ]) {
         const res = await s.api.get(path);
         expect(res.status, path).toBe(404);
-        expect(res.body.code, path).toBe("NOT_FOUND");
+        expect(errorOf(res).code, path).toBe("NOT_FOUND");
       }
     });
 
     it.skipIf(isPrism)("known run without output → 404 STRUCTURED_OUTPUT_MISSING / ARTIFACT_NOT_FOUND (R4)", async () => {
       const run = await helloRun();
-      const out = await s.api.get(`/v1/runs/${run.id}/stages/fetch/output-file`);
+      const out = await s.api.get<StructuredOutput>(`/v1/runs/${run.id}/stages/fetch/output-file`);
       expect(out.status).toBe(404);
-      expect(out.body.code).toBe("STRUCTURED_OUTPUT_MISSING");
+      expect(errorOf(out).code).toBe("STRUCTURED_OUTPUT_MISSING");
       const art = await s.api.get(`/v1/runs/${run.id}/stages/main/artifacts/report.txt`);
       expect(art.status).toBe(404);
-      expect(art.body.code).toBe("ARTIFACT_NOT_FOUND");
+      expect(errorOf(art).code).toBe("ARTIFACT_NOT_FOUND");
     });
 
     it("session messages: append, list, [] for unknown, 400 for a bad message", async () => {
       const sid = `sess-${randomUUID()}`;
-      const empty = await s.api.get(`/v1/sessions/${sid}/messages`);
+      const empty = await s.api.get<SessionMessage[]>(`/v1/sessions/${sid}/messages`);
       expect(empty.status).toBe(200);
       if (!isPrism) expect(empty.body).toEqual([]); // R4: Prism answers its example
-      const posted = await s.api.post(`/v1/sessions/${sid}/messages`, { json: { role: "user", content: "hi there" } });
+      const posted = await s.api.post<SessionMessage>(`/v1/sessions/${sid}/messages`, { json: { role: "user", content: "hi there" } });
       expect(posted.status).toBe(200);
       if (!isPrism) {
         expect(posted.body).toMatchObject({ role: "user", content: "hi there" });
-        await s.api.post(`/v1/sessions/${sid}/messages`, { json: { role: "assistant", content: "hello" } });
-        const list = await s.api.get(`/v1/sessions/${sid}/messages`);
+        await s.api.post<SessionMessage>(`/v1/sessions/${sid}/messages`, { json: { role: "assistant", content: "hello" } });
+        const list = await s.api.get<SessionMessage[]>(`/v1/sessions/${sid}/messages`);
         expect(list.body.map((m: { content: string }) => m.content)).toEqual(["hi there", "hello"]);
       }
-      const bad = await s.api.post(`/v1/sessions/${sid}/messages`, { json: { content: "no role" } });
+      const bad = await s.api.post<SessionMessage>(`/v1/sessions/${sid}/messages`, { json: { content: "no role" } });
       expect(bad.status).toBe(400);
-      if (!isPrism) expect(bad.body.code).toBe("INVALID_SPEC");
+      if (!isPrism) expect(errorOf(bad).code).toBe("INVALID_SPEC");
     });
 
     it.runIf(isPrism)("every operation answers its declared example (mock only)", async () => {

@@ -3,11 +3,12 @@
 // in-process server, the daemon as a separate process and the Prism mock.
 import { rmSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { ApiClient, rawHttp } from "../../helpers/http.js";
+import { ApiClient, rawHttp, errorOf } from "../../helpers/http.js";
 import { validateResponse, validateSchema } from "../../helpers/openapi.js";
 import { runRequest, uniqueRunId, waitForTerminal, type RunState } from "../../helpers/runs.js";
 import { makeStateDir } from "../../helpers/targets.js";
 import { contractSuite } from "./_suite.js";
+import type { CreateRunResponse, Health, RunEvent, RunList, SessionMessage, StageList } from "../../helpers/types.js";
 
 contractSuite("transport", (s) => {
   const { factory, isPrism, create, helloRun } = s;
@@ -15,7 +16,7 @@ contractSuite("transport", (s) => {
   // ── transport, health, errors ─────────────────────────────────────────────
   describe("health, auth, routing, errors", () => {
     it("GET /v1/health → 200 {status: ok, persistence: <name>}", async () => {
-      const res = await s.api.get("/v1/health");
+      const res = await s.api.get<Health>("/v1/health");
       expect(res.status).toBe(200);
       expect(res.body.status).toBe("ok");
       expect(typeof res.body.persistence).toBe("string");
@@ -24,7 +25,7 @@ contractSuite("transport", (s) => {
 
     // A target given a token (`make conformance TOKEN=…`) requires it: this case is for auth-less ones.
     it.skipIf(factory.requiresToken)("auth disabled: a request without a token is served (R6)", async () => {
-      const res = await s.api.get("/v1/health", { token: null });
+      const res = await s.api.get<Health>("/v1/health", { token: null });
       expect(res.status).toBe(200);
     });
 
@@ -38,8 +39,8 @@ contractSuite("transport", (s) => {
       ] as const) {
         const res = await s.api.request(method, path, { token: null, json, headers: { authorization: "Basic dm9pZDpib3g=" } });
         expect(res.status, `${method} ${path}`).toBe(401);
-        expect(res.body.code).toBe("UNAUTHORIZED");
-        expect(res.body.retryable).toBe(false);
+        expect(errorOf(res).code).toBe("UNAUTHORIZED");
+        expect(errorOf(res).retryable).toBe(false);
         expect((await s.api.request(method, path, { token: null, json })).status, `${method} ${path} without Authorization`).toBe(200);
       }
     });
@@ -56,21 +57,21 @@ contractSuite("transport", (s) => {
         const res = await s.api.request(method, path);
         expect(res.status, `${method} ${path}`).toBe(404);
         if (!isPrism) {
-          expect(res.body.code).toBe("NOT_FOUND");
-          expect(res.body.retryable).toBe(false);
-          expect(res.body.message).toMatch(/not found/i);
+          expect(errorOf(res).code).toBe("NOT_FOUND");
+          expect(errorOf(res).retryable).toBe(false);
+          expect(errorOf(res).message).toMatch(/not found/i);
         }
       }
     });
 
     it("unknown query parameters are ignored", async () => {
-      expect((await s.api.get("/v1/health", { query: { verbose: "1", x: "y" } })).status).toBe(200);
-      expect((await s.api.get("/v1/runs", { query: { foo: "bar", limit: "3", state: "active" } })).status).toBe(200);
+      expect((await s.api.get<Health>("/v1/health", { query: { verbose: "1", x: "y" } })).status).toBe(200);
+      expect((await s.api.get<RunList>("/v1/runs", { query: { foo: "bar", limit: "3", state: "active" } })).status).toBe(200);
       if (!isPrism) {
         const run = await helloRun();
-        expect((await s.api.get(`/v1/runs/${run.id}`, { query: { junk: "1", api_version: "v1" } })).status).toBe(200);
-        expect((await s.api.get(`/v1/runs/${run.id}/events`, { query: { page: "2" } })).status).toBe(200);
-        expect((await s.api.get(`/v1/runs/${run.id}/stages`, { query: { x: "1" } })).status).toBe(200);
+        expect((await s.api.get<RunState>(`/v1/runs/${run.id}`, { query: { junk: "1", api_version: "v1" } })).status).toBe(200);
+        expect((await s.api.get<RunEvent[]>(`/v1/runs/${run.id}/events`, { query: { page: "2" } })).status).toBe(200);
+        expect((await s.api.get<StageList>(`/v1/runs/${run.id}/stages`, { query: { x: "1" } })).status).toBe(200);
       }
     });
 
@@ -111,12 +112,12 @@ contractSuite("transport", (s) => {
       const pad = "a".repeat(4 * 1024 * 1024 + 1024);
       const big = await create({ file: s.fx.hello, pad });
       expect(big.status).toBe(413);
-      expect(big.body.code).toBe("PAYLOAD_TOO_LARGE");
-      expect(big.body.retryable).toBe(false);
+      expect(errorOf(big).code).toBe("PAYLOAD_TOO_LARGE");
+      expect(errorOf(big).retryable).toBe(false);
 
-      const msg = await s.api.post("/v1/sessions/big-session/messages", { json: { role: "user", content: pad } });
+      const msg = await s.api.post<SessionMessage>("/v1/sessions/big-session/messages", { json: { role: "user", content: pad } });
       expect(msg.status).toBe(413);
-      expect(msg.body.code).toBe("PAYLOAD_TOO_LARGE");
+      expect(errorOf(msg).code).toBe("PAYLOAD_TOO_LARGE");
     });
   });
 
@@ -143,11 +144,11 @@ contractSuite("transport", (s) => {
         for (const bad of [null, "wrong-token", token.slice(0, -1), token + "0"]) {
           const res = await client.request(method, path, { json, token: bad });
           expect(res.status, `${method} ${path} with token ${JSON.stringify(bad)}`).toBe(401);
-          expect(res.body.code).toBe("UNAUTHORIZED");
+          expect(errorOf(res).code).toBe("UNAUTHORIZED");
         }
       }
-      expect((await client.get("/v1/health", { token })).status).toBe(200);
-      expect((await client.get("/v1/runs", { token })).status).toBe(200);
+      expect((await client.get<Health>("/v1/health", { token })).status).toBe(200);
+      expect((await client.get<RunList>("/v1/runs", { token })).status).toBe(200);
     } finally {
       await secured.close();
       rmSync(dir, { recursive: true, force: true });
@@ -163,9 +164,9 @@ contractSuite("transport", (s) => {
       const { url } = await other.listen("tcp://127.0.0.1:0");
       const otherApi = new ApiClient(url.replace(/\/$/, ""), "inprocess");
       const id = uniqueRunId("iso");
-      expect((await otherApi.post("/v1/runs", { json: { file: s.fx.hello, run_id: id } })).status).toBe(200);
+      expect((await otherApi.post<CreateRunResponse>("/v1/runs", { json: { file: s.fx.hello, run_id: id } })).status).toBe(200);
       await waitForTerminal(otherApi, id);
-      expect((await s.api.get(`/v1/runs/${id}`)).status).toBe(404);
+      expect((await s.api.get<RunState>(`/v1/runs/${id}`)).status).toBe(404);
       const mine = (await s.api.get<{ runs: RunState[] }>("/v1/runs")).body.runs.map((r) => r.id);
       expect(mine).not.toContain(id);
     } finally {
