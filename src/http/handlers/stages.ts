@@ -5,6 +5,8 @@ import type { RunService } from "../../runs/service.js";
 import type { RunStore } from "../../store/runs.js";
 import type { Handler } from "../handler.js";
 
+type StageList = components["schemas"]["StageList"];
+
 /** `type/subtype` with optional parameters, as HTTP allows it in a header (RFC 9110 section 8.3). */
 const MEDIA_TYPE = /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+([ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=("[ !#-\[\]-~]*"|[A-Za-z0-9!#$&^_.+-]+))*$/;
 
@@ -16,7 +18,9 @@ function servedMediaType(declared: string | undefined): string {
 export function stageHandlers(runs: RunService, store: RunStore) {
   const listRunStages: Handler<"listRunStages"> = ({ params }) => {
     const run = runs.get(params.run_id);
-    return { json: { run_id: run.id, attempt_id: run.file.attempt_id, updated_at: run.file.updated_at, stages: run.stageViews() } };
+    // satisfies: TypeScript does not check a returned literal for extra fields, this does.
+    const list = { run_id: run.id, attempt_id: run.file.attempt_id, updated_at: run.file.updated_at, stages: run.stageViews() } satisfies StageList;
+    return { json: list };
   };
 
   const getStageOutputFile: Handler<"getStageOutputFile"> = ({ params }) => {
