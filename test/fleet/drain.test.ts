@@ -9,11 +9,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { createDaemon, type Daemon } from "../../src/server.js";
+import type { Daemon } from "../../src/server.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { pidAlive } from "../helpers/process.js";
 import { FakeVms } from "./fake-vm.js";
-import { childEnv, killHard, MAIN_JS, REPO_ROOT, startDaemonProcess as spawnBuilt, type DaemonProc, tmpDir } from "../helpers/daemon.js";
+import { childEnv, killHard, MAIN_JS, REPO_ROOT, startDaemon, startDaemonProcess, type DaemonProc, tmpDir } from "../helpers/daemon.js";
 import { request, api, errorOf } from "../helpers/http.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import { withTimeout, waitFor } from "../helpers/wait.js";
@@ -44,9 +44,8 @@ describe("drain (in process)", () => {
   it("refuses new runs, lets the active one finish, then resolves", async () => {
     const dir = home();
     const vms = new FakeVms();
-    const d = await createDaemon({ stateDir: dir + "/state", vm: vms.provider() });
+    const { d, url } = await startDaemon(dir + "/state", { vm: vms.provider() });
     daemons.push(d);
-    const { url } = await d.listen("tcp://127.0.0.1:0");
     const spec = writeSpec(dir, { ...workflow("drained", [{ name: "work", run: { program: "sh", args: ["-c", "true"] } }]), sandbox: { mode: "local", memory_mb: 128 } });
     const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
     await waitFor(() => vms.live.size === 1, "the run's VM");
@@ -75,9 +74,8 @@ describe("drain (in process)", () => {
   it("fails the runs still active at the drain timeout (daemon_shutdown)", async () => {
     const dir = home();
     const vms = new FakeVms();
-    const d = await createDaemon({ stateDir: dir + "/state", vm: vms.provider(), limits: { drainTimeoutMs: 300 } });
+    const { d, url } = await startDaemon(dir + "/state", { vm: vms.provider(), limits: { drainTimeoutMs: 300 } });
     daemons.push(d);
-    const { url } = await d.listen("tcp://127.0.0.1:0");
     const spec = writeSpec(dir, { ...workflow("stuck", [{ name: "work", run: { program: "sh", args: ["-c", "true"] } }]), sandbox: { mode: "local", memory_mb: 128 } });
     const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
     await waitFor(() => vms.live.size === 1, "the run's VM");
@@ -95,7 +93,7 @@ describe("drain (the built daemon)", () => {
     const dir = home();
     const sock = path.join(dir, "run", "d.sock");
     const stateDir = path.join(dir, "state");
-    const d = await spawnBuilt({ args: ["--listen", `unix://${sock}`, "--state-dir", stateDir, "--accel", "tcg", "--log-level", "info"], env: childEnv(dir) });
+    const d = await startDaemonProcess({ args: ["--listen", `unix://${sock}`, "--state-dir", stateDir, "--accel", "tcg", "--log-level", "info"], env: childEnv(dir) });
     procs.push(d);
     const base = `unix://${sock}`;
     const spec = path.join(dir, "vm.yaml");
@@ -136,10 +134,10 @@ describe("drain (the built daemon)", () => {
 
   it("SIGUSR2 and `voidbox drain` drain an idle daemon, which exits 0", async () => {
     const dir = home();
-    const viaSignal = await spawnBuilt({ args: ["--listen", `unix://${path.join(dir, "run", "a.sock")}`, "--state-dir", path.join(dir, "a"), "--accel", "tcg"], env: childEnv(dir) });
+    const viaSignal = await startDaemonProcess({ args: ["--listen", `unix://${path.join(dir, "run", "a.sock")}`, "--state-dir", path.join(dir, "a"), "--accel", "tcg"], env: childEnv(dir) });
     procs.push(viaSignal);
     const sock = path.join(dir, "run", "b.sock");
-    const viaCli = await spawnBuilt({ args: ["--listen", `unix://${sock}`, "--state-dir", path.join(dir, "b"), "--accel", "tcg"], env: childEnv(dir) });
+    const viaCli = await startDaemonProcess({ args: ["--listen", `unix://${sock}`, "--state-dir", path.join(dir, "b"), "--accel", "tcg"], env: childEnv(dir) });
     procs.push(viaCli);
 
     viaSignal.child.kill("SIGUSR2");

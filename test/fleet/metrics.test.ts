@@ -8,7 +8,7 @@ import { createDaemon, type Daemon } from "../../src/server.js";
 import { gateReply } from "../helpers/conformance.js";
 import { FakeVms } from "./fake-vm.js";
 import { parsePrometheusText, value, type Family } from "./prom-text.js";
-import { tmpDir } from "../helpers/daemon.js";
+import { startDaemon, tmpDir } from "../helpers/daemon.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -41,8 +41,9 @@ describe("GET /metrics", () => {
   it("needs the token on TCP, parses strictly, and its counters move with a run", async () => {
     const dir = tmpDir("vbx-metrics-");
     const vms = new FakeVms();
-    daemon = await createDaemon({ stateDir: dir + "/state", vm: vms.provider(), auth: { token: TOKEN } });
-    const { url } = await daemon.listen("tcp://127.0.0.1:0");
+    const started = await startDaemon(dir + "/state", { vm: vms.provider(), auth: { token: TOKEN } });
+    daemon = started.d;
+    const { url } = started;
 
     const denied = await call(url, "GET", "/metrics", { token: null });
     expect(denied.status).toBe(401);

@@ -9,7 +9,7 @@ import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDaemon, type Daemon } from "../../src/server.js";
+import type { Daemon } from "../../src/server.js";
 import {
   encodingCases,
   HOSTILE_IDS,
@@ -21,7 +21,7 @@ import {
   POLICY_VALUES,
   PROTOCOL_CASES,
 } from "./hostile-inputs.js";
-import { tmpDir } from "../helpers/daemon.js";
+import { startDaemon, tmpDir } from "../helpers/daemon.js";
 import { isApiError, request, type Reply } from "../helpers/http.js";
 import { TERMINAL, type RunState } from "../helpers/runs.js";
 import { writeSpec, programWorkflow } from "../helpers/specs.js";
@@ -47,8 +47,9 @@ beforeAll(async () => {
     { name: "say", program: "echo", args: ["hi"] },
     { name: "shout", program: "tr", args: ["a-z", "A-Z"], depends_on: ["say"] },
   ]), "good.yaml");
-  daemon = await createDaemon({ stateDir, auth: null, vm: false });
-  url = (await daemon.listen("tcp://127.0.0.1:0")).url.replace(/\/$/, "");
+  const started = await startDaemon(stateDir, { auth: null });
+  daemon = started.d;
+  url = started.url.replace(/\/$/, "");
   // A known run, so that routes with a valid run_id reach their other parameters.
   const r = await request(url, "/v1/runs", { body: { file: goodSpec, run_id: "known" } });
   expect(r.status, r.text).toBe(200);

@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { ApiClient, rawHttp, errorOf } from "../../helpers/http.js";
 import { validateResponse, validateSchema } from "../../helpers/openapi.js";
 import { runRequest, uniqueRunId, waitForTerminal, type RunState } from "../../helpers/runs.js";
+import { startDaemon } from "../../helpers/daemon.js";
 import { makeStateDir } from "../../helpers/targets.js";
 import { contractSuite } from "./_suite.js";
 import type { CreateRunResponse, Health, RunEvent, RunList, SessionMessage, StageList } from "../../helpers/types.js";
@@ -123,12 +124,10 @@ contractSuite("transport", (s) => {
 
   // ── bearer auth on TCP (in-process only: the shared targets run without auth) ─
   it.runIf(factory.kind === "inprocess")("TCP with a token: missing/wrong token → 401 UNAUTHORIZED on every route, health included (in-process only: starts its own daemon)", async () => {
-    const { createDaemon } = await import("../../../src/server.js");
     const dir = makeStateDir();
     const token = "0123456789abcdef".repeat(4);
-    const secured = await createDaemon({ stateDir: dir, auth: { token } });
+    const { d: secured, url } = await startDaemon(dir, { auth: { token }, vm: undefined });
     try {
-      const { url } = await secured.listen("tcp://127.0.0.1:0");
       const client = new ApiClient(url.replace(/\/$/, ""), "inprocess");
       const routes: Array<[string, string, unknown?]> = [
         ["GET", "/v1/health"],
@@ -157,11 +156,9 @@ contractSuite("transport", (s) => {
 
   // ── state dir is a parameter, daemons never share ───────────────────────────
   it.runIf(factory.kind === "inprocess")("two daemons with their own state dirs do not see each other's runs (in-process only: starts its own daemon)", async () => {
-    const { createDaemon } = await import("../../../src/server.js");
     const otherDir = makeStateDir();
-    const other = await createDaemon({ stateDir: otherDir, auth: null });
+    const { d: other, url } = await startDaemon(otherDir, { auth: null, vm: undefined });
     try {
-      const { url } = await other.listen("tcp://127.0.0.1:0");
       const otherApi = new ApiClient(url.replace(/\/$/, ""), "inprocess");
       const id = uniqueRunId("iso");
       expect((await otherApi.post<CreateRunResponse>("/v1/runs", { json: { file: s.fx.hello, run_id: id } })).status).toBe(200);
