@@ -2,8 +2,9 @@
 // (test/helpers/conformance.ts: declared status, media type, headers and body schema, one
 // Content-Length) before the test sees it, unless a test says it inspects it itself.
 //   - request(base, path, opts): one request on a fresh connection, TCP or a Unix socket,
-//     the path sent exactly as given; api()/rawApi() are its short forms.
-//   - ApiClient: the contract suite's client (per target: its kind, token and gate).
+//     the path sent exactly as given; api()/rawApi() are its short forms, and ApiClient (the
+//     contract suite's client: per target its kind, token, query and the mock's relaxations
+//     of the gate) sends through it too.
 //   - rawHttp(): bytes over a plain socket, for tests of the wire itself.
 // The SDK (clients/typescript) is the client for tests of what SDK users see.
 import http from "node:http";
@@ -80,10 +81,9 @@ export class ApiClient {
     const contentType = opts.contentType === undefined ? (body !== undefined ? "application/json" : null) : opts.contentType;
     if (contentType) headers["content-type"] = contentType;
 
-    const reply = await fetch(url, { method, headers, body });
-    const bytes = Buffer.from(await reply.arrayBuffer());
-    const text = bytes.toString("utf8");
-    const ct = reply.headers.get("content-type") ?? "";
+    const reply = await request(this.baseUrl, url.pathname + url.search, { method, body, raw: true, headers, conformance: "caller" });
+    const { bytes, text } = reply;
+    const ct = reply.contentType;
     let parsed: unknown;
     if (text.length > 0 && /json/i.test(ct)) {
       try {
@@ -94,7 +94,7 @@ export class ApiClient {
     }
     const res: ApiResponse<T> = {
       status: reply.status,
-      headers: reply.headers,
+      headers: toHeaders(reply.headers),
       contentType: ct,
       bytes,
       text,
@@ -146,17 +146,28 @@ export interface HttpOptions {
   headers?: Record<string, string>;
   token?: string;
   timeoutMs?: number;
-  /** "strict" (default): the reply must pass the conformance gate (openapi.yaml); "none" for replies a test inspects itself. */
-  conformance?: "strict" | "none";
+  /**
+   * "strict" (default): the reply must pass the conformance gate (openapi.yaml); "none" for
+   * replies a test inspects itself (counted as unchecked); "caller": the caller gates it.
+   */
+  conformance?: "strict" | "none" | "caller";
+}
+
+/** Node's header object as fetch's Headers (what ApiClient's replies carry). */
+function toHeaders(h: http.IncomingHttpHeaders): Headers {
+  const out = new Headers();
+  for (const [k, v] of Object.entries(h)) if (v !== undefined) for (const x of Array.isArray(v) ? v : [v]) out.append(k, x);
+  return out;
 }
 
 /** One HTTP request on a fresh connection; `base` is http://host:port or unix:///path; `pathname` is sent exactly as given. */
 export function request<T = unknown>(base: string, pathname: string, o: HttpOptions = {}): Promise<Reply<T>> {
   const method = o.method ?? (o.body === undefined ? "GET" : "POST");
   let payload: Buffer | undefined;
-  if (o.body !== undefined) payload = o.raw ? (Buffer.isBuffer(o.body) ? o.body : Buffer.from(String(o.body))) : Buffer.from(JSON.stringify(o.body));
+  if (o.body !== undefined) payload = o.raw ? (o.body instanceof Uint8Array ? Buffer.from(o.body) : Buffer.from(String(o.body))) : Buffer.from(JSON.stringify(o.body));
   const headers: Record<string, string> = { ...(payload && !o.raw ? { "content-type": "application/json" } : {}), ...(o.contentType ? { "content-type": o.contentType } : {}), ...(o.headers ?? {}) };
-  if (payload) headers["content-length"] = String(payload.length);
+  // A body-less POST says so (Content-Length: 0), as fetch does.
+  if (payload || !["GET", "HEAD"].includes(method)) headers["content-length"] = String(payload?.length ?? 0);
   if (o.token !== undefined) headers.authorization = `Bearer ${o.token}`;
   const target: http.RequestOptions = base.startsWith("unix://")
     ? { socketPath: base.slice("unix://".length) }
@@ -174,7 +185,7 @@ export function request<T = unknown>(base: string, pathname: string, o: HttpOpti
         const bytes = Buffer.concat(chunks);
         try {
           if (o.conformance === "none") skipReply();
-          else gateReply({ method, path: pathname, status: res.statusCode ?? 0, headers: res.headers, body: bytes });
+          else if (o.conformance !== "caller") gateReply({ method, path: pathname, status: res.statusCode ?? 0, headers: res.headers, body: bytes });
         } catch (err) {
           return reject(err);
         }
