@@ -4,7 +4,7 @@
  * boot times and VMs live are exercised without QEMU).
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { createDaemon, type Daemon } from "../../src/server.js";
+import type { Daemon } from "../../src/server.js";
 import { gateReply } from "../helpers/conformance.js";
 import { FakeVms } from "./fake-vm.js";
 import { parsePrometheusText, value, type Family } from "./prom-text.js";
@@ -95,11 +95,11 @@ describe("GET /metrics", () => {
 
   it("unknown paths are counted under one label, and each daemon has its own registry", async () => {
     const dir = tmpDir("vbx-metrics-");
-    daemon = await createDaemon({ stateDir: dir + "/a", vm: false });
-    const other = await createDaemon({ stateDir: dir + "/b", vm: false });
+    const a = await startDaemon(dir + "/a");
+    daemon = a.d;
+    const { d: other, url: otherUrl } = await startDaemon(dir + "/b");
     try {
-      const { url } = await daemon.listen("tcp://127.0.0.1:0");
-      const { url: otherUrl } = await other.listen("tcp://127.0.0.1:0");
+      const { url } = a;
       for (const p of ["/nope/1", "/nope/2"]) expect((await call(url, "GET", p, { token: null })).status).toBe(404);
       const m = await scrape(url);
       expect(value(m, "voidbox_http_requests_total", { route: "unmatched", status: "404" })).toBe(2);

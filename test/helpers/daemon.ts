@@ -27,12 +27,12 @@ export interface TestDaemon {
   stateDir: string;
 }
 
-/** createDaemon() on `stateDir` (no micro-VMs unless `opts.vm` says so), listening on a free loopback port. */
-export async function startDaemon(stateDir: string, opts: Partial<DaemonOptions> = {}): Promise<TestDaemon> {
+/** createDaemon() on `stateDir` (no micro-VMs unless `opts.vm` says so), listening on `address` (default: a free loopback port). */
+export async function startDaemon(stateDir: string, opts: Partial<DaemonOptions> = {}, address = "tcp://127.0.0.1:0"): Promise<TestDaemon> {
   // Loaded on first use: a conformance run against another implementation never loads the daemon.
   const { createDaemon } = await import("../../src/server.js");
   const d = await createDaemon({ stateDir, vm: false, ...opts });
-  const { url } = await d.listen("tcp://127.0.0.1:0");
+  const { url } = await d.listen(address);
   return { d, url, stateDir };
 }
 
