@@ -87,8 +87,10 @@ check-generated: node-deps
 	@npx --no-install openapi-typescript openapi.yaml --default-non-nullable false -o clients/typescript/src/generated/api.ts --check >/dev/null 2>&1 || \
 	  { echo "clients/typescript/src/generated/api.ts is stale: run 'make generate' and commit it"; exit 1; }
 
+# Comments cite only documents the repo holds (scripts/check-citations.mjs says what it checks).
 lint: node-deps check-generated
 	npx --no-install redocly lint openapi.yaml --format=stylish
+	node scripts/check-citations.mjs
 	npm run --silent typecheck
 
 # The guest image (initramfs + kernel); rebuilt only when its inputs change (guest/build.sh
@@ -167,7 +169,7 @@ conformance: node-deps
 	@[ -n "$(URL)" ] || { echo "usage: make conformance URL=http://HOST:PORT [TOKEN=... | TOKEN_FILE=...] [MOCK=1]"; exit 2; }
 	@mkdir -p build
 	@VOIDBOX_CONFORMANCE_URL='$(URL)' VOIDBOX_CONFORMANCE_TOKEN='$(TOKEN)' VOIDBOX_CONFORMANCE_TOKEN_FILE='$(TOKEN_FILE)' \
-	  VOIDBOX_CONFORMANCE_MOCK='$(MOCK)' npx --no-install vitest run test/contract/contract.test.ts \
+	  VOIDBOX_CONFORMANCE_MOCK='$(MOCK)' npx --no-install vitest run test/contract/suite/ \
 	  --reporter=default --reporter=json --outputFile.json=build/conformance.json; rc=$$?; \
 	node -e 'const r=require("./build/conformance.json"); console.log(`$${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'; \
 	exit $$rc

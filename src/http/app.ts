@@ -3,7 +3,7 @@ import { OpenAPIBackend, type Document } from "openapi-backend";
 import addFormats from "ajv-formats";
 import type { Logger } from "pino";
 import { ApiError } from "../errors.js";
-import type { HandlerMap, Reply } from "./handler.js";
+import type { AnyReply, HandlerMap } from "./handler.js";
 import { errorMiddleware, validationError } from "./errors.js";
 import { bearerAuth } from "./auth.js";
 
@@ -42,7 +42,7 @@ function parseBody(buf: unknown): unknown {
 }
 
 /** Writes a reply in one go with an explicit Content-Length (never chunked); a stream writes itself. */
-function send(req: Request, res: Response, reply: Reply): void {
+function send(req: Request, res: Response, reply: AnyReply): void {
   if ("stream" in reply) return reply.stream(req, res);
   const body = "json" in reply ? JSON.stringify(reply.json) : reply.raw;
   res.writeHead(reply.status ?? 200, {
@@ -211,7 +211,7 @@ export function createApp(opts: AppOptions): express.Express {
       }
     }
     const { params, query } = verdict;
-    const handler = opts.handlers[op.operationId as keyof HandlerMap] as (input: unknown) => Reply | Promise<Reply>;
+    const handler = opts.handlers[op.operationId as keyof HandlerMap] as (input: unknown) => AnyReply | Promise<AnyReply>;
     const reply = handler({ params, query, body: request.body, headers: req.headers });
     if (reply instanceof Promise) reply.then((r) => send(req, res, r), next);
     else send(req, res, reply);

@@ -3,7 +3,7 @@ import type { ArtifactPublication } from "../run-model.js";
 /** What a run's stages handed back, per stage, as stored. */
 export interface StageOutputs {
   result: Buffer;
-  artifacts: Array<{ name: string; media_type: string; size_bytes: number }>;
+  artifacts: Array<Pick<ArtifactPublication["manifest"][number], "name" | "media_type" | "size_bytes">>;
 }
 
 export interface PublicationInput {

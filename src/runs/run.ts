@@ -1,4 +1,5 @@
 import type { IdSource } from "../ids.js";
+import { encodedJson, type JsonBytes } from "../json-bytes.js";
 import type { RunStore } from "../store/runs.js";
 import { EVENT_CONTEXT_KEYS, type EngineEvent, type StagePatch, type StagePlan } from "../engine/types.js";
 import type { Metrics } from "../metrics.js";
@@ -193,13 +194,13 @@ export class Run {
     return (v2 ? this.v2() : this.legacyJson)[i];
   }
 
-  eventsJson(fromEventId: string | undefined, v2: boolean): Buffer {
+  eventsJson(fromEventId: string | undefined, v2: boolean): JsonBytes<RunEvent[]> {
     const start = this.indexAfter(fromEventId);
     const src = v2 ? this.v2() : this.legacyJson;
-    if (start > 0) return Buffer.from("[" + src.slice(start).join(",") + "]");
+    if (start > 0) return encodedJson(Buffer.from("[" + src.slice(start).join(",") + "]"));
     if (this.encoded.count !== src.length) this.encoded = { count: src.length };
     const key = v2 ? "v2" : "legacy";
-    return (this.encoded[key] ??= Buffer.from("[" + src.join(",") + "]"));
+    return encodedJson((this.encoded[key] ??= Buffer.from("[" + src.join(",") + "]")));
   }
 
   toState(v2: boolean): RunState {

@@ -4,6 +4,7 @@ import { runEngine } from "../engine/index.js";
 import { DEFAULT_POLICY, type EngineEvent, type EngineHooks, type EngineResult, type RunPolicy, type RunReport } from "../engine/types.js";
 import { ApiError, notFound } from "../errors.js";
 import type { IdSource } from "../ids.js";
+import { encodedJson, type JsonBytes } from "../json-bytes.js";
 import type { Limits } from "../limits.js";
 import type { Metrics } from "../metrics.js";
 import type { NodeSlots } from "../engine/node-slots.js";
@@ -29,6 +30,7 @@ type CreateRunRequest = components["schemas"]["CreateRunRequest"];
 type CreateRunResponse = components["schemas"]["CreateRunResponse"];
 type CancelRunResponse = components["schemas"]["CancelRunResponse"];
 type RunPage = components["schemas"]["RunPage"];
+type RunList = components["schemas"]["RunList"];
 
 export interface RunServiceDeps {
   store: RunStore;
@@ -392,7 +394,7 @@ export class RunService {
    * spliced in as the lines of its log, which are each event's JSON), so a listing of a
    * long history does not hold every run's events as objects at once.
    */
-  listJson(filter: "active" | "terminal" | undefined, v2: boolean): Buffer {
+  listJson(filter: "active" | "terminal" | undefined, v2: boolean): JsonBytes<RunList> {
     const parts: Buffer[] = [Buffer.from('{"runs":[')];
     for (const { id } of this.order.slice()) {
       const entry = this.runs.get(id);
@@ -412,7 +414,7 @@ export class RunService {
       parts.push(Buffer.from(parts.length > 1 ? "," + json : json));
     }
     parts.push(Buffer.from("]}"));
-    return Buffer.concat(parts);
+    return encodedJson(Buffer.concat(parts));
   }
 
   private tryReadBack(summary: RunSummary): Run | null {

@@ -8,11 +8,12 @@
 // contract, rather than be answered with Prism's own 422. What no spec can change: Prism's
 // HTTP layer answers a body that is not JSON itself.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ApiClient } from "../helpers/http.js";
+import { ApiClient, errorOf } from "../helpers/http.js";
 import { writeFixtures, waitForTerminal, type Fixtures } from "../helpers/runs.js";
 import { startInProcess, startPrismProxy, type Target } from "../helpers/targets.js";
-import { workflow, writeSpec } from "../unit/_helpers.js";
-import { request } from "../reliability/harness.js";
+import { request } from "../helpers/http.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import type { CreateRunResponse, RunState } from "../helpers/types.js";
 
 let daemon: Target;
 let proxy: Target;
@@ -66,7 +67,7 @@ describe("through Prism's validating proxy (--errors), a client sees what the da
   });
 
   it("a run, its events and stages: identical", async () => {
-    const created = await direct.post("/v1/runs", { json: { file: fx.hello } });
+    const created = await direct.post<CreateRunResponse>("/v1/runs", { json: { file: fx.hello } });
     const run = await waitForTerminal(direct, created.body.run_id);
     for (const path of [`/v1/runs/${run.id}`, `/v1/runs/${run.id}/events?api_version=v2`, `/v1/runs/${run.id}/stages`, "/v1/runs?state=terminal"]) {
       const [d, p] = await both("GET", path);
@@ -81,7 +82,7 @@ describe("through Prism's validating proxy (--errors), a client sees what the da
     const heredoc = (path: string, text: string) => `cat > ${path} <<EOF\n${text}\nEOF`;
     const script = [heredoc("/workspace/result.json", result), heredoc("/workspace/notes.md", "# notes"), heredoc("/workspace/blob", "raw")].join("\n");
     const file = writeSpec(dir, workflow("arts", [{ name: "make", run: { program: "sh", args: ["-c", script] } }]));
-    const created = await direct.post("/v1/runs", { json: { file } });
+    const created = await direct.post<CreateRunResponse>("/v1/runs", { json: { file } });
     const run = await waitForTerminal(direct, created.body.run_id);
     expect(run.status, run.error ?? "").toBe("succeeded");
     const [md, mdProxy] = await both("GET", `/v1/runs/${run.id}/stages/make/artifacts/notes.md`);
@@ -144,11 +145,11 @@ describe("what the gate holds the daemon to beyond the proxy", () => {
     for (const path of ["/v1/health%ZZ", "/v1/nope%E0%A4%A"]) {
       const res = await direct.get(path);
       expect(res.status, path).toBe(404);
-      expect(res.body.code, path).toBe("NOT_FOUND");
+      expect(errorOf(res).code, path).toBe("NOT_FOUND");
     }
     // On a route, the bad encoding is the parameter's problem.
-    const bad = await direct.get("/v1/runs/%ZZ");
+    const bad = await direct.get<RunState>("/v1/runs/%ZZ");
     expect(bad.status).toBe(400);
-    expect(bad.body.code).toBe("INVALID_PARAMS");
+    expect(errorOf(bad).code).toBe("INVALID_PARAMS");
   });
 });

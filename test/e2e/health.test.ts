@@ -11,7 +11,12 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { validateResponse } from "../helpers/openapi.js";
-import { childEnv, killHard, REPO_ROOT, request, startDaemon, stopDaemon, tempDir, waitFor, type DaemonProc } from "../reliability/harness.js";
+import { childEnv, killHard, REPO_ROOT, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
+import { request } from "../helpers/http.js";
+import { waitForRun } from "../helpers/runs.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import type { CreateRunResponse, Health, RunState } from "../helpers/types.js";
+import { waitFor } from "../helpers/wait.js";
 
 const qemu = qemuAvailable();
 const image = findGuestImage(REPO_ROOT);
@@ -24,45 +29,43 @@ afterAll(async () => {
 });
 
 async function serve(dir: string, extra: string[] = [], env: Record<string, string> = {}): Promise<DaemonProc> {
-  const d = await startDaemon({ args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(dir, "state"), "--no-auth", ...extra], env: childEnv(dir, env) });
+  const d = await startDaemonProcess({ args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(dir, "state"), "--no-auth", ...extra], env: childEnv(dir, env) });
   daemons.push(d);
   return d;
 }
 
-async function health(d: DaemonProc): Promise<any> {
-  const r = await request(d.urls[0], "/v1/health");
+async function health(d: DaemonProc): Promise<Health> {
+  const r = await request<Health>(d.urls[0]!, "/v1/health");
   expect(r.status).toBe(200);
   expect(validateResponse("getHealth", 200, r.json)).toEqual([]);
   return r.json;
 }
 
-async function settled(d: DaemonProc, timeoutMs = 90_000): Promise<any> {
-  let h: any;
-  await waitFor(async () => (h = await health(d)).guest_boot !== "probing", timeoutMs, () => `the guest-boot probe did not settle\n${d.output()}`);
-  return h;
+async function settled(d: DaemonProc, timeoutMs = 90_000): Promise<Health> {
+  let h: Health | undefined;
+  await waitFor(async () => (h = await health(d)).guest_boot !== "probing", () => `the guest-boot probe did not settle\n${d.output()}`, timeoutMs);
+  return h!;
 }
 
-function writeSpec(dir: string, name: string, mode: string): string {
-  const file = path.join(dir, `${name}.yaml`);
-  fs.writeFileSync(
-    file,
-    `api_version: v1\nkind: workflow\nname: ${name}\nsandbox: {mode: ${mode}}\nworkflow:\n  steps:\n    - name: a\n      run: {program: echo, args: [hi]}\n    - name: b\n      depends_on: [a]\n      run: {program: tr, args: [a-z, A-Z]}\n`,
-  );
-  return file;
+/** echo hi | tr a-z A-Z in sandbox mode `mode`. */
+function echoSpec(dir: string, name: string, mode: "local" | "mock"): string {
+  const steps = [
+    { name: "a", run: { program: "echo", args: ["hi"] } },
+    { name: "b", depends_on: ["a"], run: { program: "tr", args: ["a-z", "A-Z"] } },
+  ];
+  return writeSpec(dir, { ...workflow(name, steps), sandbox: { mode } }, `${name}.json`);
 }
 
-async function runToEnd(d: DaemonProc, file: string): Promise<any> {
-  const created = await request(d.urls[0], "/v1/runs", { body: { file } });
+async function runToEnd(d: DaemonProc, file: string): Promise<RunState> {
+  const created = await request<CreateRunResponse>(d.urls[0]!, "/v1/runs", { body: { file } });
   expect(created.status).toBe(200);
-  const id = (created.json as { run_id: string }).run_id;
-  let run: any;
-  await waitFor(async () => !!(run = (await request(d.urls[0], `/v1/runs/${id}`)).json as any).finished_at, 60_000, `run ${id} did not end`);
-  return run;
+  const id = created.json.run_id;
+  return waitForRun(d.urls[0]!, id, (r) => r.finished_at !== null, { timeoutMs: 60_000, what: `run ${id} to end` });
 }
 
 describe.skipIf(!qemu)("health when QEMU cannot boot the guest", () => {
   it("is degraded with QEMU's message; local runs fail fast with it; mock runs work", async () => {
-    const dir = tempDir("vbx-e2e-health-");
+    const dir = tmpDir("vbx-e2e-health-");
     dirs.push(dir);
     const bogus = path.join(dir, "not-a-kernel");
     fs.writeFileSync(bogus, "this is not a kernel\n");
@@ -71,20 +74,20 @@ describe.skipIf(!qemu)("health when QEMU cannot boot the guest", () => {
     expect(h).toMatchObject({ status: "degraded", accelerator: null, guest_boot: "failed", sandbox_modes: ["mock", "auto"] });
     // QEMU's own words, e.g. "qemu: linux kernel too old to load a ram disk".
     expect(h.guest_boot_error).toMatch(/QEMU exited during boot \(code 1.*\): .*qemu/);
-    expect(h.recent_boot_failures.length).toBeGreaterThan(0);
-    expect(h.recent_boot_failures[0]).toMatchObject({ source: "probe", run_id: null });
+    expect(h.recent_boot_failures!.length).toBeGreaterThan(0);
+    expect(h.recent_boot_failures![0]).toMatchObject({ source: "probe", run_id: null });
 
-    const local = await runToEnd(d, writeSpec(dir, "local", "local"));
+    const local = await runToEnd(d, echoSpec(dir, "local", "local"));
     expect(local.status).toBe("failed");
     expect(local.error).toContain(h.guest_boot_error);
-    const mock = await runToEnd(d, writeSpec(dir, "mock", "mock"));
+    const mock = await runToEnd(d, echoSpec(dir, "mock", "mock"));
     expect(mock.status).toBe("succeeded");
   });
 });
 
 describe.skipIf(!qemu || !image)("health with the guest image", () => {
   it("answers `probing` at once, settles `ok` by booting a guest, and a restart reuses the cached verdict", async () => {
-    const dir = tempDir("vbx-e2e-health-");
+    const dir = tmpDir("vbx-e2e-health-");
     dirs.push(dir);
     const first = await serve(dir);
     // A probe boot takes hundreds of ms even under KVM; the first reply comes before.
@@ -112,7 +115,7 @@ function dead(pid: number): boolean {
 
 describe.skipIf(!fs.existsSync("/usr/bin/setpriv") && !fs.existsSync("/bin/setpriv"))("a daemon killed while its probe VM boots", () => {
   it("takes the probe VM with it", async () => {
-    const dir = tempDir("vbx-e2e-health-");
+    const dir = tmpDir("vbx-e2e-health-");
     dirs.push(dir);
     // A "QEMU" that never boots: the probe waits on it until its deadline.
     const bin = path.join(dir, "bin");
@@ -127,10 +130,10 @@ describe.skipIf(!fs.existsSync("/usr/bin/setpriv") && !fs.existsSync("/bin/setpr
       const f = fs.existsSync(vms) ? fs.readdirSync(vms).find((n) => n.endsWith(".json")) : undefined;
       pid = f ? (JSON.parse(fs.readFileSync(path.join(vms, f), "utf8")) as { pid: number }).pid : 0;
       return pid > 0;
-    }, 30_000, "the probe VM's pid file");
+    }, "the probe VM's pid file", 30_000);
     expect(dead(pid)).toBe(false);
     expect((await health(d)).guest_boot).toBe("probing");
     await killHard(d);
-    await waitFor(() => dead(pid), 10_000, `probe VM ${pid} outlived its daemon`);
+    await waitFor(() => dead(pid), `probe VM ${pid} outlived its daemon`, 10_000);
   });
 });

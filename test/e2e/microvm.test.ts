@@ -7,11 +7,13 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDaemon, type Daemon } from "../../src/server.js";
+import type { Daemon } from "../../src/server.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
-import { gateReply } from "../helpers/conformance.js";
+import { startDaemon } from "../helpers/daemon.js";
+import { api } from "../helpers/http.js";
 import type { RunEvent, RunState } from "../helpers/runs.js";
 import { pidAlive } from "../helpers/process.js";
+import { waitFor } from "../helpers/wait.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const image = findGuestImage(ROOT);
@@ -22,16 +24,8 @@ let daemon: Daemon;
 let url: string;
 let dir: string;
 
-/** Every reply passes the conformance gate (openapi.yaml) before the test sees it. */
-async function call<T>(method: string, p: string, body?: unknown): Promise<{ status: number; json: T; text: string; contentType: string }> {
-  const res = await fetch(url + p, { method, body: body === undefined ? undefined : JSON.stringify(body), headers: { "content-type": "application/json" } });
-  const bytes = Buffer.from(await res.arrayBuffer());
-  gateReply({ method, path: p, status: res.status, headers: res.headers, body: bytes });
-  const text = bytes.toString("utf8");
-  const contentType = res.headers.get("content-type") ?? "";
-  const json = (contentType.includes("json") ? JSON.parse(text) : text) as T;
-  return { status: res.status, json, text, contentType };
-}
+/** The kit's client on this file's daemon (every reply passes the conformance gate). */
+const call = <T>(method: string, p: string, body?: unknown) => api<T>(url, method, p, body);
 
 function spec(name: string, body: string): string {
   const file = path.join(dir, `${name}.yaml`);
@@ -45,15 +39,8 @@ async function start(file: string, policy?: Record<string, number>): Promise<str
   return r.json.run_id;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** What `probe` finds (it returns undefined until then), within the deadline. */
+const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<NonNullable<T>> => waitFor(probe, what, timeoutMs);
 
 const getRun = async (id: string) => (await call<RunState>("GET", `/v1/runs/${id}`)).json;
 const terminal = (id: string) => until(`run ${id} to end`, async () => ((await getRun(id)).finished_at ? getRun(id) : undefined));
@@ -63,8 +50,8 @@ const of = (run: RunState, type: string) => run.events.filter((e) => e.event_typ
 describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "vbx-e2e-"));
-    daemon = await createDaemon({ stateDir: path.join(dir, "state") });
-    url = (await daemon.listen("tcp://127.0.0.1:0")).url;
+    // The guest-boot probe as `voidbox serve` runs it (vm: undefined), not the test default (no VMs).
+    ({ d: daemon, url } = await startDaemon(path.join(dir, "state"), { vm: undefined }));
   }, 60_000);
 
   afterAll(async () => {
@@ -244,7 +231,7 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
     const out = await call<Record<string, unknown>>("GET", `/v1/runs/${id}/stages/main/output-file`);
     expect(out.status).toBe(200);
     expect(out.json).toMatchObject({ status: "ok", summary: "from the guest" });
-    const art = await call<string>("GET", `/v1/runs/${id}/stages/report/artifacts/report.txt`);
+    const art = await call("GET", `/v1/runs/${id}/stages/report/artifacts/report.txt`);
     expect(art.status).toBe(200);
     expect(art.contentType).toContain("text/plain");
     expect(art.text.split("\n").filter(Boolean).sort()).toEqual(["a", "b"]);

@@ -7,8 +7,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
-import { childEnv, killHard, REPO_ROOT, request, startDaemon, tempDir, waitFor, type DaemonProc, type RunStateLike } from "../reliability/harness.js";
 import { pidAlive } from "../helpers/process.js";
+import { childEnv, killHard, REPO_ROOT, startDaemonProcess, tmpDir, type DaemonProc } from "../helpers/daemon.js";
+import { request } from "../helpers/http.js";
+import { type RunState } from "../helpers/runs.js";
+import { waitFor } from "../helpers/wait.js";
 
 const ready = qemuAvailable() && findGuestImage(REPO_ROOT) !== null;
 const daemons: DaemonProc[] = [];
@@ -22,7 +25,7 @@ afterAll(async () => {
 
 describe.skipIf(!ready)("daemon crash with a micro-VM running", () => {
   it("the restarted daemon kills the dead daemon's VM and fails the run", async () => {
-    const dir = tempDir("vbx-e2e-restart-");
+    const dir = tmpDir("vbx-e2e-restart-");
     dirs.push(dir);
     const state = path.join(dir, "state");
     const spec = path.join(dir, "nap.yaml");
@@ -32,7 +35,7 @@ describe.skipIf(!ready)("daemon crash with a micro-VM running", () => {
     );
     // No warm pool: the one pid file is the stage's VM (test/e2e/warm-pool.test.ts covers pool VMs).
     const args = ["--listen", "tcp://127.0.0.1:0", "--state-dir", state, "--no-auth", "--warm-pool", "0"];
-    const first = await startDaemon({ args, env: childEnv(dir) });
+    const first = await startDaemonProcess({ args, env: childEnv(dir) });
     daemons.push(first);
     const created = await request(first.urls[0], "/v1/runs", { body: { file: spec, run_id: "crashy" } });
     expect(created.status).toBe(200);
@@ -44,17 +47,17 @@ describe.skipIf(!ready)("daemon crash with a micro-VM running", () => {
         vmPid = events.find((e) => e.event_type === "microvm.spawned")?.payload?.pid ?? 0;
         return vmPid > 0;
       },
-      90_000,
       "microvm.spawned",
+      90_000,
     );
     expect(fs.readdirSync(path.join(state, "vms")).length).toBe(1);
     await killHard(first);
 
-    const second = await startDaemon({ args, env: childEnv(dir) });
+    const second = await startDaemonProcess({ args, env: childEnv(dir) });
     daemons.push(second);
-    await waitFor(() => !pidAlive(vmPid), 15_000, `QEMU pid ${vmPid} of the dead daemon is still alive`);
+    await waitFor(() => !pidAlive(vmPid), `QEMU pid ${vmPid} of the dead daemon is still alive`, 15_000);
     expect(fs.readdirSync(path.join(state, "vms"))).toEqual([]);
-    const run = (await request(second.urls[0], "/v1/runs/crashy")).json as RunStateLike & { terminal_reason: string };
+    const run = (await request(second.urls[0], "/v1/runs/crashy")).json as RunState & { terminal_reason: string };
     expect(run.status).toBe("failed");
     expect(run.terminal_reason).toBe("daemon_restarted");
     const again = await request(second.urls[0], "/v1/runs", { body: { file: spec, run_id: "crashy" } });

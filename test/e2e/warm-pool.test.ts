@@ -7,8 +7,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
-import { childEnv, killHard, REPO_ROOT, request, startDaemon, stopDaemon, tempDir, waitFor, type DaemonProc } from "../reliability/harness.js";
 import { pidAlive } from "../helpers/process.js";
+import { childEnv, killHard, REPO_ROOT, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
+import { request } from "../helpers/http.js";
+import { waitFor } from "../helpers/wait.js";
 
 const image = qemuAvailable() ? findGuestImage(REPO_ROOT) : null;
 const daemons: DaemonProc[] = [];
@@ -41,7 +43,7 @@ const spawnedAll = (run: { events: Array<{ event_type: string; payload: Record<s
 
 describe.skipIf(!image)("warm pool with real micro-VMs", () => {
   it("runs a stage in a warm guest, and leaves no QEMU after shutdown or kill -9", async () => {
-    const dir = tempDir("vbx-e2e-warm-");
+    const dir = tmpDir("vbx-e2e-warm-");
     dirs.push(dir);
     const state = path.join(dir, "state");
     const spec = path.join(dir, "hello.yaml");
@@ -56,10 +58,10 @@ describe.skipIf(!image)("warm pool with real micro-VMs", () => {
     );
     const args = ["--listen", "tcp://127.0.0.1:0", "--state-dir", state, "--no-auth", "--accel", "tcg", "--warm-pool", "1"];
 
-    const first = await startDaemon({ args, env: childEnv(dir) });
+    const first = await startDaemonProcess({ args, env: childEnv(dir) });
     daemons.push(first);
     const url = first.urls[0];
-    await waitFor(async () => (await pool(url))?.ready === 1, 120_000, () => `the pool did not fill\n${first.output()}`);
+    await waitFor(async () => (await pool(url))?.ready === 1, () => `the pool did not fill\n${first.output()}`, 120_000);
     const [poolPid] = vmPids(state);
     expect(pidAlive(poolPid)).toBe(true);
 
@@ -68,7 +70,7 @@ describe.skipIf(!image)("warm pool with real micro-VMs", () => {
     await waitFor(async () => {
       run = (await request(url, `/v1/runs/${id}`)).json as typeof run;
       return run!.status === "succeeded" || run!.status === "failed";
-    }, 120_000, "the run to end");
+    }, "the run to end", 120_000);
     expect(run!.status, JSON.stringify(run!.events.map((e) => [e.event_type, (e as { message?: string }).message]))).toBe("succeeded");
     expect(run!.report?.output.trim()).toBe(image!.kernelVersion.toUpperCase());
     const spawned = run!.events.find((e) => e.event_type === "microvm.spawned")!.payload;
@@ -78,7 +80,7 @@ describe.skipIf(!image)("warm pool with real micro-VMs", () => {
     expect(await pool(url)).toMatchObject({ hits: spawnedAll(run!).filter((e) => e.warm).length, misses: spawnedAll(run!).filter((e) => !e.warm).length });
 
     // SIGTERM: the refilled pool VM is stopped with the daemon.
-    await waitFor(async () => (await pool(url))?.ready === 1, 120_000, "the pool to refill");
+    await waitFor(async () => (await pool(url))?.ready === 1, "the pool to refill", 120_000);
     const refilled = vmPids(state);
     expect(refilled).toHaveLength(1);
     expect(await stopDaemon(first)).toEqual({ code: 0, signal: null });
@@ -86,16 +88,16 @@ describe.skipIf(!image)("warm pool with real micro-VMs", () => {
     expect(vmPids(state)).toEqual([]);
 
     // kill -9: the pool VM dies with the daemon; the next daemon removes its pid file.
-    const second = await startDaemon({ args, env: childEnv(dir) });
+    const second = await startDaemonProcess({ args, env: childEnv(dir) });
     daemons.push(second);
-    await waitFor(async () => (await pool(second.urls[0]))?.ready === 1, 120_000, "the second daemon's pool to fill");
+    await waitFor(async () => (await pool(second.urls[0]))?.ready === 1, "the second daemon's pool to fill", 120_000);
     const orphans = vmPids(state);
     expect(orphans).toHaveLength(1);
     await killHard(second);
-    await waitFor(() => orphans.every((p) => !pidAlive(p)), 10_000, `pool VM ${orphans} outlived its daemon (kill -9)`);
-    const third = await startDaemon({ args: [...args.slice(0, -1), "0"], env: childEnv(dir) });
+    await waitFor(() => orphans.every((p) => !pidAlive(p)), `pool VM ${orphans} outlived its daemon (kill -9)`, 10_000);
+    const third = await startDaemonProcess({ args: [...args.slice(0, -1), "0"], env: childEnv(dir) });
     daemons.push(third);
-    await waitFor(async () => ((await request(third.urls[0], "/v1/health")).json as { guest_boot: string }).guest_boot === "ok", 60_000, "the probe");
+    await waitFor(async () => ((await request(third.urls[0], "/v1/health")).json as { guest_boot: string }).guest_boot === "ok", "the probe", 60_000);
     expect(vmPids(state)).toEqual([]);
     expect(await stopDaemon(third)).toEqual({ code: 0, signal: null });
   }, 400_000);

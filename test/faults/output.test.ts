@@ -7,12 +7,15 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_LIMITS, type Limits } from "../../src/limits.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
-import { api, createRun, startDaemon, tmpDir, waitTerminal, workflow, writeSpec, type TestDaemon } from "../unit/_helpers.js";
-import { alive, childEnv, killHard, request, startDaemon as spawnBuiltDaemon, stopDaemon, tempDir, MAIN_JS, type DaemonProc } from "../reliability/harness.js";
+import { startDaemon, tmpDir, type TestDaemon, alive, childEnv, killHard, startDaemonProcess as spawnBuiltDaemon, stopDaemon, MAIN_JS, type DaemonProc } from "../helpers/daemon.js";
+import { api, request } from "../helpers/http.js";
+import { createRun, eventsOf, isTerminal, waitForRun, waitForTerminal } from "../helpers/runs.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import type { CreateRunResponse, RunState } from "../helpers/types.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const sha256 = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
-const ofType = (run: { events: Array<{ event_type: string }> }, t: string) => run.events.filter((e) => e.event_type === t) as any[];
+const ofType = eventsOf;
 
 /** A single-step workflow must publish a result.json: scripts start with this. */
 const RESULT = 'cat > result.json <<EOF\n{"status":"ok"}\nEOF\n';
@@ -43,7 +46,7 @@ describe("row 1: guest output is bounded per stage (mock sandbox)", () => {
       output_step: "show",
     });
     const id = await createRun(t.url, writeSpec(dir, spec));
-    const run = await waitTerminal(t.url, id);
+    const run = await waitForTerminal(t.url, id);
     expect(run.status).toBe("succeeded");
 
     const truncated = ofType(run, "stage.output_truncated");
@@ -53,7 +56,7 @@ describe("row 1: guest output is bounded per stage (mock sandbox)", () => {
       expect(e.event_type_v2).toBe("StageOutputTruncated");
       expect(e.level).toBe("warn");
     }
-    expect(run.report.output).toBe(full.slice(0, 1000));
+    expect(run.report!.output).toBe(full.slice(0, 1000));
 
     const chunks = ofType(run, "log.chunk");
     expect(chunks).toHaveLength(50);
@@ -78,15 +81,15 @@ describe("row 1: guest output is bounded per stage (mock sandbox)", () => {
       [sh("gen", `cat > f <<EOF\n${full}EOF\ncat f`), { name: "digest", depends_on: ["gen"], run: { program: "sha256sum", stdin_from: "gen" } }],
       { output_step: "digest" },
     );
-    const run = await waitTerminal(t.url, await createRun(t.url, writeSpec(dir, spec)));
+    const run = await waitForTerminal(t.url, await createRun(t.url, writeSpec(dir, spec)));
     expect(run.status).toBe("succeeded");
-    expect(run.report.output).toBe(`${sha256(full.slice(0, 1000))}  -\n`);
+    expect(run.report!.output).toBe(`${sha256(full.slice(0, 1000))}  -\n`);
   });
 
   // Before: a run whose output is under the bounds was the only kind there was; it must stay untouched.
   it("a run within the bounds is unchanged (no truncation events, every line)", async () => {
     const spec = workflow("small", [sh("s", `${RESULT}echo a; echo b; echo c`)]);
-    const run = await waitTerminal(t.url, await createRun(t.url, writeSpec(dir, spec)));
+    const run = await waitForTerminal(t.url, await createRun(t.url, writeSpec(dir, spec)));
     expect(run.status).toBe("succeeded");
     expect(ofType(run, "log.chunk").map((e) => e.message)).toEqual(["a", "b", "c"]);
     expect(ofType(run, "log.truncated")).toHaveLength(0);
@@ -119,7 +122,7 @@ describe("row 2: per-stage artifact quotas; main shares the output step's bytes"
     ];
     const script = [`cat > f0 <<EOF\n${line}\nEOF`, ...doubling, `cat > result.json <<EOF\n${JSON.stringify({ status: "ok", artifacts: listed })}\nEOF`].join("\n");
     const id = await createRun(t.url, writeSpec(dir, workflow("quota", [sh("gen", script)])));
-    const run = await waitTerminal(t.url, id);
+    const run = await waitForTerminal(t.url, id);
     expect(run.status).toBe("succeeded");
 
     const dropped = ofType(run, "stage.artifacts_dropped");
@@ -156,7 +159,7 @@ describe("row 2: per-stage artifact quotas; main shares the output step's bytes"
       expect(b.contentType).toBe(a.contentType);
       expect(b.bytes.equals(a.bytes)).toBe(true);
     }
-    const manifest = run.artifact_publication.manifest as Array<{ stage: string; name: string }>;
+    const manifest = run.artifact_publication!.manifest as Array<{ stage: string; name: string }>;
     expect(manifest.filter((m) => m.stage === "gen").map((m) => m.name).sort()).toEqual(["a0", "a1", "result.json", "s1"]);
   });
 });
@@ -176,9 +179,9 @@ describe("row 3: spec files never leak content or existence; --spec-root", () =>
   });
 
   async function failure(file: string): Promise<string> {
-    const r = await api(t.url, "POST", "/v1/runs", { file });
+    const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file });
     expect(r.status).toBe(200); // wire compatibility: a bad file is a failed run, not a 4xx
-    const run = await waitTerminal(t.url, r.json.run_id);
+    const run = await waitForTerminal(t.url, r.json.run_id);
     expect(run.status).toBe("failed");
     const parse = ofType(run, "spec.parse_failed");
     expect(parse).toHaveLength(1);
@@ -230,7 +233,7 @@ describe("row 3: spec files never leak content or existence; --spec-root", () =>
     const file = writeSpec(root, workflow("inside", [sh("a", `${RESULT}echo hi`)]), "inside.json");
     fs.symlinkSync(file, path.join(root, "alias.json"));
     for (const f of [file, path.join(root, "alias.json")]) {
-      const run = await waitTerminal(t.url, await createRun(t.url, f));
+      const run = await waitForTerminal(t.url, await createRun(t.url, f));
       expect(run.status).toBe("succeeded");
     }
   });
@@ -253,7 +256,7 @@ describe("row 4: the mock sandbox has the real one's output and file-size bounds
     const doublings = Array.from({ length: 18 }, (_, i) => (i % 2 === 0 ? "cat f f > g" : "cat g g > f")).join(" && ");
     const script = `cat > f <<EOF\n${"z".repeat(1023)}\nEOF\n${doublings} && cat f`;
     const id = await createRun(t.url, writeSpec(dir, workflow("double", [sh("grow", script)])));
-    const run = await waitTerminal(t.url, id);
+    const run = await waitForTerminal(t.url, id);
     expect(run.status).toBe("failed");
     const failed = ofType(run, "stage.failed");
     expect(failed.length).toBeGreaterThan(0);
@@ -264,11 +267,11 @@ describe("row 4: the mock sandbox has the real one's output and file-size bounds
   it("stdout of a huge concatenation is capped at max-stage-output and counted", async () => {
     const names = Array(400).fill("f").join(" ");
     const spec = workflow("wide", [sh("wide", `${RESULT}cat > f <<EOF\n${"w".repeat(4095)}\nEOF\ncat ${names}`)]);
-    const run = await waitTerminal(t.url, await createRun(t.url, writeSpec(dir, spec)));
+    const run = await waitForTerminal(t.url, await createRun(t.url, writeSpec(dir, spec)));
     expect(run.status).toBe("succeeded");
     const [e] = ofType(run, "stage.output_truncated");
     expect(e.payload).toMatchObject({ stream: "stdout", kept_bytes: DEFAULT_LIMITS.maxStageOutputBytes, total_bytes: 400 * 4096 });
-    expect(Buffer.byteLength(run.report.output)).toBe(DEFAULT_LIMITS.maxStageOutputBytes);
+    expect(Buffer.byteLength(run.report!.output)).toBe(DEFAULT_LIMITS.maxStageOutputBytes);
   });
 });
 
@@ -279,7 +282,7 @@ describe.skipIf(!qemuReady)(`row 1 in a micro-VM (built daemon)${qemuReady ? "" 
   let d: DaemonProc | undefined;
   let home: string;
   beforeAll(async () => {
-    home = tempDir("vbx-faults-qemu-");
+    home = tmpDir("vbx-faults-qemu-");
     d = await spawnBuiltDaemon({
       args: ["--listen", "tcp://127.0.0.1:0", "--no-auth", "--state-dir", path.join(home, "state"), "--max-stage-output", "64KiB", "--max-output-events", "100"],
       env: childEnv(home),
@@ -308,19 +311,11 @@ describe.skipIf(!qemuReady)(`row 1 in a micro-VM (built daemon)${qemuReady ? "" 
     const created = await request(url, "/v1/runs", { body: { file } });
     expect(created.status).toBe(200);
     const id = (created.json as { run_id: string }).run_id;
-    let run: any;
-    const deadline = Date.now() + 120_000;
-    for (;;) {
-      const r = await request(url, `/v1/runs/${id}`);
-      run = r.json;
-      if (["succeeded", "failed", "cancelled"].includes(run.status)) break;
-      if (Date.now() > deadline) throw new Error(`run ${id} not terminal: ${r.text.slice(0, 500)}`);
-      await new Promise((res) => setTimeout(res, 100));
-    }
+    const run = await waitForTerminal(url, id, 120_000);
     expect(run.status, JSON.stringify(run.error)).toBe("succeeded");
     const [e] = ofType(run, "stage.output_truncated");
     expect(e.payload).toMatchObject({ stream: "stdout", kept_bytes: 65536, total_bytes: 2_000_000 });
-    expect(run.report.output).toBe("y\n".repeat(32768));
+    expect(run.report!.output).toBe("y\n".repeat(32768));
     expect(ofType(run, "log.chunk")).toHaveLength(100);
     expect(ofType(run, "log.truncated")[0].payload).toMatchObject({ kept_lines: 100, dropped_lines: 32768 - 100 });
     // Live: the kept 64 KiB as a few coalesced stage.output events (within max-output-events), in order.
@@ -333,7 +328,7 @@ describe.skipIf(!qemuReady)(`row 1 in a micro-VM (built daemon)${qemuReady ? "" 
       at += o.payload.bytes;
     }
     expect(live.map((o) => o.payload.data).join("")).toBe("y\n".repeat(32768));
-    const types = run.events.map((x: { event_type: string }) => x.event_type);
+    const types = run.events.map((x) => x.event_type);
     expect(types.lastIndexOf("stage.output")).toBeLessThan(types.indexOf("stage.output_truncated"));
     // One attempt: no protocol error, no retry.
     expect(ofType(run, "stage.started")).toHaveLength(1);
@@ -356,27 +351,15 @@ describe.skipIf(!qemuReady)(`row 1 in a micro-VM (built daemon)${qemuReady ? "" 
     const created = await request(url, "/v1/runs", { body: { file } });
     expect(created.status).toBe(200);
     const id = (created.json as { run_id: string }).run_id;
-    const text = (run: any) => ofType(run, "stage.output").map((o) => o.payload.data).join("");
-    let run: any;
-    const deadline = Date.now() + 120_000;
-    for (;;) {
-      run = (await request(url, `/v1/runs/${id}`)).json;
-      if (text(run).includes("first") || ["succeeded", "failed", "cancelled"].includes(run.status)) break;
-      if (Date.now() > deadline) throw new Error(`no stage.output from run ${id}: ${JSON.stringify(run.events?.slice(-3))}`);
-      await new Promise((res) => setTimeout(res, 50));
-    }
+    const text = (run: RunState) => ofType(run, "stage.output").map((o) => o.payload.data).join("");
+    let run = await waitForRun(url, id, (r) => text(r).includes("first") || isTerminal(r.status), { timeoutMs: 120_000, what: "the first stage.output" });
     expect(text(run)).toBe("first\n");
     expect(ofType(run, "stage.completed")).toHaveLength(0);
     expect(ofType(run, "stage.output")[0]).toMatchObject({ stage_name: "talk", stream: "stdout", payload: { stream: "stdout", offset: 0 } });
-    for (;;) {
-      run = (await request(url, `/v1/runs/${id}`)).json;
-      if (["succeeded", "failed", "cancelled"].includes(run.status)) break;
-      if (Date.now() > deadline) throw new Error(`run ${id} not terminal`);
-      await new Promise((res) => setTimeout(res, 100));
-    }
+    run = await waitForTerminal(url, id, 120_000);
     expect(run.status, JSON.stringify(run.error)).toBe("succeeded");
     expect(text(run)).toBe("first\nsecond\n");
-    const types = run.events.map((x: { event_type: string }) => x.event_type);
+    const types = run.events.map((x) => x.event_type);
     expect(types.lastIndexOf("stage.output")).toBeLessThan(types.indexOf("stage.completed"));
     expect(ofType(run, "log.chunk").map((c) => c.message)).toEqual(["first", "second"]);
   }, 180_000);

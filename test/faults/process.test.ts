@@ -11,23 +11,12 @@ import { checkToken } from "../../src/config.js";
 import { isLoopbackHost, MAX_UNIX_PATH_BYTES, parseListen } from "../../src/http/listen.js";
 import { createDaemon, PROJECT_ROOT, type Daemon } from "../../src/server.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
-import {
-  alive,
-  childEnv,
-  killHard,
-  request,
-  spawnDaemon,
-  TERMINAL,
-  waitListening,
-  writeSpec,
-  startDaemon,
-  tempDir,
-  waitFor,
-  withTimeout,
-  type DaemonProc,
-  type RunStateLike,
-} from "../reliability/harness.js";
 import { pidAlive } from "../helpers/process.js";
+import { alive, childEnv, killHard, spawnDaemon, waitListening, startDaemonProcess, tmpDir, type DaemonProc } from "../helpers/daemon.js";
+import { request } from "../helpers/http.js";
+import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { writeSpec, programWorkflow } from "../helpers/specs.js";
+import { waitFor, withTimeout } from "../helpers/wait.js";
 
 const procs: DaemonProc[] = [];
 const dirs: string[] = [];
@@ -39,14 +28,14 @@ afterEach(async () => {
 });
 
 function home(): string {
-  const h = tempDir("vbx-fault-proc-");
+  const h = tmpDir("vbx-fault-proc-");
   dirs.push(h);
   fs.mkdirSync(path.join(h, "run"), { recursive: true });
   return h;
 }
 
 async function daemon(args: string[], h: string): Promise<DaemonProc> {
-  const p = await startDaemon({ args: [...args, "--accel", "tcg"], env: childEnv(h) });
+  const p = await startDaemonProcess({ args: [...args, "--accel", "tcg"], env: childEnv(h) });
   procs.push(p);
   return p;
 }
@@ -108,22 +97,22 @@ describe("connection floods", () => {
       });
       procs.push(p);
       const [url] = await waitListening(p, 1);
-      const spec = writeSpec(h, "slow.yaml", [
+      const spec = writeSpec(h, programWorkflow("slow.yaml", [
         { name: "a", program: "sleep", args: ["2"] },
         { name: "b", program: "echo", args: ["hi"], depends_on: ["a"] },
         { name: "c", program: "sleep", args: ["1"], depends_on: ["b"] },
-      ]);
+      ]), "slow.yaml");
       expect((await request(url, "/v1/runs", { body: { file: spec, run_id: "in-flight" } })).status).toBe(200);
 
       // Held open by the client; only the daemon's refusals and timeouts can close them.
       const conns = [...(await flood(url, 150, "")), ...(await flood(url, 150))];
-      await waitFor(() => conns.every((c) => c.closed) || !alive(p), 30_000, () => `${conns.filter((c) => !c.closed).length} flood connections still open\n${p.output()}`);
+      await waitFor(() => conns.every((c) => c.closed) || !alive(p), () => `${conns.filter((c) => !c.closed).length} flood connections still open\n${p.output()}`, 30_000);
       expect(alive(p), p.output()).toBe(true);
       expect(logged(p, /connection limit reached/), p.output()).toBe(true);
 
       expect((await request(url, "/v1/health")).status).toBe(200);
-      let run: RunStateLike | undefined;
-      await waitFor(async () => TERMINAL.has((run = (await request(url, "/v1/runs/in-flight")).json as RunStateLike).status), 20_000, () => JSON.stringify(run));
+      let run: RunState | undefined;
+      await waitFor(async () => TERMINAL.has((run = (await request(url, "/v1/runs/in-flight")).json as RunState).status), () => JSON.stringify(run), 20_000);
       expect(run!.status, run!.error ?? "").toBe("succeeded");
     },
     90_000,
@@ -139,7 +128,7 @@ describe("connection floods", () => {
     const silent = await flood(url, 5, "");
     const partial = await flood(url, 55);
     const all = [...silent, ...partial];
-    await waitFor(() => all.every((c) => c.closed), 20_000, () => `${all.filter((c) => !c.closed).length} connections still open\n${p.output()}`);
+    await waitFor(() => all.every((c) => c.closed), () => `${all.filter((c) => !c.closed).length} connections still open\n${p.output()}`, 20_000);
     // 20 were accepted (and timed out, the partial ones with a 408); the others were dropped unanswered.
     const answered = all.filter((c) => c.reply.length > 0);
     const dropped = all.filter((c) => c.reply.length === 0);
@@ -165,7 +154,7 @@ describe("one daemon per state dir", () => {
     const marker = "voidbox-run1-main-0-deadbeef";
     const fake: ChildProcess = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)", marker], { argv0: "qemu-system-x86_64", stdio: "ignore" });
     cleanups.push(() => void fake.kill("SIGKILL"));
-    await waitFor(() => fs.existsSync(`/proc/${fake.pid}/cmdline`) && fs.readFileSync(`/proc/${fake.pid}/cmdline`, "latin1").includes(marker), 10_000, "fake VM did not start");
+    await waitFor(() => fs.existsSync(`/proc/${fake.pid}/cmdline`) && fs.readFileSync(`/proc/${fake.pid}/cmdline`, "latin1").includes(marker), "fake VM did not start", 10_000);
     fs.mkdirSync(path.join(state, "vms"), { recursive: true });
     fs.writeFileSync(path.join(state, "vms", `${marker}.json`), JSON.stringify({ pid: fake.pid, runId: "run1", stage: "main", startedAt: new Date().toISOString(), marker }));
 
@@ -256,23 +245,23 @@ describe.skipIf(!qemuReady)("QEMU dies with its daemon", () => {
     expect((await request(url, "/v1/runs", { body: { file: spec, run_id: "stuck" } })).status).toBe(200);
 
     let qemuPid = 0;
-    let run: RunStateLike | undefined;
+    let run: RunState | undefined;
     try {
       await waitFor(
         async () => {
-          run = (await request(url, "/v1/runs/stuck")).json as RunStateLike;
+          run = (await request(url, "/v1/runs/stuck")).json as RunState;
           const spawned = run.events.find((e) => e.event_type === "microvm.spawned") as { payload?: { pid?: number } } | undefined;
           qemuPid = spawned?.payload?.pid ?? 0;
           return qemuPid > 0 || TERMINAL.has(run.status);
         },
-        120_000,
         () => `no microvm.spawned event: ${JSON.stringify(run)?.slice(0, 1000)}`,
+        120_000,
       );
       expect(qemuPid, JSON.stringify(run).slice(0, 1000)).toBeGreaterThan(0);
       expect(fs.readFileSync(`/proc/${qemuPid}/cmdline`, "latin1")).toMatch(/qemu-system/);
 
       await killHard(p);
-      await waitFor(() => processGone(qemuPid), 15_000, `QEMU pid ${qemuPid} still running after its daemon was killed`);
+      await waitFor(() => processGone(qemuPid), `QEMU pid ${qemuPid} still running after its daemon was killed`, 15_000);
     } finally {
       // Never leak the VM, whatever failed above.
       if (qemuPid > 0 && !processGone(qemuPid)) {

@@ -7,23 +7,13 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import {
-  alive,
-  childEnv,
-  isApiError,
-  killHard,
-  request,
-  startDaemon,
-  stopDaemon,
-  tempDir,
-  TERMINAL,
-  waitFor,
-  writeSpec,
-  type DaemonProc,
-  type RunStateLike,
-} from "../reliability/harness.js";
 import { eventId, eventLine, readEventsFile, runFile, writeRun } from "../reliability/statefiles.js";
 import { cannotMount, chattrWorks, mountTmpfs, type SmallDisk } from "./tmpfs.js";
+import { alive, childEnv, killHard, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
+import { isApiError, request } from "../helpers/http.js";
+import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { writeSpec, programWorkflow } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
 
 const NO_FAULTS = cannotMount();
 const REAL_FAULTS = NO_FAULTS === null;
@@ -47,7 +37,7 @@ interface Setup {
 
 /** A home for specs and logs; the state dir on a fresh 2 MiB tmpfs when `onTmpfs`. */
 function setup(onTmpfs: boolean): Setup {
-  const home = tempDir("vbx-faults-");
+  const home = tmpDir("vbx-faults-");
   dirs.push(home);
   const specs = path.join(home, "specs");
   fs.mkdirSync(specs);
@@ -60,7 +50,7 @@ function setup(onTmpfs: boolean): Setup {
 async function daemon(s: Setup, extra: string[] = []): Promise<{ d: DaemonProc; url: string }> {
   // The floor is off unless a test sets it: a 2 MiB tmpfs is below any sensible one.
   const args = ["--listen", "tcp://127.0.0.1:0", "--state-dir", s.stateDir, "--no-auth", "--accel", "tcg", "--min-free-space", "0", ...extra];
-  const d = await startDaemon({ args, env: childEnv(s.home) });
+  const d = await startDaemonProcess({ args, env: childEnv(s.home) });
   daemons.push(d);
   return { d, url: d.urls[0] };
 }
@@ -78,22 +68,22 @@ async function health(url: string): Promise<{ storage: string; storage_reason: s
   return (await request(url, "/v1/health")).json as { storage: string; storage_reason: string | null; quarantined_files: string[] };
 }
 
-async function getRun(url: string, id: string): Promise<RunStateLike & { exit_code: number | null; finished_at: string | null }> {
+async function getRun(url: string, id: string): Promise<RunState & { exit_code: number | null; finished_at: string | null }> {
   const r = await request(url, `/v1/runs/${id}`);
   expect(r.status, r.text).toBe(200);
-  return r.json as RunStateLike & { exit_code: number | null; finished_at: string | null };
+  return r.json as RunState & { exit_code: number | null; finished_at: string | null };
 }
 
-async function waitStatus(url: string, id: string, ok: (s: string) => boolean, ms = 20_000): Promise<RunStateLike> {
-  let last: RunStateLike | undefined;
+async function waitStatus(url: string, id: string, ok: (s: string) => boolean, ms = 20_000): Promise<RunState> {
+  let last: RunState | undefined;
   await waitFor(
     async () => {
       const r = await request(url, `/v1/runs/${id}`);
-      last = r.json as RunStateLike;
+      last = r.json as RunState;
       return r.status === 200 && ok(last.status);
     },
-    ms,
     () => `run ${id} did not reach the expected status: ${JSON.stringify(last)?.slice(0, 400)}`,
+    ms,
   );
   return last!;
 }
@@ -106,23 +96,23 @@ function expectStorageError(reply: { status: number; json: unknown; text: string
 
 /** A run whose first stage takes `secs` and whose second writes again afterwards. */
 function slowSpec(s: Setup, secs: number): string {
-  return writeSpec(s.specs, `slow-${secs}.yaml`, [
+  return writeSpec(s.specs, programWorkflow(`slow-${secs}.yaml`, [
     { name: "wait", program: "sleep", args: [String(secs)] },
     { name: "say", program: "echo", args: ["done"], depends_on: ["wait"] },
-  ]);
+  ]), `slow-${secs}.yaml`);
 }
 
 /** Two steps: a multi-step workflow need not publish a result.json. */
 function quickSpec(s: Setup): string {
-  return writeSpec(s.specs, "quick.yaml", [
+  return writeSpec(s.specs, programWorkflow("quick.yaml", [
     { name: "prep", program: "echo", args: ["prep"] },
     { name: "say", program: "echo", args: ["hi"], depends_on: ["prep"] },
-  ]);
+  ]), "quick.yaml");
 }
 
 /** A run stopped by a storage fault fails with the storage error once that can be recorded. */
 async function expectStorageFailure(url: string, id: string): Promise<void> {
-  const r = (await waitStatus(url, id, (st) => TERMINAL.has(st))) as RunStateLike;
+  const r = (await waitStatus(url, id, (st) => TERMINAL.has(st))) as RunState;
   expect([r.status, r.terminal_reason]).toEqual(["failed", "storage_error"]);
   expect(r.error).toMatch(/^state storage failed: state dir is (full|read-only)/);
   const last = r.events[r.events.length - 1];
@@ -139,14 +129,14 @@ describe("storage faults", () => {
     const created = await request(url, "/v1/runs", { body: { file: slowSpec(s, 1.5), run_id: "victim" } });
     expect(created.status, created.text).toBe(200);
     s.disk!.fill();
-    await waitFor(async () => (await health(url)).storage === "low_space", 15_000, "health never reported low_space");
+    await waitFor(async () => (await health(url)).storage === "low_space", "health never reported low_space", 15_000);
     await survives(d, url);
     expectStorageError(await request(url, "/v1/runs", { body: { file: quickSpec(s) } }));
     expect((await health(url)).storage_reason).toMatch(/full \(ENOSPC\)/);
 
     s.disk!.free();
     await expectStorageFailure(url, "victim");
-    await waitFor(async () => (await health(url)).storage === "ok", 10_000, "health did not return to ok");
+    await waitFor(async () => (await health(url)).storage === "ok", "health did not return to ok", 10_000);
     const again = await request(url, "/v1/runs", { body: { file: quickSpec(s), run_id: "after" } });
     expect(again.status, again.text).toBe(200);
     expect((await waitStatus(url, "after", (st) => TERMINAL.has(st))).status).toBe("succeeded");
@@ -243,7 +233,7 @@ describe("storage faults", () => {
       const runs = path.join(s.stateDir, "runs");
       const frozen = [runs, path.join(runs, "ro-victim"), path.join(runs, "ro-victim", "events.jsonl")];
       for (const f of frozen) s.disk!.immutable(f, true);
-      await waitFor(async () => (await health(url)).storage === "read_only", 15_000, "health never reported read_only (EPERM)");
+      await waitFor(async () => (await health(url)).storage === "read_only", "health never reported read_only (EPERM)", 15_000);
       expectStorageError(await request(url, "/v1/runs", { body: { file: slow } }));
       expect((await request(url, "/v1/runs/ro-victim")).status).toBe(200);
       await survives(d, url);
@@ -259,7 +249,7 @@ describe("storage faults", () => {
     const h = await health(url);
     expect(h.storage).toBe("read_only");
     expect(h.storage_reason).toMatch(/read-only/);
-    expect(((await request(url, "/v1/runs")).json as { runs: RunStateLike[] }).runs.map((x) => x.id)).toContain("was-active");
+    expect(((await request(url, "/v1/runs")).json as { runs: RunState[] }).runs.map((x) => x.id)).toContain("was-active");
     expectStorageError(await request(url, "/v1/runs", { body: { file: slow } }));
     expectStorageError(await request(url, "/v1/sessions/s/messages", { body: { role: "user", content: "x" } }));
     // A cancel that cannot be recorded is not acknowledged, and is recorded once it can be.
@@ -333,7 +323,7 @@ describe("storage faults", () => {
 
     const list = await request(url, "/v1/runs");
     expect(list.status, list.text).toBe(200);
-    expect((list.json as { runs: RunStateLike[] }).runs.map((r) => r.id).sort()).toEqual(["good", "rust-ok"]);
+    expect((list.json as { runs: RunState[] }).runs.map((r) => r.id).sort()).toEqual(["good", "rust-ok"]);
     const q = (await health(url)).quarantined_files;
     expect(q.map((f) => path.basename(f).replace(/\.\d+$/, "")).sort()).toEqual(["nope", "nulled", "rust-null.json", "rust-string.json", "wrong-seq"]);
     for (const f of q) {
@@ -391,7 +381,7 @@ describe("storage faults", () => {
       ]);
       for (const r of results) expect([200, 507]).toContain(r.status);
       if (results[0].status === 507) cancelRefused.push(ids[ids.length - 1]);
-      await waitFor(async () => (await health(url)).storage !== "ok", 10_000, "the fault was never noticed");
+      await waitFor(async () => (await health(url)).storage !== "ok", "the fault was never noticed", 10_000);
       await survives(d, url);
       s.disk!.free();
     }

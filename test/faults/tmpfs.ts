@@ -3,14 +3,14 @@
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { tempDir } from "../reliability/harness.js";
+import { tmpDir } from "../helpers/daemon.js";
 
 export const IS_ROOT = typeof process.getuid === "function" && process.getuid() === 0;
 
 /** Why real storage faults cannot be injected here (null when they can): not root, or no permission to mount (a container without CAP_SYS_ADMIN). */
 export function cannotMount(): string | null {
   if (!IS_ROOT) return "not root (tmpfs mounts, remount ro and chattr need root; CI runs as root)";
-  const dir = tempDir("vbx-mount-probe-");
+  const dir = tmpDir("vbx-mount-probe-");
   try {
     run("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", dir]);
     run("umount", [dir]);
@@ -40,7 +40,7 @@ export interface SmallDisk {
 }
 
 export function mountTmpfs(size = "2m"): SmallDisk {
-  const dir = tempDir("vbx-tmpfs-");
+  const dir = tmpDir("vbx-tmpfs-");
   run("mount", ["-t", "tmpfs", "-o", `size=${size},mode=0700`, "tmpfs", dir]);
   const filler = path.join(dir, "filler");
   const immutables = new Set<string>();

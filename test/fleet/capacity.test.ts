@@ -6,8 +6,12 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { NodeSlots } from "../../src/engine/node-slots.js";
 import { SandboxError } from "../../src/sandbox/types.js";
-import { api, startDaemon, tmpDir, waitFor, workflow, writeSpec, type TestDaemon } from "../unit/_helpers.js";
 import { FakeVms } from "./fake-vm.js";
+import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { api, errorOf } from "../helpers/http.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
+import type { CreateRunResponse, Health, RunState } from "../helpers/types.js";
 
 let daemon: TestDaemon | undefined;
 afterEach(async () => {
@@ -19,14 +23,14 @@ const localSpec = (dir: string, name: string, memoryMb = 256) =>
   writeSpec(dir, { ...workflow(name, [{ name: "work", run: { program: "sh", args: ["-c", "true"] } }]), sandbox: { mode: "local", memory_mb: memoryMb, vcpus: 1 } });
 
 async function capacity(url: string) {
-  const r = await api(url, "GET", "/v1/health");
+  const r = await api<Health>(url, "GET", "/v1/health");
   expect(r.status).toBe(200);
-  return r.json.capacity as Record<string, number | boolean | string | null>;
+  return r.json.capacity!;
 }
 
 async function runEnds(url: string, id: string): Promise<string> {
   return waitFor(async () => {
-    const r = await api(url, "GET", `/v1/runs/${id}`);
+    const r = await api<RunState>(url, "GET", `/v1/runs/${id}`);
     return r.json.finished_at ? (r.json.status as string) : undefined;
   }, `run ${id} to end`);
 }
@@ -41,29 +45,29 @@ describe("node capacity", () => {
 
     expect(await capacity(url)).toMatchObject({ max_vms: 1, guest_memory_mib: 1024, vms_in_use: 0, guest_memory_in_use_mib: 0, warm_vms_ready: 0, active_runs: 0, accepts_runs: true, draining: false });
 
-    const a = (await api(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
+    const a = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
     await waitFor(async () => (await capacity(url)).vms_in_use === 1, "run a's VM to take the slot");
     expect(await capacity(url)).toMatchObject({ vms_in_use: 1, vcpus_in_use: 1, guest_memory_in_use_mib: 256, active_runs: 1, accepts_runs: true });
 
     // The slot is taken but nobody waits yet: this run is accepted and its stage queues.
-    const b = await api(url, "POST", "/v1/runs", { file: spec });
+    const b = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec });
     expect(b.status).toBe(200);
     await waitFor(async () => (await capacity(url)).stages_waiting_for_vm === 1, "run b's stage to wait for a slot");
     expect(await capacity(url)).toMatchObject({ vms_in_use: 1, active_runs: 2, accepts_runs: false });
 
-    const refused = await api(url, "POST", "/v1/runs", { file: spec });
+    const refused = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec });
     expect(refused.status).toBe(503);
     expect(refused.json).toMatchObject({ code: "RESOURCE_LIMIT_EXCEEDED", retryable: true });
-    expect(refused.json.message).toMatch(/at capacity: 1\/1 micro-VMs/);
+    expect(errorOf(refused).message).toMatch(/at capacity: 1\/1 micro-VMs/);
     // An idempotent create of a known active run is not a new run: still answered.
-    const again = await api(url, "POST", "/v1/runs", { file: spec, run_id: a });
+    const again = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec, run_id: a });
     expect(again.status).toBe(200);
 
     vms.finish(a);
     expect(await runEnds(url, a)).toBe("succeeded");
     await waitFor(async () => (await capacity(url)).stages_waiting_for_vm === 0, "run b's stage to get the slot");
     expect(await capacity(url)).toMatchObject({ vms_in_use: 1, active_runs: 1, accepts_runs: true });
-    const d = await api(url, "POST", "/v1/runs", { file: spec });
+    const d = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec });
     expect(d.status).toBe(200);
 
     vms.finish(b.json.run_id);
@@ -80,9 +84,9 @@ describe("node capacity", () => {
     const vms = new FakeVms();
     daemon = await startDaemon(dir + "/state", { vm: vms.provider(), limits: { maxVms: 8, maxGuestMemoryMib: 400 } });
     const { url } = daemon;
-    const a = (await api(url, "POST", "/v1/runs", { file: localSpec(dir, "m1") })).json.run_id as string;
+    const a = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "m1") })).json.run_id as string;
     await waitFor(() => vms.live.size === 1, "run a's VM");
-    const b = (await api(url, "POST", "/v1/runs", { file: localSpec(dir, "m2") })).json.run_id as string;
+    const b = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "m2") })).json.run_id as string;
     await waitFor(async () => (await capacity(url)).stages_waiting_for_vm === 1, "run b to wait for memory");
     expect(await capacity(url)).toMatchObject({ vms_in_use: 1, guest_memory_in_use_mib: 256, accepts_runs: false });
     vms.finish(a);
@@ -90,9 +94,9 @@ describe("node capacity", () => {
     vms.finish(b);
     expect(await runEnds(url, b)).toBe("succeeded");
 
-    const big = (await api(url, "POST", "/v1/runs", { file: localSpec(dir, "big", 512) })).json.run_id as string;
+    const big = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "big", 512) })).json.run_id as string;
     expect(await runEnds(url, big)).toBe("failed");
-    const run = (await api(url, "GET", `/v1/runs/${big}`)).json;
+    const run = (await api<RunState>(url, "GET", `/v1/runs/${big}`)).json;
     expect(run.error).toMatch(/512 MiB of guest memory, more than this node gives all guests together \(400 MiB\)/);
   });
 

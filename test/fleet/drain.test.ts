@@ -9,12 +9,15 @@ import fs from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { createDaemon, type Daemon } from "../../src/server.js";
+import type { Daemon } from "../../src/server.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { pidAlive } from "../helpers/process.js";
-import { childEnv, killHard, MAIN_JS, REPO_ROOT, request, startDaemon as spawnBuilt, waitFor as waitUntil, withTimeout, type DaemonProc } from "../reliability/harness.js";
-import { api, tmpDir, waitFor, workflow, writeSpec } from "../unit/_helpers.js";
 import { FakeVms } from "./fake-vm.js";
+import { childEnv, killHard, MAIN_JS, REPO_ROOT, startDaemon, startDaemonProcess, type DaemonProc, tmpDir } from "../helpers/daemon.js";
+import { request, api, errorOf } from "../helpers/http.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { withTimeout, waitFor } from "../helpers/wait.js";
+import type { CreateRunResponse, DrainStatus, Health } from "../helpers/types.js";
 
 const run = promisify(execFile);
 const procs: DaemonProc[] = [];
@@ -41,26 +44,25 @@ describe("drain (in process)", () => {
   it("refuses new runs, lets the active one finish, then resolves", async () => {
     const dir = home();
     const vms = new FakeVms();
-    const d = await createDaemon({ stateDir: dir + "/state", vm: vms.provider() });
+    const { d, url } = await startDaemon(dir + "/state", { vm: vms.provider() });
     daemons.push(d);
-    const { url } = await d.listen("tcp://127.0.0.1:0");
     const spec = writeSpec(dir, { ...workflow("drained", [{ name: "work", run: { program: "sh", args: ["-c", "true"] } }]), sandbox: { mode: "local", memory_mb: 128 } });
-    const id = (await api(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
+    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
     await waitFor(() => vms.live.size === 1, "the run's VM");
 
-    const drained = await api(url, "POST", "/v1/drain");
+    const drained = await api<DrainStatus>(url, "POST", "/v1/drain");
     expect(drained.status).toBe(202);
     expect(drained.json).toMatchObject({ draining: true, active_runs: 1 });
     let done = false;
     void d.drained.then(() => (done = true));
 
-    const refused = await api(url, "POST", "/v1/runs", { file: spec });
+    const refused = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec });
     expect(refused.status).toBe(503);
     expect(refused.json).toMatchObject({ code: "RESOURCE_LIMIT_EXCEEDED", retryable: true });
-    expect(refused.json.message).toMatch(/draining/);
-    const health = (await api(url, "GET", "/v1/health")).json;
+    expect(errorOf(refused).message).toMatch(/draining/);
+    const health = (await api<Health>(url, "GET", "/v1/health")).json;
     expect(health.capacity).toMatchObject({ draining: true, accepts_runs: false, active_runs: 1 });
-    expect((await api(url, "POST", "/v1/drain")).status).toBe(202); // idempotent
+    expect((await api<DrainStatus>(url, "POST", "/v1/drain")).status).toBe(202); // idempotent
     expect(done).toBe(false);
 
     vms.finish(id);
@@ -72,11 +74,10 @@ describe("drain (in process)", () => {
   it("fails the runs still active at the drain timeout (daemon_shutdown)", async () => {
     const dir = home();
     const vms = new FakeVms();
-    const d = await createDaemon({ stateDir: dir + "/state", vm: vms.provider(), limits: { drainTimeoutMs: 300 } });
+    const { d, url } = await startDaemon(dir + "/state", { vm: vms.provider(), limits: { drainTimeoutMs: 300 } });
     daemons.push(d);
-    const { url } = await d.listen("tcp://127.0.0.1:0");
     const spec = writeSpec(dir, { ...workflow("stuck", [{ name: "work", run: { program: "sh", args: ["-c", "true"] } }]), sandbox: { mode: "local", memory_mb: 128 } });
-    const id = (await api(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
+    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
     await waitFor(() => vms.live.size === 1, "the run's VM");
     await withTimeout(d.drain(), 20_000, "drain did not end at its timeout");
     expect(runFile(dir + "/state", id)).toMatchObject({ status: "failed", terminal_reason: "daemon_shutdown" });
@@ -92,7 +93,7 @@ describe("drain (the built daemon)", () => {
     const dir = home();
     const sock = path.join(dir, "run", "d.sock");
     const stateDir = path.join(dir, "state");
-    const d = await spawnBuilt({ args: ["--listen", `unix://${sock}`, "--state-dir", stateDir, "--accel", "tcg", "--log-level", "info"], env: childEnv(dir) });
+    const d = await startDaemonProcess({ args: ["--listen", `unix://${sock}`, "--state-dir", stateDir, "--accel", "tcg", "--log-level", "info"], env: childEnv(dir) });
     procs.push(d);
     const base = `unix://${sock}`;
     const spec = path.join(dir, "vm.yaml");
@@ -104,14 +105,14 @@ describe("drain (the built daemon)", () => {
     expect(created.status).toBe(200);
     const id = (created.json as { run_id: string }).run_id;
     let pid = 0;
-    await waitUntil(
+    await waitFor(
       async () => {
         const events = (await request(base, `/v1/runs/${id}/events`)).json as Array<{ event_type: string; payload: { pid?: number } | null }>;
         pid = events.find((e) => e.event_type === "microvm.spawned")?.payload?.pid ?? 0;
         return pid > 0;
       },
-      90_000,
       () => `the micro-VM did not boot\n${d.output()}`,
+      90_000,
     );
 
     const drain = await request(base, "/v1/drain", { method: "POST" });
@@ -133,10 +134,10 @@ describe("drain (the built daemon)", () => {
 
   it("SIGUSR2 and `voidbox drain` drain an idle daemon, which exits 0", async () => {
     const dir = home();
-    const viaSignal = await spawnBuilt({ args: ["--listen", `unix://${path.join(dir, "run", "a.sock")}`, "--state-dir", path.join(dir, "a"), "--accel", "tcg"], env: childEnv(dir) });
+    const viaSignal = await startDaemonProcess({ args: ["--listen", `unix://${path.join(dir, "run", "a.sock")}`, "--state-dir", path.join(dir, "a"), "--accel", "tcg"], env: childEnv(dir) });
     procs.push(viaSignal);
     const sock = path.join(dir, "run", "b.sock");
-    const viaCli = await spawnBuilt({ args: ["--listen", `unix://${sock}`, "--state-dir", path.join(dir, "b"), "--accel", "tcg"], env: childEnv(dir) });
+    const viaCli = await startDaemonProcess({ args: ["--listen", `unix://${sock}`, "--state-dir", path.join(dir, "b"), "--accel", "tcg"], env: childEnv(dir) });
     procs.push(viaCli);
 
     viaSignal.child.kill("SIGUSR2");

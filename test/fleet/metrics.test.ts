@@ -4,11 +4,13 @@
  * boot times and VMs live are exercised without QEMU).
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { createDaemon, type Daemon } from "../../src/server.js";
+import type { Daemon } from "../../src/server.js";
 import { gateReply } from "../helpers/conformance.js";
-import { tmpDir, waitFor, workflow, writeSpec } from "../unit/_helpers.js";
 import { FakeVms } from "./fake-vm.js";
 import { parsePrometheusText, value, type Family } from "./prom-text.js";
+import { startDaemon, tmpDir } from "../helpers/daemon.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
 
 const TOKEN = "metrics-test-token";
 let daemon: Daemon | undefined;
@@ -39,8 +41,9 @@ describe("GET /metrics", () => {
   it("needs the token on TCP, parses strictly, and its counters move with a run", async () => {
     const dir = tmpDir("vbx-metrics-");
     const vms = new FakeVms();
-    daemon = await createDaemon({ stateDir: dir + "/state", vm: vms.provider(), auth: { token: TOKEN } });
-    const { url } = await daemon.listen("tcp://127.0.0.1:0");
+    const started = await startDaemon(dir + "/state", { vm: vms.provider(), auth: { token: TOKEN } });
+    daemon = started.d;
+    const { url } = started;
 
     const denied = await call(url, "GET", "/metrics", { token: null });
     expect(denied.status).toBe(401);
@@ -92,11 +95,11 @@ describe("GET /metrics", () => {
 
   it("unknown paths are counted under one label, and each daemon has its own registry", async () => {
     const dir = tmpDir("vbx-metrics-");
-    daemon = await createDaemon({ stateDir: dir + "/a", vm: false });
-    const other = await createDaemon({ stateDir: dir + "/b", vm: false });
+    const a = await startDaemon(dir + "/a");
+    daemon = a.d;
+    const { d: other, url: otherUrl } = await startDaemon(dir + "/b");
     try {
-      const { url } = await daemon.listen("tcp://127.0.0.1:0");
-      const { url: otherUrl } = await other.listen("tcp://127.0.0.1:0");
+      const { url } = a;
       for (const p of ["/nope/1", "/nope/2"]) expect((await call(url, "GET", p, { token: null })).status).toBe(404);
       const m = await scrape(url);
       expect(value(m, "voidbox_http_requests_total", { route: "unmatched", status: "404" })).toBe(2);

@@ -10,8 +10,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { REPO_ROOT } from "../reliability/harness.js";
-import { tmpDir } from "../unit/_helpers.js";
+import { REPO_ROOT, tmpDir } from "../helpers/daemon.js";
 
 const UNIT = path.join(REPO_ROOT, "deploy", "voidbox.service");
 const text = fs.readFileSync(UNIT, "utf8");

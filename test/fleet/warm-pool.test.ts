@@ -6,8 +6,13 @@
  * test/qemu/warm-pool.test.ts.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { api, startDaemon, tmpDir, waitFor, waitTerminal, workflow, writeSpec, type TestDaemon } from "../unit/_helpers.js";
 import { PoolFakeVms } from "./pool-fake-vm.js";
+import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { api } from "../helpers/http.js";
+import { waitForTerminal } from "../helpers/runs.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
+import type { CancelRunResponse, CreateRunResponse, Health, MicroVmSpawnedPayload, RunState } from "../helpers/types.js";
 
 let daemon: TestDaemon | undefined;
 afterEach(async () => {
@@ -25,9 +30,9 @@ const hello: Step[] = [
 const sleeper = (name: string): Step => ({ name, run: { program: "sleep", args: ["600"] } });
 
 async function health(url: string) {
-  const r = await api(url, "GET", "/v1/health");
+  const r = await api<Health>(url, "GET", "/v1/health");
   expect(r.status).toBe(200);
-  return r.json.capacity as { warm_vms_ready: number; vms_in_use: number; stages_waiting_for_vm: number; warm_pool?: Record<string, any> };
+  return r.json.capacity!;
 }
 
 async function start(vms: PoolFakeVms, limits: Record<string, number | string[]>): Promise<TestDaemon> {
@@ -35,7 +40,9 @@ async function start(vms: PoolFakeVms, limits: Record<string, number | string[]>
   return daemon;
 }
 
-const spawned = (run: any) => run.events.filter((e: any) => e.event_type === "microvm.spawned");
+/** The run's microvm.spawned events, with their payloads as openapi.yaml declares them. */
+const spawned = (run: RunState) =>
+  run.events.filter((e) => e.event_type === "microvm.spawned").map((e) => ({ ...e, payload: e.payload as MicroVmSpawnedPayload }));
 
 describe("warm pool", () => {
   it("fills one boot at a time, hands each stage attempt its own warm VM, counts hits, and refills", async () => {
@@ -47,17 +54,17 @@ describe("warm pool", () => {
     expect(vms.maxBooting).toBe(1);
     expect(vms.vms.every((v) => v.opts.background && v.opts.runId === "warm-pool" && v.primed)).toBe(true);
 
-    const id = (await api(url, "POST", "/v1/runs", { file: localSpec(dir, "hello", hello) })).json.run_id as string;
-    const run = await waitTerminal(url, id);
+    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "hello", hello) })).json.run_id as string;
+    const run = await waitForTerminal(url, id);
     expect(run.status).toBe("succeeded");
     const ev = spawned(run);
-    expect(ev.map((e: any) => [e.stage_name, e.payload.warm])).toEqual([["fetch", true], ["shout", true]]);
+    expect(ev.map((e) => [e.stage_name, e.payload.warm])).toEqual([["fetch", true], ["shout", true]]);
     expect(ev[0].message).toMatch(/^micro-VM for fetch taken from the warm pool in \d+ ms \(tcg\)$/);
     // One stage attempt per VM: distinct VMs, each ran exactly one command and was stopped.
-    const used = ev.map((e: any) => vms.vms.find((v) => v.pid === e.payload.pid)!);
-    expect(new Set(used.map((v: any) => v.pid)).size).toBe(2);
+    const used = ev.map((e) => vms.vms.find((v) => v.pid === e.payload.pid)!);
+    expect(new Set(used.map((v) => v.pid)).size).toBe(2);
     for (const v of used) expect(v).toMatchObject({ execs: 1, stopped: true });
-    expect(ev.every((e: any) => e.payload.boot_ms === 7 && e.payload.start_ms >= 0)).toBe(true);
+    expect(ev.every((e) => e.payload.boot_ms === 7 && e.payload.start_ms! >= 0)).toBe(true);
 
     await waitFor(async () => (await health(url)).warm_vms_ready === 2, "the pool to refill");
     expect((await health(url)).warm_pool).toMatchObject({ ready: 2, in_use: 0, hits: 2, misses: 0 });
@@ -75,18 +82,18 @@ describe("warm pool", () => {
       const vms = new PoolFakeVms();
       const { url, d } = await start(vms, { warmPool, maxVms: 4 });
       if (warmPool) await waitFor(async () => (await health(url)).warm_vms_ready === warmPool, "the pool to fill");
-      const id = (await api(url, "POST", "/v1/runs", { file: spec, run_id: "same-run" })).json.run_id as string;
-      const run = await waitTerminal(url, id);
+      const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec, run_id: "same-run" })).json.run_id as string;
+      const run = await waitForTerminal(url, id);
       await d.close();
       daemon = undefined;
       return run;
     };
     const cold = await runOn(0);
     const warm = await runOn(2);
-    expect(spawned(cold).map((e: any) => e.payload.warm)).toEqual([false, false]);
-    expect(spawned(warm).map((e: any) => e.payload.warm)).toEqual([true, true]);
+    expect(spawned(cold).map((e) => e.payload.warm)).toEqual([false, false]);
+    expect(spawned(warm).map((e) => e.payload.warm)).toEqual([true, true]);
     // Everything but times, ids, pids and how the VM came is the same.
-    const strip = (v: any): any =>
+    const strip = (v: unknown): unknown =>
       Array.isArray(v)
         ? v.map(strip)
         : v && typeof v === "object"
@@ -106,7 +113,7 @@ describe("warm pool", () => {
     const { url } = await start(vms, { warmPool: 1, maxVms: 4 });
     await waitFor(async () => (await health(url)).warm_vms_ready === 1, "the pool to fill");
     const big = localSpec(dir, "big", [{ name: "one", run: { program: "echo", args: ["x"] } }], 512);
-    const runBig = async () => spawned(await waitTerminal(url, (await api(url, "POST", "/v1/runs", { file: big })).json.run_id))[0].payload;
+    const runBig = async () => spawned(await waitForTerminal(url, (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: big })).json.run_id))[0].payload;
 
     expect(await runBig()).toMatchObject({ warm: false });
     expect((await health(url)).warm_pool).toMatchObject({ hits: 0, misses: 1, shape: { memory_mb: 256 } });
@@ -128,9 +135,9 @@ describe("warm pool", () => {
     const { url } = await start(vms, { warmPool: 1, maxVms: 4, mountRoots: [shared] });
     await waitFor(async () => (await health(url)).warm_vms_ready === 1, "the pool to fill");
     const spec = writeSpec(dir, { ...workflow("mounted", hello), sandbox: { mode: "local", memory_mb: 256, vcpus: 1, mounts: [{ host: shared, guest: "/mnt/shared" }] } });
-    const run = await waitTerminal(url, (await api(url, "POST", "/v1/runs", { file: spec })).json.run_id);
+    const run = await waitForTerminal(url, (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id);
     expect(run.status).toBe("succeeded");
-    expect(spawned(run).map((e: any) => e.payload.warm)).toEqual([false, false]);
+    expect(spawned(run).map((e) => e.payload.warm)).toEqual([false, false]);
     for (const e of spawned(run)) expect(vms.vms.find((v) => v.pid === e.payload.pid)!.opts.storage?.mounts).toHaveLength(1);
     expect((await health(url)).warm_pool).toMatchObject({ ready: 1, hits: 0, misses: 2, shape: { memory_mb: 256, vcpus: 1, network: false } });
   });
@@ -143,14 +150,14 @@ describe("warm pool", () => {
     expect((await health(url)).vms_in_use).toBe(2);
     // Two 512 MiB stages at once: no warm VM fits them, and the pool holds both slots.
     const spec = localSpec(dir, "evict", [sleeper("a"), sleeper("b")], 512, { output_step: "a" });
-    const id = (await api(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
-    await waitFor(async () => spawned((await api(url, "GET", `/v1/runs/${id}`)).json).length === 2, "both stages to get a VM");
+    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
+    await waitFor(async () => spawned((await api<RunState>(url, "GET", `/v1/runs/${id}`)).json).length === 2, "both stages to get a VM");
     const c = await health(url);
     expect(c).toMatchObject({ vms_in_use: 2, stages_waiting_for_vm: 0, warm_vms_ready: 0 });
     expect(vms.vms.filter((v) => v.opts.background).every((v) => v.stopped && v.execs === 0)).toBe(true);
 
-    await api(url, "POST", `/v1/runs/${id}/cancel`);
-    expect((await waitTerminal(url, id)).status).toBe("cancelled");
+    await api<CancelRunResponse>(url, "POST", `/v1/runs/${id}/cancel`);
+    expect((await waitForTerminal(url, id)).status).toBe("cancelled");
     // No stage VM outlives the cancel; the pool takes the freed slots back.
     expect(vms.vms.filter((v) => !v.opts.background).every((v) => v.stopped)).toBe(true);
     await waitFor(async () => (await health(url)).warm_vms_ready === 2, "the pool to refill");
@@ -162,15 +169,15 @@ describe("warm pool", () => {
     const { url } = await start(vms, { warmPool: 2, maxVms: 4 });
     await waitFor(async () => (await health(url)).warm_vms_ready === 2, "the pool to fill");
     const spec = localSpec(dir, "cap", [sleeper("a"), sleeper("b")], 256, { output_step: "a" });
-    const r = await api(url, "POST", "/v1/runs", { file: spec, policy: { max_parallel_microvms_per_run: 1 } });
+    const r = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec, policy: { max_parallel_microvms_per_run: 1 } });
     const id = r.json.run_id as string;
-    await waitFor(async () => spawned((await api(url, "GET", `/v1/runs/${id}`)).json).length === 1, "the first stage to start");
+    await waitFor(async () => spawned((await api<RunState>(url, "GET", `/v1/runs/${id}`)).json).length === 1, "the first stage to start");
     // The pool refills the VM taken; the second stage still waits for the run's cap.
     await waitFor(async () => (await health(url)).warm_vms_ready === 2, "the pool to refill");
-    expect(spawned((await api(url, "GET", `/v1/runs/${id}`)).json)).toHaveLength(1);
+    expect(spawned((await api<RunState>(url, "GET", `/v1/runs/${id}`)).json)).toHaveLength(1);
     expect((await health(url)).warm_pool).toMatchObject({ in_use: 1, hits: 1 });
-    await api(url, "POST", `/v1/runs/${id}/cancel`);
-    expect((await waitTerminal(url, id)).status).toBe("cancelled");
+    await api<CancelRunResponse>(url, "POST", `/v1/runs/${id}/cancel`);
+    expect((await waitForTerminal(url, id)).status).toBe("cancelled");
     expect(vms.vms.filter((v) => v.execs > 0).every((v) => v.stopped)).toBe(true);
     expect((await health(url)).warm_pool).toMatchObject({ in_use: 0 });
   });
@@ -181,10 +188,10 @@ describe("warm pool", () => {
     const { url } = await start(vms, { warmPool: 1, maxVms: 4 });
     await waitFor(async () => (await health(url)).warm_vms_ready === 1, "the pool to fill");
     const spec = localSpec(dir, "slow", [sleeper("a")]);
-    const id = (await api(url, "POST", "/v1/runs", { file: spec, policy: { stage_timeout_secs: 1, max_stage_retries: 0 } })).json.run_id as string;
-    const run = await waitTerminal(url, id);
+    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec, policy: { stage_timeout_secs: 1, max_stage_retries: 0 } })).json.run_id as string;
+    const run = await waitForTerminal(url, id);
     expect(run.status).toBe("failed");
-    expect(run.events.some((e: any) => e.event_type === "stage.failed" && /time/i.test(e.payload.error))).toBe(true);
+    expect(run.events.some((e) => e.event_type === "stage.failed" && /time/i.test(String(e.payload!.error)))).toBe(true);
     const vm = vms.vms.find((v) => v.pid === spawned(run)[0].payload.pid)!;
     expect(spawned(run)[0].payload.warm).toBe(true);
     expect(vm).toMatchObject({ execs: 1, stopped: true });
@@ -199,7 +206,7 @@ describe("warm pool", () => {
     first.die();
     await waitFor(() => vms.vms.length === 2 && vms.alive().length === 1, "a replacement to boot");
     await waitFor(async () => (await health(url)).warm_vms_ready === 1, "the pool to refill");
-    const run = await waitTerminal(url, (await api(url, "POST", "/v1/runs", { file: localSpec(dir, "one", [hello[0]]) })).json.run_id);
+    const run = await waitForTerminal(url, (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "one", [hello[0]]) })).json.run_id);
     expect(run.status).toBe("succeeded");
     expect(spawned(run)[0].payload).toMatchObject({ warm: true, pid: vms.vms[1].pid });
     expect(first.execs).toBe(0);
@@ -212,7 +219,7 @@ describe("warm pool", () => {
     const { url } = await start(vms, { warmPool: 1, maxVms: 4 });
     await waitFor(() => vms.vms.some((v) => v.primed && v.stopped), "a pool boot to fail its first command");
     expect((await health(url)).warm_vms_ready).toBe(0);
-    const run = await waitTerminal(url, (await api(url, "POST", "/v1/runs", { file: localSpec(dir, "one", [hello[0]]) })).json.run_id);
+    const run = await waitForTerminal(url, (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "one", [hello[0]]) })).json.run_id);
     expect(run.status).toBe("succeeded");
     expect(spawned(run)[0].payload.warm).toBe(false);
     expect(vms.vms.filter((v) => v.opts.background).every((v) => v.stopped && v.execs === 0)).toBe(true);

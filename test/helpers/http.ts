@@ -1,7 +1,15 @@
-// A small HTTP client for the contract tests. Every reply passes the conformance gate
+// The test kit's HTTP clients. Every reply passes the conformance gate
 // (test/helpers/conformance.ts: declared status, media type, headers and body schema, one
-// Content-Length) before the test sees it.
+// Content-Length) before the test sees it, unless a test says it inspects it itself.
+//   - request(base, path, opts): one request on a fresh connection, TCP or a Unix socket,
+//     the path sent exactly as given; api()/rawApi() are its short forms, and ApiClient (the
+//     contract suite's client: per target its kind, token, query and the mock's relaxations
+//     of the gate) sends through it too.
+//   - rawHttp(): bytes over a plain socket, for tests of the wire itself.
+// The SDK (clients/typescript) is the client for tests of what SDK users see.
+import http from "node:http";
 import { connect } from "node:net";
+import type { components } from "../../generated/api.js";
 import { gateReply, replyViolations, skipReply, type Gate } from "./conformance.js";
 import { matchOperation } from "./openapi.js";
 import type { Target, TargetKind } from "./targets.js";
@@ -10,7 +18,7 @@ export { ConformanceError } from "./conformance.js";
 
 export const TEST_TOKEN = "test-token";
 
-export interface ApiResponse<T = any> {
+export interface ApiResponse<T = unknown> {
   status: number;
   headers: Headers;
   contentType: string;
@@ -34,7 +42,7 @@ export interface RequestOptions {
   /**
    * "strict" (default): the reply must conform to openapi.yaml.
    * "skip-on-prism": the request is deliberately malformed and Prism answers it with its own
-   * (non-contract) body — see the relaxation list in the contract suite.
+   * (non-contract) body — see the relaxation list in test/contract/README.md.
    * "none": do not check (only for replies a test inspects itself).
    */
   conformance?: "strict" | "skip-on-prism" | "none";
@@ -61,7 +69,7 @@ export class ApiClient {
     return new ApiClient(target.url, target.kind, gateReply, target.token ?? TEST_TOKEN);
   }
 
-  async request<T = any>(method: string, pathname: string, opts: RequestOptions = {}): Promise<ApiResponse<T>> {
+  async request<T = unknown>(method: string, pathname: string, opts: RequestOptions = {}): Promise<ApiResponse<T>> {
     const url = new URL(this.baseUrl + pathname);
     for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
     const headers: Record<string, string> = { accept: "application/json", ...(opts.headers ?? {}) };
@@ -73,10 +81,9 @@ export class ApiClient {
     const contentType = opts.contentType === undefined ? (body !== undefined ? "application/json" : null) : opts.contentType;
     if (contentType) headers["content-type"] = contentType;
 
-    const reply = await fetch(url, { method, headers, body });
-    const bytes = Buffer.from(await reply.arrayBuffer());
-    const text = bytes.toString("utf8");
-    const ct = reply.headers.get("content-type") ?? "";
+    const reply = await request(this.baseUrl, url.pathname + url.search, { method, body, raw: true, headers, conformance: "caller" });
+    const { bytes, text } = reply;
+    const ct = reply.contentType;
     let parsed: unknown;
     if (text.length > 0 && /json/i.test(ct)) {
       try {
@@ -87,7 +94,7 @@ export class ApiClient {
     }
     const res: ApiResponse<T> = {
       status: reply.status,
-      headers: reply.headers,
+      headers: toHeaders(reply.headers),
       contentType: ct,
       bytes,
       text,
@@ -109,12 +116,119 @@ export class ApiClient {
     this.gate({ method, path: pathname, status: res.status, headers: res.headers, body: res.bytes });
   }
 
-  get<T = any>(pathname: string, opts?: RequestOptions) {
+  get<T = unknown>(pathname: string, opts?: RequestOptions) {
     return this.request<T>("GET", pathname, opts);
   }
-  post<T = any>(pathname: string, opts?: RequestOptions) {
+  post<T = unknown>(pathname: string, opts?: RequestOptions) {
     return this.request<T>("POST", pathname, opts);
   }
+}
+
+export type ApiError = components["schemas"]["ApiError"];
+
+/** A reply as request() returns it; `json` is the parsed body (undefined when it is not JSON). */
+export interface Reply<T = unknown> {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  contentType: string;
+  bytes: Buffer;
+  text: string;
+  json: T;
+}
+
+export interface HttpOptions {
+  method?: string;
+  /** JSON-serialised unless `raw: true` (then a Buffer or string is sent as it is). */
+  body?: unknown;
+  raw?: boolean;
+  /** Content-Type of a raw body (JSON bodies are application/json). */
+  contentType?: string;
+  headers?: Record<string, string>;
+  token?: string;
+  timeoutMs?: number;
+  /**
+   * "strict" (default): the reply must pass the conformance gate (openapi.yaml); "none" for
+   * replies a test inspects itself (counted as unchecked); "caller": the caller gates it.
+   */
+  conformance?: "strict" | "none" | "caller";
+}
+
+/** Node's header object as fetch's Headers (what ApiClient's replies carry). */
+function toHeaders(h: http.IncomingHttpHeaders): Headers {
+  const out = new Headers();
+  for (const [k, v] of Object.entries(h)) if (v !== undefined) for (const x of Array.isArray(v) ? v : [v]) out.append(k, x);
+  return out;
+}
+
+/** One HTTP request on a fresh connection; `base` is http://host:port or unix:///path; `pathname` is sent exactly as given. */
+export function request<T = unknown>(base: string, pathname: string, o: HttpOptions = {}): Promise<Reply<T>> {
+  const method = o.method ?? (o.body === undefined ? "GET" : "POST");
+  let payload: Buffer | undefined;
+  if (o.body !== undefined) payload = o.raw ? (o.body instanceof Uint8Array ? Buffer.from(o.body) : Buffer.from(String(o.body))) : Buffer.from(JSON.stringify(o.body));
+  const headers: Record<string, string> = { ...(payload && !o.raw ? { "content-type": "application/json" } : {}), ...(o.contentType ? { "content-type": o.contentType } : {}), ...(o.headers ?? {}) };
+  // A body-less POST says so (Content-Length: 0), as fetch does.
+  if (payload || !["GET", "HEAD"].includes(method)) headers["content-length"] = String(payload?.length ?? 0);
+  if (o.token !== undefined) headers.authorization = `Bearer ${o.token}`;
+  const target: http.RequestOptions = base.startsWith("unix://")
+    ? { socketPath: base.slice("unix://".length) }
+    : (() => {
+        const u = new URL(base);
+        return { host: u.hostname, port: Number(u.port) };
+      })();
+  const timeoutMs = o.timeoutMs ?? 20_000;
+  return new Promise((resolve, reject) => {
+    const req = http.request({ ...target, method, path: pathname, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", reject);
+      res.on("end", () => {
+        const bytes = Buffer.concat(chunks);
+        try {
+          if (o.conformance === "none") skipReply();
+          else if (o.conformance !== "caller") gateReply({ method, path: pathname, status: res.statusCode ?? 0, headers: res.headers, body: bytes });
+        } catch (err) {
+          return reject(err);
+        }
+        const text = bytes.toString("utf8");
+        let json: unknown = undefined;
+        try {
+          json = text ? JSON.parse(text) : undefined;
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, contentType: res.headers["content-type"] ?? "", bytes, text, json: json as T });
+      });
+    });
+    req.on("error", reject);
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`${method} ${pathname}: no reply within ${timeoutMs} ms`)));
+    if (payload) req.write(payload);
+    req.end();
+  });
+}
+
+/** request() with the path resolved as a URL (dot segments removed, as fetch does); a string body is sent as JSON text. */
+export function api<T = unknown>(url: string, method: string, p: string, body?: unknown): Promise<Reply<T>> {
+  const u = new URL(url + p);
+  return rawApi<T>(url, method, u.pathname + u.search, body);
+}
+
+/** Like api(), but sends the path exactly as given (`..` and `%2e%2e` reach the server). */
+export function rawApi<T = unknown>(url: string, method: string, p: string, body?: unknown): Promise<Reply<T>> {
+  return typeof body === "string" ? request<T>(url, p, { method, body, raw: true, contentType: "application/json" }) : request<T>(url, p, { method, body });
+}
+
+/** The reply's body as the ApiError it must be (throws when it is not one). */
+export function errorOf(r: { status: number; json?: unknown; body?: unknown; text?: string }): ApiError {
+  const v = "json" in r ? r.json : r.body;
+  if (!isApiError(v)) throw new Error(`reply ${r.status} is not an ApiError: ${r.text ?? JSON.stringify(v)}`);
+  return v;
+}
+
+/** Whether a reply body is an ApiError `{code, message, retryable}`. */
+export function isApiError(v: unknown): v is ApiError {
+  if (!v || typeof v !== "object") return false;
+  const o = v as Record<string, unknown>;
+  return typeof o.code === "string" && /^[A-Z][A-Z0-9_]*$/.test(o.code) && typeof o.message === "string" && typeof o.retryable === "boolean";
 }
 
 export interface RawReply {

@@ -3,14 +3,17 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { components } from "../../generated/api.js";
-import type { ApiClient } from "./http.js";
+import { api as get, type ApiClient } from "./http.js";
+import type { PayloadOf } from "./types.js";
+import { waitFor } from "./wait.js";
 
 export type RunState = components["schemas"]["RunState"];
 export type RunEvent = components["schemas"]["RunEvent"];
 export type RunStatus = components["schemas"]["RunStatus"];
 
-export const TERMINAL: readonly RunStatus[] = ["succeeded", "failed", "cancelled"];
-export const isTerminal = (s: string) => (TERMINAL as readonly string[]).includes(s);
+/** The statuses a run ends in (openapi.yaml's RunStatus). */
+export const TERMINAL: ReadonlySet<string> = new Set<RunStatus>(["succeeded", "failed", "cancelled"]);
+export const isTerminal = (s: string) => TERMINAL.has(s);
 
 /** Legacy → v2 names (openapi.yaml pairs them in EventType / EventTypeV2; other names are split on "." and "_" and capitalised). */
 export const V2_NAMES: Record<string, string> = {
@@ -212,41 +215,69 @@ export function uniqueRunId(prefix = "t"): string {
   return `${prefix}-${process.pid}-${Date.now().toString(36)}-${counter}`;
 }
 
-/**
- * Poll GET /v1/runs/{id} every `intervalMs` until `predicate` holds (waiting for an event,
- * with an overall deadline — never a bare sleep).
- */
-export async function waitForRun(
-  api: ApiClient,
-  runId: string,
-  predicate: (run: RunState) => boolean,
-  { timeoutMs = 20_000, intervalMs = 50, what = "condition" } = {},
-): Promise<RunState> {
-  const deadline = Date.now() + timeoutMs;
-  let last: RunState | undefined;
-  for (;;) {
-    const res = await api.get<RunState>(`/v1/runs/${encodeURIComponent(runId)}`);
-    if (res.status === 200) {
-      last = res.body;
-      if (predicate(last)) return last;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `run ${runId}: ${what} not reached within ${timeoutMs} ms; last status ${res.status}, ` +
-          `state ${last?.status}, events ${JSON.stringify(last?.events.map((e) => e.event_type))}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
+/** GET /v1/runs/{id} through the contract suite's client, or on a base URL. */
+async function getRun(from: ApiClient | string, runId: string): Promise<{ status: number; run: RunState }> {
+  const p = `/v1/runs/${encodeURIComponent(runId)}`;
+  if (typeof from === "string") {
+    const r = await get<RunState>(from, "GET", p);
+    return { status: r.status, run: r.json };
   }
+  const r = await from.get<RunState>(p);
+  return { status: r.status, run: r.body };
 }
 
-export const waitForTerminal = (api: ApiClient, runId: string, timeoutMs = 20_000) =>
-  waitForRun(api, runId, (r) => isTerminal(r.status), { timeoutMs, what: "terminal state" });
-
-export const waitForEvent = (api: ApiClient, runId: string, eventType: string, timeoutMs = 20_000) =>
-  waitForRun(api, runId, (r) => r.events.some((e) => e.event_type === eventType), {
+/**
+ * Polls GET /v1/runs/{id} until `predicate` holds (waiting for an event, with an overall
+ * deadline — never a bare sleep); returns that RunState.
+ */
+export async function waitForRun(
+  from: ApiClient | string,
+  runId: string,
+  predicate: (run: RunState) => boolean,
+  { timeoutMs = 20_000, what = "condition" } = {},
+): Promise<RunState> {
+  let last: { status: number; run: RunState } | undefined;
+  return waitFor(
+    async () => {
+      last = await getRun(from, runId);
+      return last.status === 200 && predicate(last.run) ? last.run : undefined;
+    },
+    () =>
+      `run ${runId}: ${what} not reached within ${timeoutMs} ms; last status ${last?.status}, ` +
+      `state ${last?.run?.status}, events ${JSON.stringify(last?.run?.events?.map((e) => e.event_type))}`,
     timeoutMs,
-    what: `event ${eventType}`,
+  );
+}
+
+export const waitForTerminal = (from: ApiClient | string, runId: string, timeoutMs = 20_000) =>
+  waitForRun(from, runId, (r) => isTerminal(r.status), { timeoutMs, what: "terminal state" });
+
+/** Waits for an event of this type (or matching this predicate); returns the RunState that has it. */
+export const waitForEvent = (from: ApiClient | string, runId: string, match: string | ((e: RunEvent) => boolean), what?: string, timeoutMs = 20_000) =>
+  waitForRun(from, runId, (r) => r.events.some(typeof match === "string" ? (e) => e.event_type === match : match), {
+    timeoutMs,
+    what: what ?? `event ${typeof match === "string" ? match : "matching"}`,
   });
 
+/** Creates a run on a base URL (POST /v1/runs); returns its id, or throws with the reply. */
+export async function createRun(url: string, file: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const r = await get<{ run_id: string }>(url, "POST", "/v1/runs", { file, ...extra });
+  if (r.status !== 200) throw new Error(`create failed: ${r.status} ${r.text}`);
+  return r.json.run_id;
+}
+
+/** Throws unless the events' seq run 0, 1, 2, … without a gap. */
+export function assertGapless(events: Array<{ seq: number }>): void {
+  events.forEach((e, i) => {
+    if (e.seq !== i) throw new Error(`seq gap at index ${i}: ${e.seq}`);
+  });
+}
+
 export const types = (events: RunEvent[]) => events.map((e) => e.event_type);
+
+/** A run's events of one type, with the payload openapi.yaml declares for it. */
+export function eventsOf<T extends keyof PayloadOf>(run: { events: RunEvent[] }, type: T): Array<RunEvent & { payload: PayloadOf[T] }>;
+export function eventsOf(run: { events: RunEvent[] }, type: string): RunEvent[];
+export function eventsOf(run: { events: RunEvent[] }, type: string): RunEvent[] {
+  return run.events.filter((e) => e.event_type === type);
+}

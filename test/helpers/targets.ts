@@ -5,13 +5,11 @@
 //   (d) url       — any running implementation at VOIDBOX_CONFORMANCE_URL (`make conformance`).
 // Each local one gets its own temp state dir; process.env is only read, never written.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
-import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
-export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+import { REPO_ROOT, startDaemon, tmpDir } from "./daemon.js";
 
 export type TargetKind = "inprocess" | "process" | "prism" | "url";
 
@@ -37,22 +35,12 @@ export interface TargetFactory {
   start(): Promise<Target>;
 }
 
-export function makeStateDir(): string {
-  return mkdtempSync(path.join(os.tmpdir(), "vbx-"));
-}
+export const makeStateDir = (): string => tmpDir("vbx-");
 
-/** The shape of src/server.ts we rely on (kept local so this file does not depend on src types). */
-interface DaemonLike {
-  listen(address: string): Promise<{ url: string }>;
-  close(): Promise<void>;
-}
-type CreateDaemon = (opts: { stateDir: string; auth: null }) => Promise<DaemonLike>;
-
+/** The daemon in this process, without auth (as the contract suite's servers run). */
 export async function startInProcess(): Promise<Target> {
-  const mod = (await import("../../src/server.js")) as unknown as { createDaemon: CreateDaemon };
   const stateDir = makeStateDir();
-  const daemon = await mod.createDaemon({ stateDir, auth: null });
-  const { url } = await daemon.listen("tcp://127.0.0.1:0");
+  const { d: daemon, url } = await startDaemon(stateDir, { auth: null, vm: undefined });
   return {
     name: "in-process server",
     kind: "inprocess",

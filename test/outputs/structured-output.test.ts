@@ -2,7 +2,11 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
-import { api, createRun, rawApi, startDaemon, tmpDir, waitEvent, waitTerminal, workflow, writeSpec, type TestDaemon } from "../unit/_helpers.js";
+import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { api, rawApi, errorOf } from "../helpers/http.js";
+import { createRun, waitForEvent, waitForTerminal } from "../helpers/runs.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import type { CancelRunResponse, RunState, SessionMessage, StageList, StructuredOutput } from "../helpers/types.js";
 
 let t: TestDaemon;
 const specDir = tmpDir("vbx-out-specs-");
@@ -21,7 +25,7 @@ const REPORT = "hello artifact\nline two";
 
 async function run(spec: unknown, extra: Record<string, unknown> = {}) {
   const id = await createRun(t.url, writeSpec(specDir, spec), extra);
-  return { id, st: await waitTerminal(t.url, id) };
+  return { id, st: await waitForTerminal(t.url, id) };
 }
 
 describe("single-step workflow", () => {
@@ -29,9 +33,9 @@ describe("single-step workflow", () => {
     const { id, st } = await run(workflow("pub", [sh("build", `${heredoc("/workspace/result.json", RESULT)}\n${heredoc("/workspace/report.txt", REPORT)}`)]));
     expect(st.status).toBe("succeeded");
     const pub = st.artifact_publication;
-    expect(pub.status).toBe("published");
-    expect(typeof pub.published_at).toBe("string");
-    const find = (stage: string, name: string) => pub.manifest.find((m: any) => m.stage === stage && m.name === name);
+    expect(pub!.status).toBe("published");
+    expect(typeof pub!.published_at).toBe("string");
+    const find = (stage: string, name: string) => pub!.manifest.find((m) => m.stage === stage && m.name === name);
     for (const stage of ["build", "main"]) {
       expect(find(stage, "result.json")).toMatchObject({
         media_type: "application/json",
@@ -44,7 +48,7 @@ describe("single-step workflow", () => {
         retrieval_path: `/v1/runs/${id}/stages/${stage}/artifacts/report.txt`,
       });
     }
-    for (const m of pub.manifest) {
+    for (const m of pub!.manifest) {
       const r = await api(t.url, "GET", m.retrieval_path);
       expect(r.status, m.retrieval_path).toBe(200);
       expect(r.contentType.split(";")[0]).toBe(m.media_type);
@@ -53,20 +57,20 @@ describe("single-step workflow", () => {
     }
     const missing = await api(t.url, "GET", `/v1/runs/${id}/stages/build/artifacts/nope.txt`);
     expect(missing.status).toBe(404);
-    expect(missing.json.code).toBe("ARTIFACT_NOT_FOUND");
-    const otherStage = await api(t.url, "GET", `/v1/runs/${id}/stages/ghost/output-file`);
+    expect(errorOf(missing).code).toBe("ARTIFACT_NOT_FOUND");
+    const otherStage = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/ghost/output-file`);
     expect(otherStage.status).toBe(404);
-    expect(otherStage.json.code).toBe("STRUCTURED_OUTPUT_MISSING");
+    expect(errorOf(otherStage).code).toBe("STRUCTURED_OUTPUT_MISSING");
   });
 
   it("missing result.json → failed, output-file 404 STRUCTURED_OUTPUT_MISSING", async () => {
     const { id, st } = await run(workflow("nores", [{ name: "only", run: { program: "echo", args: ["hi"] } }]));
     expect(st.status).toBe("failed");
     expect(st.error).toMatch(/structured output missing/i);
-    expect(st.artifact_publication.status).toBe("failed");
-    expect(st.events[st.events.length - 1].event_type === "run.failed" || st.events.some((e: any) => e.event_type === "run.failed")).toBe(true);
+    expect(st.artifact_publication!.status).toBe("failed");
+    expect(st.events[st.events.length - 1].event_type === "run.failed" || st.events.some((e) => e.event_type === "run.failed")).toBe(true);
     for (const stage of ["only", "main"]) {
-      const r = await api(t.url, "GET", `/v1/runs/${id}/stages/${stage}/output-file`);
+      const r = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/${stage}/output-file`);
       expect(r.status).toBe(404);
       expect(r.json).toMatchObject({ code: "STRUCTURED_OUTPUT_MISSING", retryable: false });
     }
@@ -76,8 +80,8 @@ describe("single-step workflow", () => {
     const { id, st } = await run(workflow("bad", [sh("only", "echo not json at all > /workspace/result.json")]));
     expect(st.status).toBe("failed");
     expect(st.error).toMatch(/malformed/i);
-    expect(st.artifact_publication.status).toBe("failed");
-    const r = await api(t.url, "GET", `/v1/runs/${id}/stages/only/output-file`);
+    expect(st.artifact_publication!.status).toBe("failed");
+    const r = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/only/output-file`);
     expect(r.status).toBe(422);
     expect(r.json).toMatchObject({ code: "STRUCTURED_OUTPUT_MALFORMED", retryable: false });
   });
@@ -87,8 +91,8 @@ describe("single-step workflow", () => {
     const { id, st } = await run(workflow("nostatus", [sh("only", heredoc("/workspace/result.json", body))]));
     expect(st.status).toBe("failed");
     expect(st.error).toMatch(/status/);
-    expect(st.artifact_publication.status).toBe("failed");
-    const r = await api(t.url, "GET", `/v1/runs/${id}/stages/only/output-file`);
+    expect(st.artifact_publication!.status).toBe("failed");
+    const r = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/only/output-file`);
     expect(r.status).toBe(200);
     expect(r.contentType).toMatch(/^application\/json/);
     expect(r.text).toBe(body + "\n");
@@ -123,7 +127,7 @@ describe("single-step workflow", () => {
     const script = [heredoc("/workspace/result.json", result), heredoc("/workspace/a/b", "AB"), heredoc("/workspace/ok.txt", "OK"), heredoc("/workspace/..hidden", "H")].join("\n");
     const { id, st } = await run(workflow("names", [sh("only", script)]));
     expect(st.status).toBe("succeeded");
-    const names = st.artifact_publication.manifest.filter((m: any) => m.stage === "only").map((m: any) => m.name).sort();
+    const names = st.artifact_publication!.manifest.filter((m) => m.stage === "only").map((m) => m.name).sort();
     expect(names).toEqual(["ok.txt", "result.json"]);
     const stored = fs.readdirSync(path.join(t.stateDir, "runs", id, "stages", "only", "artifacts"));
     expect(stored).toEqual(["ok.txt"]);
@@ -131,9 +135,9 @@ describe("single-step workflow", () => {
     for (const bad of ["..hidden", "a%2Fb", "..%2Fevil", "%2e%2e"]) {
       const r = await rawApi(t.url, "GET", `/v1/runs/${id}/stages/only/artifacts/${bad}`);
       expect(r.status, bad).toBe(400);
-      expect(r.json.code, bad).toMatch(/^INVALID_/);
+      expect(errorOf(r).code, bad).toMatch(/^INVALID_/);
     }
-    const stage = await rawApi(t.url, "GET", `/v1/runs/${id}/stages/..x/output-file`);
+    const stage = await rawApi<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/..x/output-file`);
     expect(stage.status).toBe(400);
   });
 });
@@ -147,23 +151,23 @@ describe("other run shapes", () => {
       ]),
     );
     expect(st.status).toBe("succeeded");
-    expect(st.report.output).toBe("HELLO\n");
+    expect(st.report!.output).toBe("HELLO\n");
     expect(st.artifact_publication).toMatchObject({ status: "not_started", manifest: [] });
   });
 
   it("cancelled run → finished_at, stage_states and artifact_publication present", async () => {
     const file = writeSpec(specDir, workflow("sleepy", [{ name: "nap", run: { program: "sleep", args: ["300"] } }]));
     const id = await createRun(t.url, file);
-    await waitEvent(t.url, id, (e) => e.event_type === "stage.started", "nap to start");
-    const c = await api(t.url, "POST", `/v1/runs/${id}/cancel`);
+    await waitForEvent(t.url, id, (e) => e.event_type === "stage.started", "nap to start");
+    const c = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`);
     expect(c.status).toBe(200);
-    const st = (await api(t.url, "GET", `/v1/runs/${id}`)).json;
+    const st = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
     expect(st.status).toBe("cancelled");
     expect(st.finished_at).toEqual(expect.any(String));
     expect(st.stage_states).toMatchObject({ nap: { status: "failed", exit_code: -1 } });
     expect(st.artifact_publication).not.toBeNull();
-    expect(["not_started", "failed"]).toContain(st.artifact_publication.status);
-    expect(Array.isArray(st.artifact_publication.manifest)).toBe(true);
+    expect(["not_started", "failed"]).toContain(st.artifact_publication!.status);
+    expect(Array.isArray(st.artifact_publication!.manifest)).toBe(true);
   });
 
   it("unknown run → 404 NOT_FOUND on every run route", async () => {
@@ -188,8 +192,8 @@ describe("other run shapes", () => {
     });
     expect(st.status).toBe("succeeded");
     expect(st.report).toMatchObject({ kind: "agent", success: true, output: "[mock] write notes\n" });
-    expect(st.artifact_publication.status).toBe("published");
-    const out = await api(t.url, "GET", `/v1/runs/${id}/stages/main/output-file`);
+    expect(st.artifact_publication!.status).toBe("published");
+    const out = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/main/output-file`);
     expect(out.status).toBe(200);
     expect(JSON.parse(out.text).status).toBe("ok");
     const art = await api(t.url, "GET", `/v1/runs/${id}/stages/main/artifacts/notes.md`);
@@ -203,7 +207,7 @@ describe("other run shapes", () => {
     expect(st.status).toBe("failed");
     expect(st.error).toMatch(/structured output missing/i);
     expect(st.exit_code).toBe(0);
-    expect(st.events.filter((e: any) => e.event_type === "run.failed")).toHaveLength(1);
+    expect(st.events.filter((e) => e.event_type === "run.failed")).toHaveLength(1);
   });
 
   it("agent output_file: the result is read from that path and published as the stage output", async () => {
@@ -215,7 +219,7 @@ describe("other run shapes", () => {
       agent: { prompt: "p", output_file: "/workspace/out/answer.json", mock: { result_json: { status: "ok", summary: "elsewhere" } } },
     });
     expect(st.status).toBe("succeeded");
-    const out = await api(t.url, "GET", `/v1/runs/${id}/stages/main/output-file`);
+    const out = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/main/output-file`);
     expect(out.status).toBe(200);
     expect(JSON.parse(out.text)).toEqual({ status: "ok", summary: "elsewhere" });
   });
@@ -224,7 +228,7 @@ describe("other run shapes", () => {
     const { st } = await run({ api_version: "v1", kind: "agent", name: "ag-bad", sandbox: { mode: "mock" }, agent: { prompt: "p", output_file: "../etc/passwd" } });
     expect(st.status).toBe("failed");
     expect(st.error).toMatch(/agent\/output_file/);
-    expect(st.events.map((e: any) => e.event_type)).toContain("spec.parse_failed");
+    expect(st.events.map((e) => e.event_type)).toContain("spec.parse_failed");
   });
 
   it("agent run with a malformed mock result → failed", async () => {
@@ -251,11 +255,11 @@ describe("other run shapes", () => {
       },
     });
     expect(st.status).toBe("succeeded");
-    expect(st.artifact_publication.status).toBe("published");
-    const stages = await api(t.url, "GET", `/v1/runs/${id}/stages`);
+    expect(st.artifact_publication!.status).toBe("published");
+    const stages = await api<StageList>(t.url, "GET", `/v1/runs/${id}/stages`);
     expect(stages.status).toBe(200);
     expect(stages.json.run_id).toBe(id);
-    expect(stages.json.stages.map((s: any) => [s.name, s.status, s.group, s.depends_on])).toEqual([
+    expect(stages.json.stages.map((s) => [s.name, s.status, s.group, s.depends_on])).toEqual([
       ["plan", "succeeded", null, []],
       ["left", "succeeded", expect.any(String), ["plan"]],
       ["right", "succeeded", expect.any(String), ["plan"]],
@@ -267,45 +271,45 @@ describe("other run shapes", () => {
       expect(s.exit_code).toBe(0);
       expect(typeof s.duration_ms).toBe("number");
     }
-    const merged = await api(t.url, "GET", `/v1/runs/${id}/stages/merge/output-file`);
+    const merged = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/merge/output-file`);
     expect(JSON.parse(merged.text).summary).toBe("merge");
-    const fan = st.events.filter((e: any) => e.event_type === "stage.started" && (e.stage_name === "left" || e.stage_name === "right"));
-    expect(fan.every((e: any) => e.group_id === stages.json.stages[1].group)).toBe(true);
-    expect(st.events.filter((e: any) => e.event_type === "box.started")).toHaveLength(4);
+    const fan = st.events.filter((e) => e.event_type === "stage.started" && (e.stage_name === "left" || e.stage_name === "right"));
+    expect(fan.every((e) => e.group_id === stages.json.stages[1].group)).toBe(true);
+    expect(st.events.filter((e) => e.event_type === "box.started")).toHaveLength(4);
   });
 });
 
 describe("sessions", () => {
   it("appends messages and lists them in order", async () => {
-    const a = await api(t.url, "POST", "/v1/sessions/sess-1/messages", { role: "user", content: "first" });
+    const a = await api<SessionMessage>(t.url, "POST", "/v1/sessions/sess-1/messages", { role: "user", content: "first" });
     expect(a.status).toBe(200);
     expect(a.json).toMatchObject({ role: "user", content: "first", ts_ms: expect.any(Number) });
-    const b = await api(t.url, "POST", "/v1/sessions/sess-1/messages", { role: "assistant", content: "second" });
+    const b = await api<SessionMessage>(t.url, "POST", "/v1/sessions/sess-1/messages", { role: "assistant", content: "second" });
     expect(b.status).toBe(200);
-    const list = await api(t.url, "GET", "/v1/sessions/sess-1/messages");
+    const list = await api<SessionMessage[]>(t.url, "GET", "/v1/sessions/sess-1/messages");
     expect(list.status).toBe(200);
     expect(list.json).toEqual([a.json, b.json]);
   });
 
   it("an unknown session is []", async () => {
-    const r = await api(t.url, "GET", "/v1/sessions/never-seen/messages");
+    const r = await api<SessionMessage[]>(t.url, "GET", "/v1/sessions/never-seen/messages");
     expect(r.status).toBe(200);
     expect(r.json).toEqual([]);
   });
 
   it("a traversal session id is 400", async () => {
     for (const sid of ["..", "..%2F..%2Fetc", "a..b", "%2e%2e"]) {
-      const g = await rawApi(t.url, "GET", `/v1/sessions/${sid}/messages`);
+      const g = await rawApi<SessionMessage[]>(t.url, "GET", `/v1/sessions/${sid}/messages`);
       expect(g.status, sid).toBe(400);
-      const p = await rawApi(t.url, "POST", `/v1/sessions/${sid}/messages`, { role: "user", content: "x" });
+      const p = await rawApi<SessionMessage>(t.url, "POST", `/v1/sessions/${sid}/messages`, { role: "user", content: "x" });
       expect(p.status, sid).toBe(400);
     }
   });
 
   it("an invalid message body is 400 INVALID_SPEC", async () => {
-    const r = await api(t.url, "POST", "/v1/sessions/sess-2/messages", { content: "no role" });
+    const r = await api<SessionMessage>(t.url, "POST", "/v1/sessions/sess-2/messages", { content: "no role" });
     expect(r.status).toBe(400);
-    expect(r.json.code).toBe("INVALID_SPEC");
-    expect(r.json.message).toMatch(/role/);
+    expect(errorOf(r).code).toBe("INVALID_SPEC");
+    expect(errorOf(r).message).toMatch(/role/);
   });
 });

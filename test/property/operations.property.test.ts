@@ -8,6 +8,7 @@ import { ApiClient } from "../helpers/http.js";
 import { operations, type OperationInfo } from "../helpers/openapi.js";
 import { waitForTerminal, writeFixtures, type Fixtures } from "../helpers/runs.js";
 import { startInProcess, type Target } from "../helpers/targets.js";
+import type { CreateRunResponse } from "../helpers/types.js";
 
 const NUM_RUNS = 60;
 
@@ -20,7 +21,7 @@ beforeAll(async () => {
   fx = writeFixtures();
   target = await startInProcess();
   api = ApiClient.for(target);
-  knownRun = (await api.post("/v1/runs", { json: { file: fx.hello } })).body.run_id;
+  knownRun = (await api.post<CreateRunResponse>("/v1/runs", { json: { file: fx.hello } })).body.run_id;
   await waitForTerminal(api, knownRun);
 });
 

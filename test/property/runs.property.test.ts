@@ -5,7 +5,7 @@
 import fc from "fast-check";
 import { generateSync, type JsonSchema } from "json-schema-faker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ApiClient } from "../helpers/http.js";
+import { ApiClient, errorOf } from "../helpers/http.js";
 import { jsonSchemaFor, validateSchema } from "../helpers/openapi.js";
 import {
   isTerminal,
@@ -17,6 +17,7 @@ import {
   type RunState,
 } from "../helpers/runs.js";
 import { startInProcess, type Target } from "../helpers/targets.js";
+import type { CancelRunResponse, CreateRunResponse } from "../helpers/types.js";
 
 const NUM_RUNS = 100;
 const CREATE_SCHEMA = jsonSchemaFor("CreateRunRequest") as JsonSchema;
@@ -45,7 +46,7 @@ afterAll(async () => {
 
 /** Sends a request; the client has already checked conformance, we add "never 5xx". */
 async function send(path: string, opts: Parameters<ApiClient["post"]>[1]) {
-  const res = await api.post(path, opts);
+  const res = await api.post<CreateRunResponse>(path, opts);
   expect(res.status, `${path} → ${res.status}: ${res.text.slice(0, 300)}`).toBeLessThan(500);
   return res;
 }
@@ -61,17 +62,17 @@ describe("POST /v1/runs (property)", () => {
         // An inline `spec` is also checked against the run-spec format at create (openapi.yaml
         // InlineSpec): a generated object rarely is a valid spec, and that is a 400 naming body/spec.
         if (body.spec !== undefined && res.status === 400) {
-          expect(res.body.code).toBe("INVALID_SPEC");
-          expect(res.body.message).toMatch(/^body\/spec/);
+          expect(errorOf(res).code).toBe("INVALID_SPEC");
+          expect(errorOf(res).message).toMatch(/^body\/spec/);
           return;
         }
         expect([200, 409]).toContain(res.status);
         if (res.status === 200) {
           expect(typeof res.body.run_id).toBe("string");
-          const run = await api.get(`/v1/runs/${res.body.run_id}`);
+          const run = await api.get<RunState>(`/v1/runs/${res.body.run_id}`);
           expect(run.status).toBe(200);
         } else {
-          expect(res.body.code).toBe("ALREADY_TERMINAL");
+          expect(errorOf(res).code).toBe("ALREADY_TERMINAL");
         }
       }),
       { numRuns: NUM_RUNS },
@@ -114,7 +115,7 @@ describe("POST /v1/runs (property)", () => {
       fc.asyncProperty(wrong, async (file) => {
         const res = await send("/v1/runs", { json: { file } });
         expect(res.status).toBe(400);
-        expect(res.body.code).toBe("INVALID_SPEC");
+        expect(errorOf(res).code).toBe("INVALID_SPEC");
       }),
       { numRuns: NUM_RUNS },
     );
@@ -152,7 +153,7 @@ describe("POST /v1/runs (property)", () => {
       fc.asyncProperty(badPolicy, async (policy) => {
         const res = await send("/v1/runs", { json: { file: fx.hello, policy } });
         expect(res.status, JSON.stringify(policy)).toBe(400);
-        expect(res.body.code).toBe("INVALID_POLICY");
+        expect(errorOf(res).code).toBe("INVALID_POLICY");
       }),
       { numRuns: NUM_RUNS },
     );
@@ -172,7 +173,7 @@ describe("POST /v1/runs (property)", () => {
     const nested = '{"x":'.repeat(5000) + "1" + "}".repeat(5000);
     const res = await send("/v1/runs", { raw: `{"file":${JSON.stringify(fx.hello)},"policy":${nested}}` });
     expect(res.status).toBe(400);
-    expect(res.body.code).toBe("INVALID_POLICY");
+    expect(errorOf(res).code).toBe("INVALID_POLICY");
   });
 
   it("random strings as raw bodies → 400 (unless they happen to be a valid request)", async () => {
@@ -185,7 +186,7 @@ describe("POST /v1/runs (property)", () => {
           parsed = JSON.parse(raw);
         } catch {
           expect(res.status).toBe(400);
-          expect(res.body.code).toBe("INVALID_SPEC");
+          expect(errorOf(res).code).toBe("INVALID_SPEC");
           return;
         }
         if (validateSchema("CreateRunRequest", parsed).length > 0) expect(res.status).toBe(400);
@@ -200,17 +201,17 @@ describe("POST /v1/runs/{id}/cancel (property)", () => {
   let active: string;
 
   beforeAll(async () => {
-    const res = await api.post("/v1/runs", { json: { file: fx.hello } });
+    const res = await api.post<CreateRunResponse>("/v1/runs", { json: { file: fx.hello } });
     done = await waitForTerminal(api, res.body.run_id);
     active = uniqueRunId("prop-active");
-    await api.post("/v1/runs", { json: { file: fx.sleep, run_id: active } });
+    await api.post<CreateRunResponse>("/v1/runs", { json: { file: fx.sleep, run_id: active } });
     await waitForRun(api, active, (r) => r.events.some((e) => e.event_type === "stage.started"), {
       what: "stage started",
     });
   });
 
   afterAll(async () => {
-    if (active) await api.post(`/v1/runs/${active}/cancel`, { conformance: "none" }).catch(() => undefined);
+    if (active) await api.post<CancelRunResponse>(`/v1/runs/${active}/cancel`, { conformance: "none" }).catch(() => undefined);
   });
 
   it("any body on a terminal run → 200 with the stored terminal_event_id, or 400; nothing changes", async () => {
@@ -248,7 +249,7 @@ describe("POST /v1/runs/{id}/cancel (property)", () => {
       fc.asyncProperty(notJson, async (raw) => {
         const res = await send(`/v1/runs/${active}/cancel`, { raw });
         expect(res.status).toBe(400);
-        expect(res.body.code).toBe("INVALID_SPEC");
+        expect(errorOf(res).code).toBe("INVALID_SPEC");
       }),
       { numRuns: NUM_RUNS },
     );
@@ -268,7 +269,7 @@ describe("POST /v1/runs/{id}/cancel (property)", () => {
         } else if (res.status !== 404) {
           // A safe id may name a run an earlier property created (json-schema-faker run_ids).
           expect(res.status, `id ${JSON.stringify(id)}`).toBe(200);
-          expect((await api.get(`/v1/runs/${encodeURIComponent(id)}`)).status).toBe(200);
+          expect((await api.get<RunState>(`/v1/runs/${encodeURIComponent(id)}`)).status).toBe(200);
         }
       }),
       { numRuns: NUM_RUNS },

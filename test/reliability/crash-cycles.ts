@@ -5,8 +5,11 @@
 // acknowledged is checked against what it serves and what is on disk.
 import fs from "node:fs";
 import path from "node:path";
-import { childEnv, killHard, request, startDaemon, stopDaemon, tempDir, TERMINAL, writeSpec, type DaemonProc, type RunStateLike } from "./harness.js";
 import { prng, readEventsFile } from "./statefiles.js";
+import { childEnv, killHard, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
+import { request } from "../helpers/http.js";
+import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { writeSpec, programWorkflow } from "../helpers/specs.js";
 
 const TERMINAL_EVENTS: Record<string, string> = { "run.finished": "succeeded", "run.failed": "failed", "run.cancelled": "cancelled" };
 
@@ -52,17 +55,17 @@ export async function runCrashCycles(o: CrashCycleOptions): Promise<CrashCycleRe
   const rnd = prng(o.seed);
   const workers = o.workers ?? 16;
   const burst = o.burst ?? { minMs: 300, spreadMs: 1000 };
-  const home = tempDir("vbx-crash-");
+  const home = tmpDir("vbx-crash-");
   const stateDir = path.join(home, "state");
   const specs = path.join(home, "specs");
   fs.mkdirSync(specs);
-  const shortSpec = writeSpec(specs, "short.yaml", [
+  const shortSpec = writeSpec(specs, programWorkflow("short.yaml", [
     { name: "wait", program: "sleep", args: ["0.2"] },
     { name: "say", program: "echo", args: ["done"], depends_on: ["wait"] },
-  ]);
-  const longSpec = writeSpec(specs, "long.yaml", [{ name: "wait", program: "sleep", args: ["300"] }]);
+  ]), "short.yaml");
+  const longSpec = writeSpec(specs, programWorkflow("long.yaml", [{ name: "wait", program: "sleep", args: ["300"] }]), "long.yaml");
   const env = childEnv(home);
-  const start = () => startDaemon({ args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", stateDir, "--no-auth", "--accel", "tcg", "--min-free-space", "0"], env });
+  const start = () => startDaemonProcess({ args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", stateDir, "--no-auth", "--accel", "tcg", "--min-free-space", "0"], env });
 
   const r: CrashCycleReport = {
     seed: o.seed,
@@ -144,7 +147,7 @@ export async function runCrashCycles(o: CrashCycleOptions): Promise<CrashCycleRe
           if (!id) return;
           const reply = await request(url, `/v1/runs/${id}`);
           if (reply.status === 200) {
-            const s = reply.json as RunStateLike;
+            const s = reply.json as RunState;
             if (TERMINAL.has(s.status)) noteTerminal(id, s.status, s.terminal_event_id, "GET run");
           } else problems.push(`GET ${id}: unexpected ${reply.status} ${reply.text}`);
         } else {
@@ -214,7 +217,7 @@ export async function runCrashCycles(o: CrashCycleOptions): Promise<CrashCycleRe
       }
 
       const list = await request(url2, "/v1/runs");
-      const runs = new Map((list.json as { runs: RunStateLike[] }).runs.map((x) => [x.id, x]));
+      const runs = new Map((list.json as { runs: RunState[] }).runs.map((x) => [x.id, x]));
       let lost = 0;
       for (const id of acked.keys()) {
         if (!runs.has(id)) {

@@ -5,20 +5,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import {
-  childEnv,
-  killHard,
-  request,
-  spawnDaemon,
-  startDaemon,
-  tempDir,
-  TERMINAL,
-  waitFor,
-  withTimeout,
-  writeSpec,
-  type DaemonProc,
-  type RunStateLike,
-} from "./harness.js";
+import { childEnv, killHard, spawnDaemon, startDaemonProcess, tmpDir, type DaemonProc } from "../helpers/daemon.js";
+import { request } from "../helpers/http.js";
+import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { writeSpec, programWorkflow } from "../helpers/specs.js";
+import { waitFor, withTimeout } from "../helpers/wait.js";
 
 const procs: DaemonProc[] = [];
 const dirs: string[] = [];
@@ -30,7 +21,7 @@ afterAll(() => {
 });
 
 function setup() {
-  const home = tempDir("vbx-shut-");
+  const home = tmpDir("vbx-shut-");
   dirs.push(home);
   const stateDir = path.join(home, "state");
   fs.mkdirSync(path.join(home, "run"), { recursive: true });
@@ -41,33 +32,33 @@ function setup() {
     stateDir,
     env: childEnv(home),
     sock: path.join(home, "run", "v.sock"),
-    longSpec: writeSpec(specs, "long.yaml", [{ name: "wait", program: "sleep", args: ["300"] }]),
+    longSpec: writeSpec(specs, programWorkflow("long.yaml", [{ name: "wait", program: "sleep", args: ["300"] }]), "long.yaml"),
     // Two steps: a single-step workflow must publish result.json (openapi.yaml ArtifactPublication), echo does not.
-    shortSpec: writeSpec(specs, "short.yaml", [
+    shortSpec: writeSpec(specs, programWorkflow("short.yaml", [
       { name: "say", program: "echo", args: ["hi"] },
       { name: "shout", program: "tr", args: ["a-z", "A-Z"], depends_on: ["say"] },
-    ]),
+    ]), "short.yaml"),
   };
 }
 
 async function serveUnix(env: NodeJS.ProcessEnv, stateDir: string, sock: string): Promise<DaemonProc> {
-  const d = await startDaemon({ args: ["--listen", `unix://${sock}`, "--state-dir", stateDir, "--accel", "tcg"], env });
+  const d = await startDaemonProcess({ args: ["--listen", `unix://${sock}`, "--state-dir", stateDir, "--accel", "tcg"], env });
   procs.push(d);
   return d;
 }
 
-async function getRun(base: string, id: string): Promise<RunStateLike> {
+async function getRun(base: string, id: string): Promise<RunState> {
   const r = await request(base, `/v1/runs/${id}`);
   expect(r.status, r.text).toBe(200);
-  return r.json as RunStateLike;
+  return r.json as RunState;
 }
 
-async function waitStatus(base: string, id: string, pred: (r: RunStateLike) => boolean, ms = 15_000): Promise<RunStateLike> {
-  let last: RunStateLike | undefined;
+async function waitStatus(base: string, id: string, pred: (r: RunState) => boolean, ms = 15_000): Promise<RunState> {
+  let last: RunState | undefined;
   await waitFor(
     async () => pred((last = await getRun(base, id))),
-    ms,
     () => `run ${id} did not reach the expected state: ${JSON.stringify(last)}`,
+    ms,
   );
   return last!;
 }
@@ -98,7 +89,7 @@ describe.each(["SIGTERM", "SIGINT"] as const)("graceful shutdown on %s", (signal
     expect(d.lines.some((l) => l.rec?.msg === "shutting down"), d.output()).toBe(true);
 
     // On disk already (before any restart): the active run is failed, durably.
-    const onDisk = JSON.parse(fs.readFileSync(path.join(s.stateDir, "runs", "long-1", "run.json"), "utf8")) as RunStateLike;
+    const onDisk = JSON.parse(fs.readFileSync(path.join(s.stateDir, "runs", "long-1", "run.json"), "utf8")) as RunState;
     expect(onDisk.status).toBe("failed");
     expect(onDisk.terminal_reason).toBe("daemon_shutdown");
 
@@ -121,7 +112,7 @@ describe.each(["SIGTERM", "SIGINT"] as const)("graceful shutdown on %s", (signal
     expect([cancelled2.status, cancelled2.terminal_event_id]).toEqual(["cancelled", cancelled.terminal_event_id]);
 
     const list = await request(url2, "/v1/runs");
-    expect((list.json as { runs: RunStateLike[] }).runs.map((r) => r.id).sort()).toEqual(["cancelled-1", "done-1", "long-1"]);
+    expect((list.json as { runs: RunState[] }).runs.map((r) => r.id).sort()).toEqual(["cancelled-1", "done-1", "long-1"]);
     const health = await request(url2, "/v1/health");
     expect((health.json as { quarantined_files: string[] }).quarantined_files).toEqual([]);
   }, 90_000);

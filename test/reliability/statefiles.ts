@@ -3,7 +3,7 @@
 // RunEvent and the daemon's run.json (RunState without events and live counters).
 import fs from "node:fs";
 import path from "node:path";
-import type { RunEventLike } from "./harness.js";
+import { type RunEvent } from "../helpers/runs.js";
 
 const T0 = 1_700_000_000_000;
 
@@ -62,7 +62,7 @@ export function writeRun(stateDir: string, id: string, file: Record<string, unkn
 }
 
 /** A JSON-lines file read raw: its parsed lines, the numbers of lines that are not JSON, whether it ends torn. */
-export function readEventsFile(file: string): { events: RunEventLike[]; badLines: number[]; torn: boolean } {
+export function readEventsFile(file: string): { events: RunEvent[]; badLines: number[]; torn: boolean } {
   let text = "";
   try {
     text = fs.readFileSync(file, "utf8");
@@ -70,12 +70,12 @@ export function readEventsFile(file: string): { events: RunEventLike[]; badLines
     return { events: [], badLines: [], torn: false };
   }
   const torn = text.length > 0 && !text.endsWith("\n");
-  const events: RunEventLike[] = [];
+  const events: RunEvent[] = [];
   const badLines: number[] = [];
   text.split("\n").forEach((line, i) => {
     if (!line) return;
     try {
-      events.push(JSON.parse(line) as RunEventLike);
+      events.push(JSON.parse(line) as RunEvent);
     } catch {
       badLines.push(i + 1);
     }

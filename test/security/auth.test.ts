@@ -5,23 +5,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  childEnv,
-  isApiError,
-  killHard,
-  REPO_ROOT,
-  request,
-  spawnDaemon,
-  startDaemon,
-  stopDaemon,
-  tempDir,
-  TERMINAL,
-  waitFor,
-  withTimeout,
-  writeSpec,
-  type DaemonProc,
-  type RunStateLike,
-} from "../reliability/harness.js";
+import { childEnv, killHard, REPO_ROOT, spawnDaemon, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
+import { isApiError, request } from "../helpers/http.js";
+import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { writeSpec, programWorkflow } from "../helpers/specs.js";
+import { waitFor, withTimeout } from "../helpers/wait.js";
 
 const TOKEN = "s3cret-" + "a1b2c3d4".repeat(6);
 const dirs: string[] = [];
@@ -30,7 +18,7 @@ afterAll(() => {
 });
 
 function home(): string {
-  const h = tempDir("vbx-auth-");
+  const h = tmpDir("vbx-auth-");
   dirs.push(h);
   fs.mkdirSync(path.join(h, "run"));
   return h;
@@ -66,11 +54,11 @@ describe("TCP listener with a token file", () => {
   beforeAll(async () => {
     h = home();
     const tf = tokenFile(h, TOKEN, 0o600);
-    shortSpec = writeSpec(h, "short.yaml", [
+    shortSpec = writeSpec(h, programWorkflow("short.yaml", [
       { name: "say", program: "echo", args: ["hi"] },
       { name: "shout", program: "tr", args: ["a-z", "A-Z"], depends_on: ["say"] },
-    ]);
-    d = await startDaemon({
+    ]), "short.yaml");
+    d = await startDaemonProcess({
       args: ["--listen", "tcp://127.0.0.1:0", "--listen", `unix://${path.join(h, "run", "a.sock")}`, "--state-dir", path.join(h, "state"), "--token-file", tf, "--accel", "tcg"],
       env: childEnv(h),
       listeners: 2,
@@ -81,9 +69,9 @@ describe("TCP listener with a token file", () => {
     const created = await request(url, "/v1/runs", { body: { file: shortSpec, run_id: "known-run" }, token: TOKEN });
     expect(created.status, created.text).toBe(200);
     await waitFor(
-      async () => TERMINAL.has(((await request(url, "/v1/runs/known-run", { token: TOKEN })).json as RunStateLike).status),
-      15_000,
+      async () => TERMINAL.has(((await request(url, "/v1/runs/known-run", { token: TOKEN })).json as RunState).status),
       "known-run did not finish",
+      15_000,
     );
   }, 60_000);
   afterAll(async () => {
@@ -156,7 +144,7 @@ describe("TCP listener with a token file", () => {
 
   it("no state changed through unauthenticated requests", async () => {
     const list = await request(url, "/v1/runs", { token: TOKEN });
-    const ids = (list.json as { runs: RunStateLike[] }).runs.map((r) => r.id);
+    const ids = (list.json as { runs: RunState[] }).runs.map((r) => r.id);
     // Only known-run and the creates sent with the right token exist.
     expect(ids.every((id) => id === "known-run" || /^auth-run-\d+$/.test(id))).toBe(true);
     expect(ids.length).toBe(1 + 2); // one createRun per accepted Authorization spelling
@@ -210,7 +198,7 @@ describe("token sources", () => {
 
   it("--no-auth logs a warning and serves TCP without a token", async () => {
     const h = home();
-    const p = await startDaemon({ args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(h, "state"), "--no-auth", "--accel", "tcg"], env: childEnv(h) });
+    const p = await startDaemonProcess({ args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(h, "state"), "--no-auth", "--accel", "tcg"], env: childEnv(h) });
     procs.push(p);
     const warn = p.lines.find((l) => l.rec && (l.rec.level as number) >= 40 && /no-auth/.test(String(l.rec.msg)));
     expect(warn, p.output()).toBeDefined();
@@ -221,7 +209,7 @@ describe("token sources", () => {
   it("VOIDBOX_DAEMON_TOKEN in the child's env is the token", async () => {
     const h = home();
     const envToken = "env-token-" + "0f".repeat(16);
-    const p = await startDaemon({
+    const p = await startDaemonProcess({
       args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(h, "state"), "--accel", "tcg"],
       env: childEnv(h, { VOIDBOX_DAEMON_TOKEN: envToken }),
     });
@@ -236,7 +224,7 @@ describe("token sources", () => {
   it("--token-file takes precedence over VOIDBOX_DAEMON_TOKEN", async () => {
     const h = home();
     const tf = tokenFile(h, TOKEN, 0o600);
-    const p = await startDaemon({
+    const p = await startDaemonProcess({
       args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(h, "state"), "--token-file", tf, "--accel", "tcg"],
       env: childEnv(h, { VOIDBOX_DAEMON_TOKEN: "the-env-token" }),
     });
@@ -247,7 +235,7 @@ describe("token sources", () => {
 
   it("without any token source a 64-hex token is generated into $XDG_CONFIG_HOME/voidbox/daemon-token (0600)", async () => {
     const h = home();
-    const p = await startDaemon({ args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(h, "state"), "--accel", "tcg"], env: childEnv(h) });
+    const p = await startDaemonProcess({ args: ["--listen", "tcp://127.0.0.1:0", "--state-dir", path.join(h, "state"), "--accel", "tcg"], env: childEnv(h) });
     procs.push(p);
     const file = path.join(h, "config", "voidbox", "daemon-token");
     const st = fs.statSync(file);

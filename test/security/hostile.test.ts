@@ -9,8 +9,7 @@ import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDaemon, type Daemon } from "../../src/server.js";
-import { isApiError, request, tempDir, TERMINAL, waitFor, writeSpec, type Reply, type RunStateLike } from "../reliability/harness.js";
+import type { Daemon } from "../../src/server.js";
 import {
   encodingCases,
   HOSTILE_IDS,
@@ -22,6 +21,11 @@ import {
   POLICY_VALUES,
   PROTOCOL_CASES,
 } from "./hostile-inputs.js";
+import { startDaemon, tmpDir } from "../helpers/daemon.js";
+import { isApiError, request, type Reply } from "../helpers/http.js";
+import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { writeSpec, programWorkflow } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
 
 let daemon: Daemon;
 let url: string;
@@ -34,21 +38,22 @@ let fivexx = 0;
 const fivexxSeen: string[] = [];
 
 beforeAll(async () => {
-  parent = tempDir("vbx-hostile-");
+  parent = tmpDir("vbx-hostile-");
   // Nested so that `../` escapes from runs/<id> or sessions/<sid> still land inside `parent`.
   stateDir = path.join(parent, "a", "b", "c", "state");
   specs = path.join(parent, "specs");
   fs.mkdirSync(specs);
-  goodSpec = writeSpec(specs, "good.yaml", [
+  goodSpec = writeSpec(specs, programWorkflow("good.yaml", [
     { name: "say", program: "echo", args: ["hi"] },
     { name: "shout", program: "tr", args: ["a-z", "A-Z"], depends_on: ["say"] },
-  ]);
-  daemon = await createDaemon({ stateDir, auth: null, vm: false });
-  url = (await daemon.listen("tcp://127.0.0.1:0")).url.replace(/\/$/, "");
+  ]), "good.yaml");
+  const started = await startDaemon(stateDir, { auth: null });
+  daemon = started.d;
+  url = started.url.replace(/\/$/, "");
   // A known run, so that routes with a valid run_id reach their other parameters.
   const r = await request(url, "/v1/runs", { body: { file: goodSpec, run_id: "known" } });
   expect(r.status, r.text).toBe(200);
-  await waitFor(async () => TERMINAL.has(((await request(url, "/v1/runs/known")).json as RunStateLike).status), 15_000, "known run did not finish");
+  await waitFor(async () => TERMINAL.has(((await request(url, "/v1/runs/known")).json as RunState).status), "known run did not finish", 15_000);
 }, 60_000);
 
 afterAll(async () => {
@@ -229,7 +234,7 @@ describe("hostile bodies", () => {
     }
     expect(failures).toEqual([]);
     // Nothing was created by any of them.
-    const runs = ((await request(url, "/v1/runs")).json as { runs: RunStateLike[] }).runs.map((r) => r.id);
+    const runs = ((await request(url, "/v1/runs")).json as { runs: RunState[] }).runs.map((r) => r.id);
     expect(runs.filter((id) => id !== "known" && !id.startsWith("spec-") && id !== "evil-steps")).toEqual([]);
     await expectHealthy();
   }, 60_000);
@@ -323,14 +328,14 @@ describe("protocol-level garbage", () => {
   }, 30_000);
 });
 
-async function runToEnd(file: string, id: string, ms = 15_000): Promise<RunStateLike> {
+async function runToEnd(file: string, id: string, ms = 15_000): Promise<RunState> {
   const c = await request(url, "/v1/runs", { body: { file, run_id: id } });
   expect(c.status, c.text).toBe(200);
-  let run: RunStateLike | undefined;
+  let run: RunState | undefined;
   await waitFor(
-    async () => TERMINAL.has((run = (await request(url, `/v1/runs/${id}`)).json as RunStateLike).status),
-    ms,
+    async () => TERMINAL.has((run = (await request(url, `/v1/runs/${id}`)).json as RunState).status),
     () => `run ${id} (${file}) not terminal within ${ms} ms: ${JSON.stringify(run)?.slice(0, 500)}`,
+    ms,
   );
   return run!;
 }
@@ -464,14 +469,15 @@ function chunked(p: string, body: Buffer): Promise<Reply> {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
+          const bytes = Buffer.concat(chunks);
+          const text = bytes.toString("utf8");
           let json: unknown;
           try {
             json = JSON.parse(text);
           } catch {
             json = undefined;
           }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, contentType: res.headers["content-type"] ?? "", bytes, text, json });
         });
       },
     );

@@ -6,9 +6,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { prettyLine } from "../../src/cli/pretty-log.js";
-import { createDaemon, type Daemon } from "../../src/server.js";
-import { childEnv, MAIN_JS, REPO_ROOT } from "../reliability/harness.js";
-import { tmpDir, waitFor, workflow, writeSpec } from "./_helpers.js";
+import type { Daemon } from "../../src/server.js";
+import { childEnv, MAIN_JS, REPO_ROOT, startDaemon, tmpDir } from "../helpers/daemon.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
 
 const home = tmpDir("vbx-cli-");
 const specDir = tmpDir("vbx-cli-specs-");
@@ -49,8 +50,7 @@ async function cli(...args: string[]): Promise<Result> {
 }
 
 beforeAll(async () => {
-  daemon = await createDaemon({ stateDir: path.join(home, "state"), vm: false });
-  sock = (await daemon.listen(`unix://${path.join(home, "d.sock")}`)).url;
+  ({ d: daemon, url: sock } = await startDaemon(path.join(home, "state"), {}, `unix://${path.join(home, "d.sock")}`));
 });
 afterAll(async () => {
   await daemon?.close();

@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConformanceError, createGate, replyViolations, type Rule } from "../helpers/conformance.js";
 import setup, { summarise, type FileTally } from "../helpers/conformance-global.js";
 import { flushTally, tally as sharedTally, type Tally } from "../helpers/conformance-tally.js";
-import { ApiClient } from "../helpers/http.js";
+import { ApiClient, errorOf } from "../helpers/http.js";
+import type { Health, RunState } from "../helpers/types.js";
 
 interface Stub {
   status: number;
@@ -72,9 +73,9 @@ describe("conformance gate", () => {
   it("passes replies the spec allows (nullable fields, 4xx ApiErrors, an artifact's own media type)", async () => {
     const before = tally.checked;
     next = json(200, HEALTH);
-    expect((await client.get("/v1/health")).status).toBe(200);
+    expect((await client.get<Health>("/v1/health")).status).toBe(200);
     next = json(404, NOT_FOUND);
-    expect((await client.get("/v1/runs/x")).body.code).toBe("NOT_FOUND");
+    expect(errorOf(await client.get("/v1/runs/x")).code).toBe("NOT_FOUND");
     next = { status: 200, headers: { "content-type": "text/markdown" }, body: "# notes\n" };
     expect((await client.get("/v1/runs/x/stages/main/artifacts/notes.md")).text).toBe("# notes\n");
     next = { status: 200, headers: { "content-type": "application/octet-stream" }, body: Buffer.from([0, 255, 1]) };

@@ -3,7 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadDefinitionFile, writeDefinitionSnapshot } from "../../src/http/definition.js";
-import { tmpDir } from "./_helpers.js";
+import { tmpDir } from "../helpers/daemon.js";
 
 function project(yaml: string): string {
   const root = tmpDir("vbx-def-");

@@ -2,6 +2,7 @@ import { describe, it, expect } from "vitest";
 import { runEngine } from "../../src/engine/index.js";
 import { DEFAULT_POLICY, type EngineEvent, type EngineHooks, type RunPolicy, type StagePatch, type StagePlan } from "../../src/engine/types.js";
 import { MockSandbox } from "../../src/sandbox/mock.js";
+import { waitFor } from "../helpers/wait.js";
 import type { RunSpec, WorkflowStep, BoxSpec, PipelineStageSpec } from "../../src/spec/types.js";
 
 const SANDBOX = { mode: "mock" as const, memory_mb: 512, vcpus: 1, network: false, env: {} };
@@ -59,14 +60,6 @@ function run(spec: RunSpec, policy: Partial<RunPolicy> = {}, signal = new AbortC
   const rec = recorder();
   const promise = runEngine({ runId: "r1", spec, policy: { ...DEFAULT_POLICY, ...policy }, sandbox: new MockSandbox(), signal, hooks: rec.hooks, now: Date.now });
   return { rec, promise };
-}
-
-async function waitFor(check: () => boolean, what: string, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe("engine: workflow DAG", () => {

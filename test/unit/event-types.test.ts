@@ -5,7 +5,11 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { v2EventName } from "../../src/runs/naming.js";
 import { definition, validateSchema } from "../helpers/openapi.js";
-import { api, startDaemon, tmpDir, waitFor, workflow, writeSpec, type TestDaemon } from "./_helpers.js";
+import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { api } from "../helpers/http.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
+import type { CancelRunResponse, CreateRunResponse, RunEvent, RunState } from "../helpers/types.js";
 
 const schemas = definition.components!.schemas! as Record<string, { enum?: string[] }>;
 const LEGACY = schemas.EventType.enum!;
@@ -37,7 +41,7 @@ afterAll(async () => {
 
 async function finished(id: string) {
   return waitFor(async () => {
-    const r = await api(t.url, "GET", `/v1/runs/${id}`);
+    const r = await api<RunState>(t.url, "GET", `/v1/runs/${id}`);
     return ["succeeded", "failed", "cancelled"].includes(r.json.status) && r.json.events.some((e: { event_type: string }) => e.event_type === "log.closed" || e.event_type === "run.failed" || e.event_type === "run.cancelled") ? r.json : null;
   }, `run ${id} to end`);
 }
@@ -50,10 +54,10 @@ describe("event types in openapi.yaml", () => {
 
   it("every event of real runs (success, bounds, failure, cancel, bad spec) is a TypedRunEvent, in both namings", async () => {
     const ids: string[] = [];
-    for (const file of [SPECS.ok, SPECS.big, SPECS.failing, SPECS.broken]) ids.push((await api(t.url, "POST", "/v1/runs", { file })).json.run_id);
-    const sleepy = (await api(t.url, "POST", "/v1/runs", { file: SPECS.sleepy })).json.run_id;
-    await waitFor(async () => (await api(t.url, "GET", `/v1/runs/${sleepy}/events`)).json.some((e: { event_type: string }) => e.event_type === "stage.started"), "sleepy to start");
-    await api(t.url, "POST", `/v1/runs/${sleepy}/cancel`, { reason: "test" });
+    for (const file of [SPECS.ok, SPECS.big, SPECS.failing, SPECS.broken]) ids.push((await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file })).json.run_id);
+    const sleepy = (await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: SPECS.sleepy })).json.run_id;
+    await waitFor(async () => (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${sleepy}/events`)).json.some((e: { event_type: string }) => e.event_type === "stage.started"), "sleepy to start");
+    await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${sleepy}/cancel`, { reason: "test" });
     ids.push(sleepy);
     const seen = new Set<string>();
     for (const id of ids) {

@@ -4,7 +4,12 @@
 import { describe, it, expect, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
-import { api, createRun, startDaemon, tmpDir, waitFor, waitTerminal, workflow, writeSpec, type TestDaemon } from "./_helpers.js";
+import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { api, errorOf, type Reply } from "../helpers/http.js";
+import { createRun, waitForTerminal } from "../helpers/runs.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
+import type { CancelRunResponse, CreateRunResponse, Health, RunEvent, RunList, RunPage, RunState, StageList } from "../helpers/types.js";
 
 const open: TestDaemon[] = [];
 afterAll(async () => {
@@ -28,7 +33,7 @@ const SLEEPY = writeSpec(specDir, workflow("sleepy", [{ name: "nap", run: { prog
 async function finishedRuns(t: TestDaemon, n: number, prefix: string): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < n; i++) ids.push(await createRun(t.url, HELLO, { run_id: `${prefix}-${i}` }));
-  for (const id of ids) await waitTerminal(t.url, id);
+  for (const id of ids) await waitForTerminal(t.url, id);
   return ids;
 }
 
@@ -38,10 +43,10 @@ async function allPages(url: string, query: string): Promise<{ ids: string[]; pa
   let cursor: string | null = null;
   let pages = 0;
   do {
-    const r = await api(url, "GET", `/v1/runs?${query}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    const r: Reply<RunPage> = await api<RunPage>(url, "GET", `/v1/runs?${query}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
     expect(r.status).toBe(200);
     for (const s of r.json.runs) {
-      expect(s.events).toBeUndefined(); // summaries only
+      expect((s as Record<string, unknown>).events).toBeUndefined(); // summaries only
       ids.push(s.id);
     }
     cursor = r.json.next_cursor;
@@ -56,15 +61,15 @@ describe("GET /v1/runs pages", () => {
   it("pages list every run once, oldest first, and the default answer is unchanged (every run with its events, no cursor)", async () => {
     const t = await daemon();
     const ids = await finishedRuns(t, 5, "p");
-    const full = await api(t.url, "GET", "/v1/runs");
+    const full = await api<RunList>(t.url, "GET", "/v1/runs");
     expect(Object.keys(full.json)).toEqual(["runs"]);
-    expect(full.json.runs.map((r: any) => r.id)).toEqual(ids);
+    expect(full.json.runs.map((r) => r.id)).toEqual(ids);
     for (const r of full.json.runs) expect(r.events.length).toBeGreaterThan(0);
 
     const paged = await allPages(t.url, "limit=2");
     expect(paged.ids).toEqual(ids);
     expect(paged.pages).toBe(3);
-    const first = (await api(t.url, "GET", "/v1/runs?limit=2")).json;
+    const first = (await api<RunPage>(t.url, "GET", "/v1/runs?limit=2")).json;
     const fromFull = full.json.runs[0];
     expect(first.runs[0]).toEqual({
       id: fromFull.id,
@@ -82,21 +87,21 @@ describe("GET /v1/runs pages", () => {
       event_count: fromFull.events.length,
     });
     // A cursor alone pages with the default size; a page that reaches the end has no cursor.
-    const rest = (await api(t.url, "GET", `/v1/runs?cursor=${first.next_cursor}`)).json;
-    expect(rest.runs.map((r: any) => r.id)).toEqual(ids.slice(2));
+    const rest = (await api<RunPage>(t.url, "GET", `/v1/runs?cursor=${first.next_cursor}`)).json;
+    expect(rest.runs.map((r) => r.id)).toEqual(ids.slice(2));
     expect(rest.next_cursor).toBeNull();
   });
 
   it("a cursor stays valid while runs are created: no run is skipped or listed twice, new ones come last", async () => {
     const t = await daemon();
     const ids = await finishedRuns(t, 4, "c");
-    const page1 = (await api(t.url, "GET", "/v1/runs?limit=2")).json;
+    const page1 = (await api<RunPage>(t.url, "GET", "/v1/runs?limit=2")).json;
     const late = await Promise.all([createRun(t.url, SLEEPY, { run_id: "c-late-1" }), createRun(t.url, SLEEPY, { run_id: "c-late-2" })]);
-    const seen = page1.runs.map((r: any) => r.id);
+    const seen = page1.runs.map((r) => r.id);
     let cursor = page1.next_cursor;
     while (cursor) {
-      const page = (await api(t.url, "GET", `/v1/runs?limit=2&cursor=${cursor}`)).json;
-      seen.push(...page.runs.map((r: any) => r.id));
+      const page = (await api<RunPage>(t.url, "GET", `/v1/runs?limit=2&cursor=${cursor}`)).json;
+      seen.push(...page.runs.map((r) => r.id));
       cursor = page.next_cursor;
     }
     expect(seen.slice(0, 4)).toEqual(ids);
@@ -104,7 +109,7 @@ describe("GET /v1/runs pages", () => {
     // The state filter applies to pages too.
     expect((await allPages(t.url, "limit=1&state=active")).ids.sort()).toEqual([...late].sort());
     expect((await allPages(t.url, "limit=3&state=terminal")).ids).toEqual(ids);
-    for (const id of late) expect((await api(t.url, "POST", `/v1/runs/${id}/cancel`, {})).status).toBe(200);
+    for (const id of late) expect((await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`, {})).status).toBe(200);
   });
 
   it("a bad limit or cursor is 400 INVALID_PARAMS naming the parameter", async () => {
@@ -120,11 +125,11 @@ describe("GET /v1/runs pages", () => {
       [`cursor=${forged}`, "query/cursor"],
       [`limit=5&cursor=${"A".repeat(600)}`, "query/cursor"],
     ]) {
-      const r = await api(t.url, "GET", `/v1/runs?${query}`);
+      const r = await api<RunList>(t.url, "GET", `/v1/runs?${query}`);
       expect(r.status, query).toBe(400);
-      expect(r.json.code).toBe("INVALID_PARAMS");
-      expect(r.json.message, query).toContain(param);
-      expect(r.json.retryable).toBe(false);
+      expect(errorOf(r).code).toBe("INVALID_PARAMS");
+      expect(errorOf(r).message, query).toContain(param);
+      expect(errorOf(r).retryable).toBe(false);
     }
   });
 });
@@ -133,10 +138,10 @@ describe("terminal runs after a restart", () => {
   it("are listed from summary.json and their events read back when asked for, byte for byte", async () => {
     let t = await daemon();
     const ids = await finishedRuns(t, 3, "l");
-    const before = await Promise.all(ids.map(async (id) => (await api(t.url, "GET", `/v1/runs/${id}/events`)).bytes));
-    const stateBefore = (await api(t.url, "GET", `/v1/runs/${ids[1]}`)).json;
-    const listBefore = (await api(t.url, "GET", "/v1/runs")).json;
-    const listV2Before = (await api(t.url, "GET", "/v1/runs?api_version=v2")).json;
+    const before = await Promise.all(ids.map(async (id) => (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events`)).bytes));
+    const stateBefore = (await api<RunState>(t.url, "GET", `/v1/runs/${ids[1]}`)).json;
+    const listBefore = (await api<RunList>(t.url, "GET", "/v1/runs")).json;
+    const listV2Before = (await api<RunList>(t.url, "GET", "/v1/runs?api_version=v2")).json;
     for (const id of ids) expect(JSON.parse(fs.readFileSync(summaryFile(t, id), "utf8")).summary).toMatchObject({ id, status: stateBefore.status, event_count: stateBefore.events.length });
     t = await restart(t);
     // Start-up read no event log: nothing is loaded until asked for.
@@ -145,14 +150,14 @@ describe("terminal runs after a restart", () => {
     expect((await allPages(t.url, "limit=2")).ids).toEqual(ids);
     expect(service.cache.size).toBe(0);
     // The full listing (read from disk now) is what it was when every run was in memory.
-    expect((await api(t.url, "GET", "/v1/runs")).json).toEqual(listBefore);
-    expect((await api(t.url, "GET", "/v1/runs?api_version=v2")).json).toEqual(listV2Before);
+    expect((await api<RunList>(t.url, "GET", "/v1/runs")).json).toEqual(listBefore);
+    expect((await api<RunList>(t.url, "GET", "/v1/runs?api_version=v2")).json).toEqual(listV2Before);
     expect(service.cache.size).toBe(0);
-    for (const [i, id] of ids.entries()) expect((await api(t.url, "GET", `/v1/runs/${id}/events`)).bytes.equals(before[i])).toBe(true);
-    expect((await api(t.url, "GET", `/v1/runs/${ids[1]}`)).json).toEqual(stateBefore);
-    expect((await api(t.url, "GET", `/v1/runs/${ids[1]}/stages`)).status).toBe(200);
+    for (const [i, id] of ids.entries()) expect((await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events`)).bytes.equals(before[i])).toBe(true);
+    expect((await api<RunState>(t.url, "GET", `/v1/runs/${ids[1]}`)).json).toEqual(stateBefore);
+    expect((await api<StageList>(t.url, "GET", `/v1/runs/${ids[1]}/stages`)).status).toBe(200);
     // A terminal run stays terminal: the same run_id is refused.
-    expect((await api(t.url, "POST", "/v1/runs", { file: HELLO, run_id: ids[0] })).json.code).toBe("ALREADY_TERMINAL");
+    expect(errorOf(await api(t.url, "POST", "/v1/runs", { file: HELLO, run_id: ids[0] })).code).toBe("ALREADY_TERMINAL");
   });
 
   it("one whose event log is found damaged when first read is quarantined, listed in /v1/health and answered 404; the others are served", async () => {
@@ -162,19 +167,19 @@ describe("terminal runs after a restart", () => {
     // Damaged after start-up accepted its summary: only a read finds it.
     const log = path.join(t.stateDir, "runs", bad, "events.jsonl");
     fs.writeFileSync(log, fs.readFileSync(log, "utf8").replace(/"seq":1,/, '"seq":"one",'));
-    const r = await api(t.url, "GET", `/v1/runs/${bad}/events`);
+    const r = await api<RunEvent[]>(t.url, "GET", `/v1/runs/${bad}/events`);
     expect(r.status).toBe(404);
-    expect(r.json.code).toBe("NOT_FOUND");
-    expect(r.json.message).toContain("quarantine");
-    const health = (await api(t.url, "GET", "/v1/health")).json;
+    expect(errorOf(r).code).toBe("NOT_FOUND");
+    expect(errorOf(r).message).toContain("quarantine");
+    const health = (await api<Health>(t.url, "GET", "/v1/health")).json;
     expect(health.quarantined_files).toHaveLength(1);
-    expect(health.quarantined_files[0]).toMatch(new RegExp(`^quarantine/${bad}\\.`));
-    expect(fs.existsSync(path.join(t.stateDir, health.quarantined_files[0], "events.jsonl"))).toBe(true);
+    expect(health.quarantined_files![0]).toMatch(new RegExp(`^quarantine/${bad}\\.`));
+    expect(fs.existsSync(path.join(t.stateDir, health.quarantined_files![0], "events.jsonl"))).toBe(true);
     expect(fs.existsSync(path.join(t.stateDir, "runs", bad))).toBe(false);
-    expect((await api(t.url, "GET", `/v1/runs/${bad}`)).status).toBe(404);
-    expect((await api(t.url, "GET", "/v1/runs")).json.runs.map((x: any) => x.id)).toEqual([good]);
+    expect((await api<RunState>(t.url, "GET", `/v1/runs/${bad}`)).status).toBe(404);
+    expect((await api<RunList>(t.url, "GET", "/v1/runs")).json.runs.map((x) => x.id)).toEqual([good]);
     expect((await allPages(t.url, "limit=10")).ids).toEqual([good]);
-    expect((await api(t.url, "GET", `/v1/runs/${good}/events`)).status).toBe(200);
+    expect((await api<RunEvent[]>(t.url, "GET", `/v1/runs/${good}/events`)).status).toBe(200);
   });
 
   it("a full listing quarantines a damaged run it reads and lists the rest", async () => {
@@ -182,10 +187,10 @@ describe("terminal runs after a restart", () => {
     const [bad, good] = await finishedRuns(t, 2, "f");
     t = await restart(t);
     fs.writeFileSync(path.join(t.stateDir, "runs", bad, "run.json"), "{ torn");
-    const list = await api(t.url, "GET", "/v1/runs");
+    const list = await api<RunList>(t.url, "GET", "/v1/runs");
     expect(list.status).toBe(200);
-    expect(list.json.runs.map((x: any) => x.id)).toEqual([good]);
-    expect((await api(t.url, "GET", "/v1/health")).json.quarantined_files).toHaveLength(1);
+    expect(list.json.runs.map((x) => x.id)).toEqual([good]);
+    expect((await api<Health>(t.url, "GET", "/v1/health")).json.quarantined_files).toHaveLength(1);
   });
 });
 
@@ -193,7 +198,7 @@ describe("summary.json", () => {
   it("is derived again from run.json and events.jsonl when missing, torn or stale", async () => {
     let t = await daemon();
     const [missing, torn, stale] = await finishedRuns(t, 3, "s");
-    const status = (await api(t.url, "GET", `/v1/runs/${missing}`)).json.status;
+    const status = (await api<RunState>(t.url, "GET", `/v1/runs/${missing}`)).json.status;
     expect(["succeeded", "failed"]).toContain(status);
     await t.d.close();
     open.splice(open.indexOf(t), 1);
@@ -207,15 +212,15 @@ describe("summary.json", () => {
     fs.writeFileSync(runJson, fs.readFileSync(runJson, "utf8") + "\n");
 
     t = await daemon(t.stateDir);
-    const page = (await api(t.url, "GET", "/v1/runs?limit=10")).json;
-    expect(page.runs.map((r: any) => [r.id, r.status])).toEqual([missing, torn, stale].map((id) => [id, status]));
-    expect((await api(t.url, "GET", "/v1/health")).json.quarantined_files).toEqual([]);
+    const page = (await api<RunPage>(t.url, "GET", "/v1/runs?limit=10")).json;
+    expect(page.runs.map((r) => [r.id, r.status])).toEqual([missing, torn, stale].map((id) => [id, status]));
+    expect((await api<Health>(t.url, "GET", "/v1/health")).json.quarantined_files).toEqual([]);
     // Written again in the background after start-up, matching the files as they are now.
     await waitFor(() => [missing, torn, stale].every((id) => fs.existsSync(summaryFile(t, id)) && JSON.parse(fs.readFileSync(summaryFile(t, id), "utf8")).summary.status === status), "summaries rewritten");
     t = await restart(t);
     const service = t.d.service as unknown as { runs: Map<string, unknown> };
     expect([...service.runs.values()].every((r) => (r as { events?: unknown }).events === undefined)).toBe(true);
-    expect((await api(t.url, "GET", "/v1/runs?limit=10")).json.runs.map((r: any) => r.status)).toEqual([status, status, status]);
+    expect((await api<RunPage>(t.url, "GET", "/v1/runs?limit=10")).json.runs.map((r) => r.status)).toEqual([status, status, status]);
   });
 });
 

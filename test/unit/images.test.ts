@@ -12,7 +12,7 @@ import { buildImage, imageInputs, imageKey, ImageBuildError, type ImageRequest }
 import { loadImageFile } from "../../src/images/file.js";
 import { importOciImage, parseOciRef } from "../../src/images/oci.js";
 import { blobPath, findImage, listImages, removeImage, writeManifest } from "../../src/images/store.js";
-import { tmpDir } from "./_helpers.js";
+import { tmpDir } from "../helpers/daemon.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const main = path.join(root, "dist/src/main.js");

@@ -2,7 +2,11 @@ import { describe, it, expect, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
 import { validateResponse } from "../helpers/openapi.js";
-import { api, startDaemon, tmpDir, waitTerminal, workflow, writeSpec, type TestDaemon } from "./_helpers.js";
+import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { api, errorOf } from "../helpers/http.js";
+import { waitForTerminal } from "../helpers/runs.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import type { CancelRunResponse, CreateRunResponse, RunList } from "../helpers/types.js";
 
 const open: TestDaemon[] = [];
 afterAll(async () => {
@@ -34,7 +38,7 @@ workflow:
 `;
 
 async function create(t: TestDaemon, body: unknown) {
-  const r = await api(t.url, "POST", "/v1/runs", body);
+  const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", body);
   return r;
 }
 
@@ -48,11 +52,11 @@ describe("inline specs", () => {
     const dir = path.join(t.stateDir, "runs", id);
     expect(JSON.parse(fs.readFileSync(path.join(dir, "spec.json"), "utf8"))).toEqual(TWO);
     expect(fs.readFileSync(path.join(dir, "input"), "utf8")).toBe("hello inline\n");
-    const st = await waitTerminal(t.url, id);
+    const st = await waitForTerminal(t.url, id);
     expect(st.status).toBe("succeeded");
     expect(st.file).toBe("inline:spec.json");
     expect(st.events[0].message).toBe("run created for inline:spec.json");
-    expect(st.report.output).toBe("HELLO INLINE\n");
+    expect(st.report!.output).toBe("HELLO INLINE\n");
     validateResponse("getRun", 200, st);
   });
 
@@ -60,7 +64,7 @@ describe("inline specs", () => {
     const t = await daemon();
     const r = await create(t, { spec: YAML });
     expect(r.status).toBe(200);
-    const st = await waitTerminal(t.url, r.json.run_id);
+    const st = await waitForTerminal(t.url, r.json.run_id);
     expect(st.status).toBe("succeeded");
     expect(st.report).toMatchObject({ name: "yaml-inline", output: "hi from yaml\n" });
   });
@@ -69,15 +73,15 @@ describe("inline specs", () => {
     const t = await daemon();
     const r = await create(t, { spec: JSON.stringify(CAT), input: "x" });
     expect(r.status).toBe(200);
-    expect((await waitTerminal(t.url, r.json.run_id)).report.output).toBe("x");
+    expect((await waitForTerminal(t.url, r.json.run_id)).report!.output).toBe("x");
   });
 
   it("input is the stdin of the first steps only; later steps read their dependencies", async () => {
     const t = await daemon();
     const r = await create(t, { spec: TWO, input: "abc\n" });
-    const st = await waitTerminal(t.url, r.json.run_id);
+    const st = await waitForTerminal(t.url, r.json.run_id);
     expect(st.status).toBe("succeeded");
-    expect(st.report.output).toBe("ABC\n");
+    expect(st.report!.output).toBe("ABC\n");
   });
 
   it("input works with a spec file too", async () => {
@@ -85,9 +89,9 @@ describe("inline specs", () => {
     const file = writeSpec(tmpDir("vbx-specs-"), CAT);
     const r = await create(t, { file, input: "from file\n" });
     expect(r.status).toBe(200);
-    const st = await waitTerminal(t.url, r.json.run_id);
+    const st = await waitForTerminal(t.url, r.json.run_id);
     expect(st.file).toBe(file);
-    expect(st.report.output).toBe("from file\n");
+    expect(st.report!.output).toBe("from file\n");
   });
 
   it.each([
@@ -106,7 +110,7 @@ describe("inline specs", () => {
     const t = await daemon();
     const r = await create(t, { file: 42 });
     expect(r.status).toBe(400);
-    expect(r.json.message).toBe("body/file: must be string");
+    expect(errorOf(r).message).toBe("body/file: must be string");
   });
 
   it.each([
@@ -121,17 +125,17 @@ describe("inline specs", () => {
     const t = await daemon();
     const r = await create(t, { spec });
     expect(r.status).toBe(400);
-    expect(r.json.code).toBe("INVALID_SPEC");
-    expect(r.json.message).toContain(message);
+    expect(errorOf(r).code).toBe("INVALID_SPEC");
+    expect(errorOf(r).message).toContain(message);
     // Nothing was created.
-    expect((await api(t.url, "GET", "/v1/runs")).json.runs).toEqual([]);
+    expect((await api<RunList>(t.url, "GET", "/v1/runs")).json.runs).toEqual([]);
   });
 
   it("a spec text over the spec size limit → 400 naming body/spec", async () => {
     const t = await daemon();
     const r = await create(t, { spec: `# ${"x".repeat(1024 * 1024)}\n` + YAML });
     expect(r.status).toBe(400);
-    expect(r.json.message).toMatch(/^body\/spec: is \d+ bytes of text \(limit 1048576\)$/);
+    expect(errorOf(r).message).toMatch(/^body\/spec: is \d+ bytes of text \(limit 1048576\)$/);
   });
 
   it("an input over --max-run-input → 400 naming body/input", async () => {
@@ -150,8 +154,8 @@ describe("inline specs", () => {
     expect(a.status).toBe(200);
     expect(b.status).toBe(200);
     expect(b.json).toEqual({ run_id: "inline-1", attempt_id: 1, state: "running" });
-    expect((await api(t.url, "GET", "/v1/runs")).json.runs).toHaveLength(1);
-    expect((await api(t.url, "POST", "/v1/runs/inline-1/cancel")).status).toBe(200);
+    expect((await api<RunList>(t.url, "GET", "/v1/runs")).json.runs).toHaveLength(1);
+    expect((await api<CancelRunResponse>(t.url, "POST", "/v1/runs/inline-1/cancel")).status).toBe(200);
     expect((await create(t, { spec: sleepy, run_id: "inline-1" })).status).toBe(409);
   });
 });

@@ -3,7 +3,12 @@ import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { LIVE_CHUNK_BYTES, LIVE_FLUSH_MS, LiveOutput, completeUtf8Length } from "../../src/engine/live-output.js";
 import type { EngineEvent } from "../../src/engine/types.js";
 import { MockSandbox } from "../../src/sandbox/mock.js";
-import { api, createRun, startDaemon, tmpDir, waitEvent, waitFor, waitTerminal, workflow, writeSpec, type TestDaemon } from "./_helpers.js";
+import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { api } from "../helpers/http.js";
+import { createRun, eventsOf, waitForEvent, waitForTerminal } from "../helpers/runs.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
+import type { CancelRunResponse, RunEvent, RunState } from "../helpers/types.js";
 
 type Payload = { stream: string; offset: number; bytes: number; encoding: "utf8" | "base64"; data: string; stage_attempt: number };
 const payloads = (events: EngineEvent[]) => events.filter((e) => e.type === "stage.output").map((e) => e.payload as Payload);
@@ -148,24 +153,24 @@ describe("stage.output through the daemon (mock sandbox)", () => {
     open.push(t);
     const spec = workflow("live", [{ name: "talk", run: { program: "sh", args: ["-c", `${RESULT}echo first; sleep 1; echo second`] } }]);
     const id = await createRun(t.url, writeSpec(dir, spec));
-    const seen = await waitEvent(t.url, id, (e) => e.event_type === "stage.output", "the first stage.output");
-    const types = seen.events.map((e: any) => e.event_type);
-    const out = seen.events.filter((e: any) => e.event_type === "stage.output");
-    expect(out.map((e: any) => e.payload.data).join("")).toBe("first\n");
+    const seen = await waitForEvent(t.url, id, (e) => e.event_type === "stage.output", "the first stage.output");
+    const types = seen.events.map((e) => e.event_type);
+    const out = seen.events.filter((e) => e.event_type === "stage.output");
+    expect(out.map((e) => e.payload!.data).join("")).toBe("first\n");
     expect(types).not.toContain("stage.completed");
     expect(out[0]).toMatchObject({ stage_name: "talk", stream: "stdout", level: "info", payload: { stream: "stdout", offset: 0, bytes: 6, encoding: "utf8", stage_attempt: 1 } });
 
-    const run = await waitTerminal(t.url, id);
+    const run = await waitForTerminal(t.url, id);
     expect(run.status).toBe("succeeded");
-    const all = run.events.map((e: any) => e.event_type);
-    const outs = run.events.filter((e: any) => e.event_type === "stage.output");
-    expect(outs.map((e: any) => e.payload.data)).toEqual(["first\n", "second\n"]);
+    const all = run.events.map((e) => e.event_type);
+    const outs = eventsOf(run, "stage.output");
+    expect(outs.map((e) => e.payload!.data)).toEqual(["first\n", "second\n"]);
     expect(all.lastIndexOf("stage.output")).toBeLessThan(all.indexOf("stage.completed"));
     // log.chunk keeps its meaning: the output step's lines, after the terminal event.
-    expect(run.events.filter((e: any) => e.event_type === "log.chunk").map((e: any) => e.message)).toEqual(["first", "second"]);
+    expect(run.events.filter((e) => e.event_type === "log.chunk").map((e) => e.message)).toEqual(["first", "second"]);
     expect(all.indexOf("run.finished")).toBeLessThan(all.indexOf("log.chunk"));
-    const v2 = (await api(t.url, "GET", `/v1/runs/${id}/events?api_version=v2`)).json;
-    expect(v2.filter((e: any) => e.event_type === "StageOutput")).toHaveLength(2);
+    const v2 = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events?api_version=v2`)).json;
+    expect(v2.filter((e) => e.event_type === "StageOutput")).toHaveLength(2);
   });
 
   it("caps live events per stage attempt (max-output-events) and reports it; a late chunk after cancel is dropped", async () => {
@@ -173,22 +178,22 @@ describe("stage.output through the daemon (mock sandbox)", () => {
     open.push(t);
     const lines = Array.from({ length: 20 }, (_, i) => `echo l${i}; sleep 0.15`).join("; ");
     const spec = workflow("many", [{ name: "drip", run: { program: "sh", args: ["-c", `${RESULT}${lines}`] } }]);
-    const run = await waitTerminal(t.url, await createRun(t.url, writeSpec(dir, spec)), 30_000);
+    const run = await waitForTerminal(t.url, await createRun(t.url, writeSpec(dir, spec)), 30_000);
     expect(run.status).toBe("succeeded");
-    const outs = run.events.filter((e: any) => e.event_type === "stage.output");
+    const outs = eventsOf(run, "stage.output");
     expect(outs).toHaveLength(5);
-    const [cut] = run.events.filter((e: any) => e.event_type === "stage.output_truncated");
-    const streamed = outs.reduce((n: number, e: any) => n + e.payload.bytes, 0);
+    const [cut] = eventsOf(run, "stage.output_truncated");
+    const streamed = outs.reduce((n, e) => n + e.payload.bytes, 0);
     expect(cut.payload).toMatchObject({ stream: "stdout", live_bytes: streamed, limit_events: 5 });
-    expect(cut.payload.kept_bytes).toBe(cut.payload.total_bytes);
+    expect(cut.payload!.kept_bytes).toBe(cut.payload!.total_bytes);
 
     const id = await createRun(t.url, writeSpec(dir, workflow("cancelled", [{ name: "c", run: { program: "sh", args: ["-c", "echo a; sleep 30; echo b"] } }])));
-    await waitEvent(t.url, id, (e) => e.event_type === "stage.output", "the first chunk");
-    expect((await api(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
+    await waitForEvent(t.url, id, (e) => e.event_type === "stage.output", "the first chunk");
+    expect((await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
     await waitFor(() => (t.d.service as unknown as { executions: Map<string, unknown> }).executions.size === 0, "the engine to wind down");
-    const st = (await api(t.url, "GET", `/v1/runs/${id}`)).json;
-    const types = st.events.map((e: any) => e.event_type);
+    const st = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
+    const types = st.events.map((e) => e.event_type);
     expect(types[types.length - 1]).toBe("run.cancelled");
-    expect(st.events.filter((e: any) => e.event_type === "stage.output").map((e: any) => e.payload.data)).toEqual(["a\n"]);
+    expect(st.events.filter((e) => e.event_type === "stage.output").map((e) => e.payload!.data)).toEqual(["a\n"]);
   });
 });

@@ -13,7 +13,11 @@ import type { Sandbox, StageVmOptions } from "../../src/sandbox/types.js";
 import { setName, blobPath } from "../../src/images/store.js";
 import { imageInputs, imageKey } from "../../src/images/build.js";
 import { SpecError } from "../../src/spec/errors.js";
-import { api, startDaemon, tmpDir, waitTerminal, workflow, writeSpec, type TestDaemon } from "./_helpers.js";
+import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { api, errorOf } from "../helpers/http.js";
+import { waitForTerminal } from "../helpers/runs.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import type { CreateRunResponse } from "../helpers/types.js";
 
 const base = tmpDir("vbx-mounts-");
 const root = path.join(base, "root");
@@ -136,14 +140,14 @@ describe("the daemon", () => {
       [withRoot, { ...workflow("i", [{ name: "s", run: { program: "true" } }]), sandbox: { mode: "mock", image: "nope" } }, /^body\/spec\/sandbox\/image: no image named "nope"/],
     ];
     for (const [t, spec, message] of cases) {
-      const r = await api(t.url, "POST", "/v1/runs", { spec });
+      const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { spec });
       expect(r.status).toBe(400);
-      expect(r.json.code).toBe("INVALID_SPEC");
-      expect(r.json.retryable).toBe(false);
-      expect(r.json.message).toMatch(message);
+      expect(errorOf(r).code).toBe("INVALID_SPEC");
+      expect(errorOf(r).retryable).toBe(false);
+      expect(errorOf(r).message).toMatch(message);
     }
     // Accepted under the root.
-    const ok = await api(withRoot.url, "POST", "/v1/runs", { spec: mounted(path.join(root, "src")) });
+    const ok = await api<CreateRunResponse>(withRoot.url, "POST", "/v1/runs", { spec: mounted(path.join(root, "src")) });
     expect(ok.status).toBe(200);
   });
 
@@ -151,9 +155,9 @@ describe("the daemon", () => {
     const t = await startDaemon(tmpDir());
     open.push(t);
     const file = writeSpec(base, mounted(path.join(root, "src")));
-    const r = await api(t.url, "POST", "/v1/runs", { file });
+    const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file });
     expect(r.status).toBe(200);
-    const run = await waitTerminal(t.url, r.json.run_id);
+    const run = await waitForTerminal(t.url, r.json.run_id);
     expect(run.status).toBe("failed");
     expect(run.error).toBe(`spec ${file}: sandbox/mounts: this daemon allows no mounts (the operator sets the allowed host directories with voidbox serve --mount-root DIR)`);
   });

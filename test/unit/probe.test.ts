@@ -20,7 +20,12 @@ import {
   type CachedProbe,
   type ProbeIdentity,
 } from "../../src/sandbox/probe-cache.js";
-import { api, createRun, startDaemon, tmpDir, waitFor, waitTerminal, workflow, writeSpec, type TestDaemon } from "./_helpers.js";
+import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { api } from "../helpers/http.js";
+import { createRun, waitForTerminal } from "../helpers/runs.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
+import type { Health } from "../helpers/types.js";
 
 const work = tmpDir("vbx-probe-");
 const QEMU_MESSAGE = "qemu-system-x86_64: -accel tcg,thread=single: invalid accelerator tcg";
@@ -75,7 +80,7 @@ async function daemon(qemuBinary: string, image: { kernel: string; initramfs: st
 }
 
 async function health(t: TestDaemon) {
-  const r = await api(t.url, "GET", "/v1/health");
+  const r = await api<Health>(t.url, "GET", "/v1/health");
   expect(r.status).toBe(200);
   expect(validateResponse("getHealth", 200, r.json)).toEqual([]);
   return r.json;
@@ -170,13 +175,13 @@ describe("background probe", () => {
     expect(h.sandbox_modes).toContain("local");
 
     const id = await createRun(t.url, LOCAL);
-    const st = await waitTerminal(t.url, id);
+    const st = await waitForTerminal(t.url, id);
     expect(st.status).toBe("failed");
     expect(st.error).toContain("no ready marker within 1500 ms");
     const after = await health(t);
     expect(after).toMatchObject({ status: "degraded", guest_boot: "failed", accelerator: null });
     expect(after.guest_probe).toMatchObject({ cached: false });
-    expect(after.guest_probe.duration_ms).toBeGreaterThanOrEqual(1500);
+    expect(after.guest_probe!.duration_ms).toBeGreaterThanOrEqual(1500);
     expect(liveVmCount()).toBe(0);
   });
 
@@ -186,18 +191,18 @@ describe("background probe", () => {
     expect(h).toMatchObject({ status: "degraded", accelerator: null, guest_boot: "failed", sandbox_modes: ["mock", "auto"] });
     expect(h.guest_boot_error).toContain(QEMU_MESSAGE);
     expect(h.guest_boot_error).toContain("QEMU exited during boot (code 1");
-    expect(h.recent_boot_failures[0]).toMatchObject({ source: "probe", accelerator: "tcg", run_id: null });
-    expect(h.recent_boot_failures[0].reason).toContain(QEMU_MESSAGE);
+    expect(h.recent_boot_failures![0]).toMatchObject({ source: "probe", accelerator: "tcg", run_id: null });
+    expect(h.recent_boot_failures![0].reason).toContain(QEMU_MESSAGE);
 
-    const local = await waitTerminal(t.url, await createRun(t.url, LOCAL));
+    const local = await waitForTerminal(t.url, await createRun(t.url, LOCAL));
     expect(local.status).toBe("failed");
     expect(local.error).toContain(QEMU_MESSAGE);
     expect(local.events.map((e: { event_type: string }) => e.event_type)).not.toContain("microvm.spawned");
 
-    const mock = await waitTerminal(t.url, await createRun(t.url, MOCK));
+    const mock = await waitForTerminal(t.url, await createRun(t.url, MOCK));
     expect(mock.error).toBeNull();
     expect(mock.status).toBe("succeeded");
-    const auto = await waitTerminal(t.url, await createRun(t.url, AUTO));
+    const auto = await waitForTerminal(t.url, await createRun(t.url, AUTO));
     expect(auto).toMatchObject({ status: "succeeded", sandbox_mode: "mock" });
     // A failed probe is not cached: the next start probes again.
     expect(fs.existsSync(path.join(t.stateDir, PROBE_CACHE_FILE))).toBe(false);
@@ -214,11 +219,11 @@ describe("background probe", () => {
     expect(h.guest_probe).toMatchObject({ cached: true });
 
     // Real stage boots that fail are listed too.
-    const run = await waitTerminal(t.url, await createRun(t.url, LOCAL, { policy: { max_stage_retries: 0 } }));
+    const run = await waitForTerminal(t.url, await createRun(t.url, LOCAL, { policy: { max_stage_retries: 0 } }));
     expect(run.status).toBe("failed");
     const h2 = await health(t);
-    expect(h2.recent_boot_failures[0]).toMatchObject({ source: "stage", accelerator: "tcg", run_id: run.id, stage: "hi" });
-    expect(h2.recent_boot_failures[0].reason).toContain(QEMU_MESSAGE);
+    expect(h2.recent_boot_failures![0]).toMatchObject({ source: "stage", accelerator: "tcg", run_id: run.id, stage: "hi" });
+    expect(h2.recent_boot_failures![0].reason).toContain(QEMU_MESSAGE);
     await t.d.close();
 
     fs.writeFileSync(image.kernel, Buffer.alloc(48, 4));

@@ -7,8 +7,9 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient as createSdkClient, DaemonUnreachableError, VoidboxError, isTerminalEvent, parseSse, type ClientOptions, type RunEvent, type VoidboxEvent } from "@voidbox/client";
 import { gateReply } from "../helpers/conformance.js";
-import { createDaemon, type Daemon } from "../../src/server.js";
-import { tmpDir, workflow, writeSpec } from "./_helpers.js";
+import type { Daemon } from "../../src/server.js";
+import { startDaemon, tmpDir } from "../helpers/daemon.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
 
 const TOKEN = "sdk-test-token-0123456789abcdef";
 const specDir = tmpDir("vbx-sdk-specs-");
@@ -25,8 +26,7 @@ let tcpUrl: string;
 
 beforeAll(async () => {
   const dir = tmpDir("vbx-sdk-");
-  daemon = await createDaemon({ stateDir: path.join(dir, "state"), vm: false, auth: { token: TOKEN } });
-  socketUrl = (await daemon.listen(`unix://${path.join(dir, "d.sock")}`)).url;
+  ({ d: daemon, url: socketUrl } = await startDaemon(path.join(dir, "state"), { auth: { token: TOKEN } }, `unix://${path.join(dir, "d.sock")}`));
   tcpUrl = (await daemon.listen("tcp://127.0.0.1:0")).url;
 });
 afterAll(async () => {

@@ -2,7 +2,12 @@ import { describe, it, expect, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
 import { validateResponse } from "../helpers/openapi.js";
-import { api, assertGapless, createRun, startDaemon, tmpDir, waitEvent, waitFor, waitTerminal, workflow, writeSpec, type TestDaemon } from "./_helpers.js";
+import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { api, errorOf } from "../helpers/http.js";
+import { assertGapless, createRun, waitForEvent, waitForTerminal } from "../helpers/runs.js";
+import { workflow, writeSpec } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
+import type { CancelRunResponse, CreateRunResponse, Health, RunEvent, RunList, RunState } from "../helpers/types.js";
 
 const open: TestDaemon[] = [];
 afterAll(async () => {
@@ -33,63 +38,63 @@ describe("create", () => {
   it("a simple run succeeds with the contract's event sequence", async () => {
     const t = await daemon();
     const id = await createRun(t.url, HELLO);
-    const st = await waitTerminal(t.url, id);
+    const st = await waitForTerminal(t.url, id);
     expect(st.status).toBe("succeeded");
     expect(st.exit_code).toBe(0);
     expect(st.report).toMatchObject({ name: "hello", kind: "workflow", success: true, output: "HELLO\n" });
-    const types = st.events.map((e: any) => e.event_type);
+    const types = st.events.map((e) => e.event_type);
     expect(types.slice(0, 3)).toEqual(["run.started", "env.provisioned", "run.spec.loaded"]);
     expect(st.events[0].message).toBe(`run created for ${HELLO}`);
     expect(st.events[1].environment_id).toBe(`env-${id}`);
     expect(types).toContain("workflow.planned");
-    const fin = st.events.findIndex((e: any) => e.event_type === "run.finished");
+    const fin = st.events.findIndex((e) => e.event_type === "run.finished");
     expect(st.events[fin].event_id).toBe(st.terminal_event_id);
     expect(types.slice(fin + 1)).toEqual(["log.chunk", "log.closed"]);
     expect(st.events[fin + 1]).toMatchObject({ stream: "stdout", payload: { data: "HELLO" } });
     assertGapless(st.events);
-    expect(new Set(st.events.map((e: any) => e.event_id)).size).toBe(st.events.length);
+    expect(new Set(st.events.map((e) => e.event_id)).size).toBe(st.events.length);
     expect(st.active_stage_count).toBe(0);
     expect(st.active_microvm_count).toBe(0);
   });
 
   it("a missing spec file still answers 200 running, then fails with spec.parse_failed", async () => {
     const t = await daemon();
-    const r = await api(t.url, "POST", "/v1/runs", { file: path.join(specDir, "nope.json") });
+    const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: path.join(specDir, "nope.json") });
     expect(r.status).toBe(200);
     expect(r.json.state).toBe("running");
-    const st = await waitTerminal(t.url, r.json.run_id);
+    const st = await waitForTerminal(t.url, r.json.run_id);
     expect(st.status).toBe("failed");
-    const types = st.events.map((e: any) => e.event_type);
+    const types = st.events.map((e) => e.event_type);
     expect(types).toEqual(["run.started", "env.provisioned", "spec.parse_failed", "run.failed"]);
     expect(st.error).toMatch(/nope\.json/);
   });
 
   it("50 concurrent creates with one run_id start exactly one run", async () => {
     const t = await daemon();
-    const replies = await Promise.all(Array.from({ length: 50 }, () => api(t.url, "POST", "/v1/runs", { file: SLEEPY, run_id: "same-id" })));
+    const replies = await Promise.all(Array.from({ length: 50 }, () => api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: SLEEPY, run_id: "same-id" })));
     for (const r of replies) {
       expect(r.status).toBe(200);
       expect(r.json.run_id).toBe("same-id");
       expect(r.json.attempt_id).toBe(replies[0].json.attempt_id);
     }
-    const list = await api(t.url, "GET", "/v1/runs");
-    expect(list.json.runs.map((r: any) => r.id)).toEqual(["same-id"]);
-    const st = (await api(t.url, "GET", "/v1/runs/same-id")).json;
-    expect(st.events.filter((e: any) => e.event_type === "run.started")).toHaveLength(1);
-    await api(t.url, "POST", "/v1/runs/same-id/cancel");
-    const again = await api(t.url, "POST", "/v1/runs", { file: SLEEPY, run_id: "same-id" });
+    const list = await api<RunList>(t.url, "GET", "/v1/runs");
+    expect(list.json.runs.map((r) => r.id)).toEqual(["same-id"]);
+    const st = (await api<RunState>(t.url, "GET", "/v1/runs/same-id")).json;
+    expect(st.events.filter((e) => e.event_type === "run.started")).toHaveLength(1);
+    await api<CancelRunResponse>(t.url, "POST", "/v1/runs/same-id/cancel");
+    const again = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: SLEEPY, run_id: "same-id" });
     expect(again.status).toBe(409);
     expect(again.json).toMatchObject({ code: "ALREADY_TERMINAL", retryable: false });
   });
 
   it("200 creates in the same millisecond get 200 distinct ids", async () => {
     const t = await daemon(tmpDir(), { now: () => 1_767_225_600_000 });
-    const replies = await Promise.all(Array.from({ length: 200 }, () => api(t.url, "POST", "/v1/runs", { file: HELLO })));
+    const replies = await Promise.all(Array.from({ length: 200 }, () => api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: HELLO })));
     expect(replies.every((r) => r.status === 200)).toBe(true);
     const ids = new Set(replies.map((r) => r.json.run_id));
     expect(ids.size).toBe(200);
-    const list = await api(t.url, "GET", "/v1/runs");
-    expect(new Set(list.json.runs.map((r: any) => r.id))).toEqual(ids);
+    const list = await api<RunList>(t.url, "GET", "/v1/runs");
+    expect(new Set(list.json.runs.map((r) => r.id))).toEqual(ids);
     await waitFor(() => idle(t), "all runs to finish", 60_000);
   }, 90_000);
 });
@@ -98,44 +103,44 @@ describe("policy, listing and events", () => {
   it("an absent policy is null; missing keys take defaults; invalid values are INVALID_POLICY naming the field", async () => {
     const t = await daemon();
     const a = await createRun(t.url, HELLO);
-    expect((await api(t.url, "GET", `/v1/runs/${a}`)).json.policy).toBeNull();
+    expect((await api<RunState>(t.url, "GET", `/v1/runs/${a}`)).json.policy).toBeNull();
     const b = await createRun(t.url, HELLO, { policy: { max_stage_retries: 0 } });
-    expect((await api(t.url, "GET", `/v1/runs/${b}`)).json.policy).toEqual({
+    expect((await api<RunState>(t.url, "GET", `/v1/runs/${b}`)).json.policy).toEqual({
       max_parallel_microvms_per_run: 4,
       max_stage_retries: 0,
       stage_timeout_secs: 3600,
       cancel_grace_period_secs: 30,
     });
     for (const [field, value] of [["max_parallel_microvms_per_run", 0], ["stage_timeout_secs", 0], ["max_stage_retries", -1], ["cancel_grace_period_secs", -1]] as const) {
-      const r = await api(t.url, "POST", "/v1/runs", { file: HELLO, policy: { [field]: value } });
+      const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: HELLO, policy: { [field]: value } });
       expect(r.status, field).toBe(400);
-      expect(r.json.code, field).toBe("INVALID_POLICY");
-      expect(r.json.message, field).toContain(field);
+      expect(errorOf(r).code, field).toBe("INVALID_POLICY");
+      expect(errorOf(r).message, field).toContain(field);
     }
-    await waitTerminal(t.url, a);
-    await waitTerminal(t.url, b);
+    await waitForTerminal(t.url, a);
+    await waitForTerminal(t.url, b);
   });
 
   it("GET /runs honours state= and api_version=v2; events resume after from_event_id", async () => {
     const t = await daemon();
     const done = await createRun(t.url, HELLO);
-    const st = await waitTerminal(t.url, done);
+    const st = await waitForTerminal(t.url, done);
     const active = await createRun(t.url, SLEEPY);
-    const ids = async (q: string) => (await api(t.url, "GET", `/v1/runs${q}`)).json.runs.map((r: any) => r.id);
+    const ids = async (q: string) => (await api<RunList>(t.url, "GET", `/v1/runs${q}`)).json.runs.map((r) => r.id);
     expect(await ids("?state=active")).toEqual([active]);
     expect(await ids("?state=terminal")).toEqual([done]);
     expect((await ids("?state=bogus&extra=1")).sort()).toEqual([done, active].sort());
-    const v2 = (await api(t.url, "GET", "/v1/runs?api_version=v2&state=terminal")).json.runs[0];
-    expect(v2.events.map((e: any) => e.event_type)).toEqual(st.events.map((e: any) => e.event_type_v2));
+    const v2 = (await api<RunList>(t.url, "GET", "/v1/runs?api_version=v2&state=terminal")).json.runs[0];
+    expect(v2.events.map((e) => e.event_type)).toEqual(st.events.map((e) => e.event_type_v2));
     expect(v2.events[0].event_type).toBe("RunStarted");
     const third = st.events[2].event_id;
-    const rest = (await api(t.url, "GET", `/v1/runs/${done}/events?from_event_id=${third}`)).json;
-    expect(rest.map((e: any) => e.seq)).toEqual(st.events.slice(3).map((e: any) => e.seq));
-    const restV2 = (await api(t.url, "GET", `/v1/runs/${done}/events?from_event_id=${third}&api_version=v2`)).json;
-    expect(restV2.map((e: any) => e.event_type)).toEqual(st.events.slice(3).map((e: any) => e.event_type_v2));
-    const all = (await api(t.url, "GET", `/v1/runs/${done}/events?from_event_id=unknown`)).json;
+    const rest = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${done}/events?from_event_id=${third}`)).json;
+    expect(rest.map((e) => e.seq)).toEqual(st.events.slice(3).map((e) => e.seq));
+    const restV2 = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${done}/events?from_event_id=${third}&api_version=v2`)).json;
+    expect(restV2.map((e) => e.event_type)).toEqual(st.events.slice(3).map((e) => e.event_type_v2));
+    const all = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${done}/events?from_event_id=unknown`)).json;
     expect(all).toHaveLength(st.events.length);
-    await api(t.url, "POST", `/v1/runs/${active}/cancel`);
+    await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${active}/cancel`);
   });
 });
 
@@ -143,15 +148,15 @@ describe("sandbox modes", () => {
   it("auto falls back to mock and records it; local without micro-VMs fails with a clear error", async () => {
     const t = await daemon();
     const auto = writeSpec(specDir, { ...workflow("auto", [{ name: "a", run: { program: "echo", args: ["x"] } }, { name: "b", depends_on: ["a"], run: { program: "cat" } }]), sandbox: { mode: "auto" } });
-    const st = await waitTerminal(t.url, await createRun(t.url, auto));
+    const st = await waitForTerminal(t.url, await createRun(t.url, auto));
     expect(st.status).toBe("succeeded");
-    const sel = st.events.find((e: any) => e.event_type === "sandbox.selected");
-    expect(sel.payload).toEqual({ requested: "auto", selected: "mock" });
+    const sel = st.events.find((e) => e.event_type === "sandbox.selected");
+    expect(sel!.payload).toEqual({ requested: "auto", selected: "mock" });
     const local = writeSpec(specDir, { ...workflow("local", [{ name: "a", run: { program: "echo", args: ["x"] } }]), sandbox: { mode: "local" } });
-    const st2 = await waitTerminal(t.url, await createRun(t.url, local));
+    const st2 = await waitForTerminal(t.url, await createRun(t.url, local));
     expect(st2.status).toBe("failed");
     expect(st2.error).toMatch(/local/);
-    expect(st2.events.some((e: any) => e.event_type === "stage.started")).toBe(false);
+    expect(st2.events.some((e) => e.event_type === "stage.started")).toBe(false);
   });
 });
 
@@ -159,23 +164,23 @@ describe("cancel and the terminal guard", () => {
   it("cancel is final: late stage events are dropped and repeated cancels change nothing", async () => {
     const t = await daemon();
     const id = await createRun(t.url, SLEEPY, { policy: { cancel_grace_period_secs: 0 } });
-    await waitEvent(t.url, id, (e) => e.event_type === "stage.started" && e.stage_name === "nap", "nap to start");
-    const c = await api(t.url, "POST", `/v1/runs/${id}/cancel`, { reason: "user asked" });
+    await waitForEvent(t.url, id, (e) => e.event_type === "stage.started" && e.stage_name === "nap", "nap to start");
+    const c = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`, { reason: "user asked" });
     expect(c.status).toBe(200);
     expect(c.json.state).toBe("cancelled");
-    const st1 = (await api(t.url, "GET", `/v1/runs/${id}`)).json;
+    const st1 = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
     expect(st1.status).toBe("cancelled");
     expect(st1.terminal_reason).toBe("user asked");
     expect(st1.terminal_event_id).toBe(c.json.terminal_event_id);
     const last = st1.events[st1.events.length - 1];
     expect(last.event_type).toBe("run.cancelled");
     expect(last.event_id).toBe(c.json.terminal_event_id);
-    const nap = st1.events.find((e: any) => e.event_type === "stage.failed" && e.stage_name === "nap");
-    expect(nap.payload).toMatchObject({ exit_code: -1, error: "run cancelled" });
-    expect(st1.events.find((e: any) => e.event_type === "stage.skipped" && e.stage_name === "after")).toBeTruthy();
+    const nap = st1.events.find((e) => e.event_type === "stage.failed" && e.stage_name === "nap");
+    expect(nap!.payload).toMatchObject({ exit_code: -1, error: "run cancelled" });
+    expect(st1.events.find((e) => e.event_type === "stage.skipped" && e.stage_name === "after")).toBeTruthy();
 
     await waitFor(() => idle(t), "the engine to wind down");
-    const st2 = (await api(t.url, "GET", `/v1/runs/${id}`)).json;
+    const st2 = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
     expect(st2.events.length).toBe(st1.events.length);
     expect(st2.status).toBe("cancelled");
     expect(st2.finished_at).toBe(st1.finished_at);
@@ -184,10 +189,10 @@ describe("cancel and the terminal guard", () => {
     expect(st2.active_microvm_count).toBe(0);
     assertGapless(st2.events);
 
-    const c2 = await api(t.url, "POST", `/v1/runs/${id}/cancel`, { reason: "again" });
+    const c2 = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`, { reason: "again" });
     expect(c2.status).toBe(200);
     expect(c2.json).toEqual({ run_id: id, state: "cancelled", terminal_event_id: c.json.terminal_event_id });
-    const st3 = (await api(t.url, "GET", `/v1/runs/${id}`)).json;
+    const st3 = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
     expect(st3.events.length).toBe(st1.events.length);
     expect(st3.terminal_reason).toBe("user asked");
 
@@ -200,22 +205,22 @@ describe("cancel and the terminal guard", () => {
   it("a cancel right after create (before the spec is loaded) runs nothing", async () => {
     const t = await daemon();
     const id = await createRun(t.url, SLEEPY);
-    const c = await api(t.url, "POST", `/v1/runs/${id}/cancel`);
+    const c = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`);
     expect(c.json.state).toBe("cancelled");
     await waitFor(() => idle(t), "the engine to wind down");
-    const st = (await api(t.url, "GET", `/v1/runs/${id}`)).json;
+    const st = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
     expect(st.status).toBe("cancelled");
     expect(st.events[st.events.length - 1].event_id).toBe(c.json.terminal_event_id);
-    expect(st.events.some((e: any) => e.event_type === "stage.started")).toBe(false);
+    expect(st.events.some((e) => e.event_type === "stage.started")).toBe(false);
     assertGapless(st.events);
   });
 
   it("unsafe run ids are rejected with 400, never joined into a path", async () => {
     const t = await daemon();
     for (const run_id of ["../escape", "a/b", "..", ".hidden", "x".repeat(129)]) {
-      const r = await api(t.url, "POST", "/v1/runs", { file: HELLO, run_id });
+      const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: HELLO, run_id });
       expect(r.status, run_id).toBe(400);
-      expect(r.json.code, run_id).toBe("INVALID_SPEC");
+      expect(errorOf(r).code, run_id).toBe("INVALID_SPEC");
     }
     expect(fs.readdirSync(path.join(t.stateDir, "runs"))).toEqual([]);
   });
@@ -223,16 +228,16 @@ describe("cancel and the terminal guard", () => {
   it("cancel without a reason uses the default; a malformed body is 400 INVALID_SPEC; unknown run 404", async () => {
     const t = await daemon();
     const id = await createRun(t.url, SLEEPY);
-    const bad = await api(t.url, "POST", `/v1/runs/${id}/cancel`, "{not json");
+    const bad = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`, "{not json");
     expect(bad.status).toBe(400);
-    expect(bad.json.code).toBe("INVALID_SPEC");
-    expect((await api(t.url, "GET", `/v1/runs/${id}`)).json.status).toBe("running");
-    const c = await api(t.url, "POST", `/v1/runs/${id}/cancel`);
+    expect(errorOf(bad).code).toBe("INVALID_SPEC");
+    expect((await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json.status).toBe("running");
+    const c = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`);
     expect(c.status).toBe(200);
-    expect((await api(t.url, "GET", `/v1/runs/${id}`)).json.terminal_reason).toBe("run marked cancelled");
-    const unknown = await api(t.url, "POST", `/v1/runs/ghost/cancel`);
+    expect((await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json.terminal_reason).toBe("run marked cancelled");
+    const unknown = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/ghost/cancel`);
     expect(unknown.status).toBe(404);
-    expect(unknown.json.code).toBe("NOT_FOUND");
+    expect(errorOf(unknown).code).toBe("NOT_FOUND");
   });
 });
 
@@ -240,11 +245,11 @@ describe("persistence", () => {
   it("a run active when the daemon died fails with daemon_restarted on the next start", async () => {
     const a = await daemon();
     const id = await createRun(a.url, SLEEPY, { run_id: "victim" });
-    await waitEvent(a.url, id, (e) => e.event_type === "stage.started", "nap to start");
+    await waitForEvent(a.url, id, (e) => e.event_type === "stage.started", "nap to start");
     const copy = tmpDir();
     fs.cpSync(a.stateDir, copy, { recursive: true }); // the state as a killed daemon left it
     const b = await daemon(copy);
-    const st = (await api(b.url, "GET", "/v1/runs/victim")).json;
+    const st = (await api<RunState>(b.url, "GET", "/v1/runs/victim")).json;
     expect(st.status).toBe("failed");
     expect(st.terminal_reason).toBe("daemon_restarted");
     expect(st.finished_at).toBeTruthy();
@@ -252,13 +257,13 @@ describe("persistence", () => {
     expect(last.event_type).toBe("run.failed");
     expect(last.event_id).toBe(st.terminal_event_id);
     assertGapless(st.events);
-    expect(st.events.find((e: any) => e.event_type === "stage.failed" && e.stage_name === "nap")).toBeTruthy();
+    expect(st.events.find((e) => e.event_type === "stage.failed" && e.stage_name === "nap")).toBeTruthy();
     expect(st.active_stage_count).toBe(0);
-    const again = await api(b.url, "POST", "/v1/runs", { file: SLEEPY, run_id: "victim" });
+    const again = await api<CreateRunResponse>(b.url, "POST", "/v1/runs", { file: SLEEPY, run_id: "victim" });
     expect(again.status).toBe(409);
-    expect(again.json.code).toBe("ALREADY_TERMINAL");
+    expect(errorOf(again).code).toBe("ALREADY_TERMINAL");
     // the original daemon is unaffected
-    expect((await api(a.url, "GET", "/v1/runs/victim")).json.status).toBe("running");
+    expect((await api<RunState>(a.url, "GET", "/v1/runs/victim")).json.status).toBe("running");
   });
 
   describe("loading a hand-made state dir", () => {
@@ -282,7 +287,7 @@ describe("persistence", () => {
     it("prepares: one good run, then a torn events line, a corrupt run.json and a Rust run file", async () => {
       const t = await startDaemon(state);
       goodId = await createRun(t.url, HELLO, { run_id: "good" });
-      goodEvents = (await waitTerminal(t.url, goodId)).events.length;
+      goodEvents = (await waitForTerminal(t.url, goodId)).events.length;
       await waitFor(() => idle(t), "engine idle");
       await t.d.close();
       fs.appendFileSync(path.join(state, "runs", "good", "events.jsonl"), '{"ts_ms":17000000,"level":"in');
@@ -315,7 +320,7 @@ describe("persistence", () => {
 
     it("repairs the torn line, quarantines the corrupt file, loads the rest (and the Rust file)", async () => {
       const t = await daemon(state);
-      const good = await api(t.url, "GET", "/v1/runs/good");
+      const good = await api<RunState>(t.url, "GET", "/v1/runs/good");
       expect(good.status).toBe(200);
       expect(good.json.status).toBe("succeeded");
       expect(good.json.events.length).toBe(goodEvents);
@@ -323,36 +328,36 @@ describe("persistence", () => {
       expect(log.endsWith("\n")).toBe(true);
       expect(log.trim().split("\n")).toHaveLength(goodEvents);
 
-      const health = await api(t.url, "GET", "/v1/health");
+      const health = await api<Health>(t.url, "GET", "/v1/health");
       expect(health.status).toBe(200);
-      const q: string[] = health.json.quarantined_files;
+      const q: string[] = health.json.quarantined_files!;
       expect(q).toHaveLength(1);
       expect(q[0]).toMatch(/^quarantine\/broken/);
       expect(fs.existsSync(path.join(state, q[0]))).toBe(true);
       expect(fs.existsSync(path.join(state, "runs", "broken"))).toBe(false);
-      expect((await api(t.url, "GET", "/v1/runs/broken")).status).toBe(404);
+      expect((await api<RunState>(t.url, "GET", "/v1/runs/broken")).status).toBe(404);
 
-      const rust = await api(t.url, "GET", "/v1/runs/rust-1");
+      const rust = await api<RunState>(t.url, "GET", "/v1/runs/rust-1");
       expect(rust.status).toBe(200);
       expect(rust.json.status).toBe("succeeded"); // "completed" is accepted on input
-      expect(rust.json.events.map((e: any) => e.event_type)).toEqual(["run.started", "run.finished"]);
+      expect(rust.json.events.map((e) => e.event_type)).toEqual(["run.started", "run.finished"]);
       expect(rust.json.terminal_event_id).toBe(rustEvents[1].event_id);
-      const ev = await api(t.url, "GET", "/v1/runs/rust-1/events?api_version=v2");
-      expect(ev.json.map((e: any) => e.event_type)).toEqual(["RunStarted", "RunCompleted"]);
-      const list = await api(t.url, "GET", "/v1/runs?state=terminal");
-      expect(list.json.runs.map((r: any) => r.id).sort()).toEqual(["good", "rust-1"]);
-      const dup = await api(t.url, "POST", "/v1/runs", { file: HELLO, run_id: "rust-1" });
+      const ev = await api<RunEvent[]>(t.url, "GET", "/v1/runs/rust-1/events?api_version=v2");
+      expect(ev.json.map((e) => e.event_type)).toEqual(["RunStarted", "RunCompleted"]);
+      const list = await api<RunList>(t.url, "GET", "/v1/runs?state=terminal");
+      expect(list.json.runs.map((r) => r.id).sort()).toEqual(["good", "rust-1"]);
+      const dup = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: HELLO, run_id: "rust-1" });
       expect(dup.status).toBe(409);
       await t.d.close();
     });
 
     it("a second restart loads the same runs with the same events (no duplication, nothing quarantined)", async () => {
       const t = await daemon(state);
-      const rust = await api(t.url, "GET", "/v1/runs/rust-1");
+      const rust = await api<RunState>(t.url, "GET", "/v1/runs/rust-1");
       expect(rust.status).toBe(200);
-      expect(rust.json.events.map((e: any) => e.event_type)).toEqual(["run.started", "run.finished"]);
-      expect((await api(t.url, "GET", "/v1/runs/good")).json.events.length).toBe(goodEvents);
-      expect((await api(t.url, "GET", "/v1/health")).json.quarantined_files).toEqual([]);
+      expect(rust.json.events.map((e) => e.event_type)).toEqual(["run.started", "run.finished"]);
+      expect((await api<RunState>(t.url, "GET", "/v1/runs/good")).json.events.length).toBe(goodEvents);
+      expect((await api<Health>(t.url, "GET", "/v1/health")).json.quarantined_files).toEqual([]);
       await t.d.close();
       // The migrated Rust run must not be migrated again on every start: its event log
       // holds its 2 events once, whichever of runs/rust-1.json and runs/rust-1/ is read first.
@@ -377,7 +382,7 @@ describe("a sparse Rust void-box run file", () => {
       }),
     );
     const t = await daemon(state);
-    const run = await api(t.url, "GET", "/v1/runs/rust-old");
+    const run = await api<RunState>(t.url, "GET", "/v1/runs/rust-old");
     expect(run.status).toBe(200);
     expect(validateResponse("getRun", 200, run.json)).toEqual([]);
     expect(run.json).toMatchObject({ status: "cancelled", exit_code: null, report: null, attempt_id: 1 });

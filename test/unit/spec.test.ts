@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { loadSpec, MAX_SPEC_BYTES } from "../../src/spec/load.js";
 import { SpecError } from "../../src/spec/errors.js";
-import { tmpDir } from "./_helpers.js";
+import { tmpDir } from "../helpers/daemon.js";
 
 let dir: string;
 beforeAll(() => {

@@ -2,7 +2,12 @@ import { describe, it, expect, afterAll } from "vitest";
 import { EventEmitter } from "node:events";
 import http from "node:http";
 import { eventStream } from "../../src/http/sse.js";
-import { api, startDaemon, tmpDir, waitEvent, waitFor, waitTerminal, workflow, type TestDaemon } from "./_helpers.js";
+import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { api } from "../helpers/http.js";
+import { waitForEvent, waitForTerminal } from "../helpers/runs.js";
+import { workflow } from "../helpers/specs.js";
+import { waitFor } from "../helpers/wait.js";
+import type { CancelRunResponse, CreateRunResponse, RunEvent } from "../helpers/types.js";
 
 const open: TestDaemon[] = [];
 afterAll(async () => {
@@ -65,7 +70,7 @@ function follow(url: string, p: string, headers: Record<string, string> = { acce
 }
 
 async function createInline(t: TestDaemon, spec: unknown): Promise<string> {
-  const r = await api(t.url, "POST", "/v1/runs", { spec });
+  const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { spec });
   expect(r.status).toBe(200);
   return r.json.run_id;
 }
@@ -81,7 +86,7 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     expect(s.error).toBeUndefined();
     expect(s.status).toBe(200);
     expect(s.contentType).toMatch(/^text\/event-stream/);
-    const json = await api(t.url, "GET", `/v1/runs/${id}/events`);
+    const json = await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events`);
     const events = json.json as Array<{ event_id: string; event_type: string; seq: number }>;
     // Every event, in seq order, ids = event ids, data = the JSON reply's bytes for that event.
     expect(s.frames.map((f) => f.id)).toEqual(events.map((e) => e.event_id));
@@ -97,15 +102,15 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
   it("resumes after Last-Event-ID mid-run (it wins over from_event_id); an unknown id starts from the first event", async () => {
     const t = await daemon();
     const id = await createInline(t, NAPPY);
-    const st = await waitEvent(t.url, id, (e) => e.event_type === "stage.started" && e.stage_name === "nap", "nap to start");
-    const at = st.events.find((e: any) => e.event_type === "stage.started");
+    const st = await waitForEvent(t.url, id, (e) => e.event_type === "stage.started" && e.stage_name === "nap", "nap to start");
+    const at = st.events.find((e) => e.event_type === "stage.started");
     const first = st.events[0];
-    const s = follow(t.url, `/v1/runs/${id}/events?from_event_id=${first.event_id}`, { accept: "text/event-stream", "last-event-id": at.event_id });
-    const fromQuery = follow(t.url, `/v1/runs/${id}/events?from_event_id=${at.event_id}`);
+    const s = follow(t.url, `/v1/runs/${id}/events?from_event_id=${first.event_id}`, { accept: "text/event-stream", "last-event-id": at!.event_id });
+    const fromQuery = follow(t.url, `/v1/runs/${id}/events?from_event_id=${at!.event_id}`);
     const unknown = follow(t.url, `/v1/runs/${id}/events`, { accept: "text/event-stream", "last-event-id": "not-an-event-id" });
     await waitFor(() => s.ended && fromQuery.ended && unknown.ended, "the streams to end");
-    const events = (await api(t.url, "GET", `/v1/runs/${id}/events`)).json as Array<{ event_id: string; seq: number }>;
-    const after = events.slice(at.seq + 1).map((e) => e.event_id);
+    const events = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events`)).json as Array<{ event_id: string; seq: number }>;
+    const after = events.slice(at!.seq + 1).map((e) => e.event_id);
     expect(s.frames.map((f) => f.id)).toEqual(after);
     expect(fromQuery.frames.map((f) => f.id)).toEqual(after);
     expect(unknown.frames.map((f) => f.id)).toEqual(events.map((e) => e.event_id));
@@ -116,7 +121,7 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     const id = await createInline(t, NAPPY);
     const s = follow(t.url, `/v1/runs/${id}/events?api_version=v2`);
     await waitFor(() => s.ended, "the stream to end");
-    const v2 = (await api(t.url, "GET", `/v1/runs/${id}/events?api_version=v2`)).text;
+    const v2 = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events?api_version=v2`)).text;
     expect(`[${s.frames.map((f) => f.data).join(",")}]`).toBe(v2);
     expect(s.frames[0].event).toBe("RunStarted");
     for (const f of s.frames) expect(JSON.parse(f.data!).event_type).toBe(f.event);
@@ -126,10 +131,10 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
   it("a terminal run's stream sends what is there and closes", async () => {
     const t = await daemon();
     const id = await createInline(t, NAPPY);
-    const st = await waitTerminal(t.url, id);
+    const st = await waitForTerminal(t.url, id);
     const s = follow(t.url, `/v1/runs/${id}/events`);
     await waitFor(() => s.ended, "the stream to end");
-    expect(s.frames.map((f) => f.id)).toEqual(st.events.map((e: any) => e.event_id));
+    expect(s.frames.map((f) => f.id)).toEqual(st.events.map((e) => e.event_id));
   });
 
   it.each([
@@ -141,10 +146,10 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
   ])("answers JSON as before for %s", async (_label, headers) => {
     const t = await daemon();
     const id = await createInline(t, NAPPY);
-    await waitTerminal(t.url, id);
+    await waitForTerminal(t.url, id);
     const res = await fetch(`${t.url}/v1/runs/${id}/events`, { headers });
     expect(res.headers.get("content-type")).toBe("application/json; charset=utf-8");
-    expect(await res.text()).toBe((await api(t.url, "GET", `/v1/runs/${id}/events`)).text);
+    expect(await res.text()).toBe((await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events`)).text);
   });
 
   it("an unknown run is a 404 ApiError, an over-long Last-Event-ID a 400", async () => {
@@ -166,7 +171,7 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     await waitFor(() => s.frames.length > 0 && run.listenerCount === 1, "the stream to be attached");
     s.req.destroy();
     await waitFor(() => run.listenerCount === 0, "the listener to be removed");
-    expect((await api(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
+    expect((await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
   });
 
   it("sends heartbeats, and the listener's request and idle timeouts do not cut an open stream", async () => {
@@ -179,7 +184,7 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     expect(s.error).toBeUndefined();
     expect(s.comments[0]).toBe(": heartbeat");
     // Cancelling ends the run: the stream sends the terminal event and closes.
-    expect((await api(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
+    expect((await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
     await waitFor(() => s.ended, "the stream to end");
     expect(s.frames[s.frames.length - 1].event).toBe("run.cancelled");
   });
@@ -204,7 +209,7 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
       { name: "again", depends_on: ["say"], run: { program: "cat" } },
     ]);
     const id = await createInline(t, big);
-    await waitTerminal(t.url, id);
+    await waitForTerminal(t.url, id);
     const run = runOf(t, id);
     let accept = false;
     const writes: string[] = [];
@@ -248,6 +253,6 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     expect(run.listenerCount).toBe(1);
     await waitFor(() => destroyed, "the stalled stream to be cut off");
     expect(run.listenerCount).toBe(0);
-    expect((await api(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
+    expect((await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
   });
 });

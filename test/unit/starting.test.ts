@@ -6,11 +6,12 @@ import { afterEach, describe, expect, it } from "vitest";
 import { startingHandler, type RequestHandler } from "../../src/http/starting.js";
 import { createDaemon, type Daemon } from "../../src/server.js";
 import { gateReply } from "../helpers/conformance.js";
-import { tmpDir } from "./_helpers.js";
+import { tmpDir } from "../helpers/daemon.js";
+import { waitFor } from "../helpers/wait.js";
 
 interface Got {
   status: number;
-  json: any;
+  json: unknown;
 }
 type Raw = Got & { headers: http.IncomingHttpHeaders; body: Buffer };
 
@@ -114,10 +115,7 @@ describe("createDaemon({ listen })", () => {
     const socketPath = path.join(dir, "d.sock");
     const started = createDaemon({ stateDir: path.join(dir, "state"), vm: false, listen: [`unix://${socketPath}`] });
     // Polled from the first moment: whichever handler answers, the reply is the health document.
-    let first: Raw | undefined;
-    const deadline = Date.now() + 20_000;
-    while (!first && Date.now() < deadline) first = await rawRequest({ socketPath }, "GET", "/v1/health").catch(() => undefined);
-    if (!first) throw new Error("no health reply within 20 s of start");
+    const first: Raw = await waitFor(() => rawRequest({ socketPath }, "GET", "/v1/health").catch(() => undefined), "a health reply after start", 20_000);
     gateReply({ method: "GET", path: "/v1/health", status: first.status, headers: first.headers, body: first.body });
     expect(first.json).toMatchObject({ status: "ok", persistence: "json-files", sandbox_modes: ["mock", "auto"] });
     daemon = await started;

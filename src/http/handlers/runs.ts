@@ -8,7 +8,7 @@ const DEFAULT_PAGE = 100;
 const isV2 = (q: { api_version?: string }) => q.api_version === "v2";
 
 export function runHandlers(runs: RunService, sse: EventStreamOptions) {
-  const createRun: Handler<"createRun"> = ({ body }) => ({ json: runs.create(body!) });
+  const createRun: Handler<"createRun"> = ({ body }) => ({ json: runs.create(body) });
 
   const listRuns: Handler<"listRuns"> = ({ query }) => {
     const filter = query.state === "active" || query.state === "terminal" ? query.state : undefined;

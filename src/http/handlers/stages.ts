@@ -1,7 +1,11 @@
+import type { components } from "../../../generated/api.js";
 import { ApiError } from "../../errors.js";
+import { encodedJson } from "../../json-bytes.js";
 import type { RunService } from "../../runs/service.js";
 import type { RunStore } from "../../store/runs.js";
 import type { Handler } from "../handler.js";
+
+type StageList = components["schemas"]["StageList"];
 
 /** `type/subtype` with optional parameters, as HTTP allows it in a header (RFC 9110 section 8.3). */
 const MEDIA_TYPE = /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+([ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=("[ !#-\[\]-~]*"|[A-Za-z0-9!#$&^_.+-]+))*$/;
@@ -14,7 +18,9 @@ function servedMediaType(declared: string | undefined): string {
 export function stageHandlers(runs: RunService, store: RunStore) {
   const listRunStages: Handler<"listRunStages"> = ({ params }) => {
     const run = runs.get(params.run_id);
-    return { json: { run_id: run.id, attempt_id: run.file.attempt_id, updated_at: run.file.updated_at, stages: run.stageViews() } };
+    // satisfies: TypeScript does not check a returned literal for extra fields, this does.
+    const list = { run_id: run.id, attempt_id: run.file.attempt_id, updated_at: run.file.updated_at, stages: run.stageViews() } satisfies StageList;
+    return { json: list };
   };
 
   const getStageOutputFile: Handler<"getStageOutputFile"> = ({ params }) => {
@@ -26,7 +32,8 @@ export function stageHandlers(runs: RunService, store: RunStore) {
     } catch {
       throw new ApiError("STRUCTURED_OUTPUT_MALFORMED", `result.json of stage ${params.stage} of run ${run.id} is not valid JSON`);
     }
-    return { raw: bytes, contentType: "application/json" };
+    // Served as the guest wrote it once it parses: its fields are the guest's to fill.
+    return { raw: encodedJson<components["schemas"]["StructuredOutput"]>(bytes), contentType: "application/json" };
   };
 
   const getStageArtifact: Handler<"getStageArtifact"> = ({ params }) => {
