@@ -20,7 +20,9 @@ import path from "node:path";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { fakeAnswer, selfSignedCert, startFakeProvider, type FakeProvider } from "../helpers/fake-provider.js";
 import { ensureTestImage, linkTestImage, testImageSkipReason } from "../helpers/test-image.js";
-import { MAIN_JS, REPO_ROOT, childEnv, request, startDaemon, stopDaemon, tempDir, waitFor, type DaemonProc } from "../reliability/harness.js";
+import { MAIN_JS, REPO_ROOT, childEnv, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
+import { request } from "../helpers/http.js";
+import { waitFor } from "../helpers/wait.js";
 
 const guest = findGuestImage(REPO_ROOT);
 const skipReason = !qemuAvailable()
@@ -55,7 +57,7 @@ function filesUnder(dir: string): Array<{ file: string; bytes: Buffer }> {
 }
 
 describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
-  const tmp = tempDir("vbx-agents-");
+  const tmp = tmpDir("vbx-agents-");
   const stateDir = path.join(tmp, "state");
   const secrets = path.join(tmp, "provider-secrets");
   let daemon: DaemonProc;
@@ -82,7 +84,7 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
     await new Promise<void>((r) => forbidden.listen(0, "127.0.0.1", () => r()));
     forbiddenPort = (forbidden.address() as net.AddressInfo).port;
     fs.writeFileSync(secrets, `# the operator's keys\nOPENAI_API_KEY=${OPENAI_KEY}\n`, { mode: 0o600 });
-    daemon = await startDaemon({
+    daemon = await startDaemonProcess({
       args: ["--listen", "tcp://127.0.0.1:0", "--no-auth", "--state-dir", stateDir, "--accel", "tcg", "--warm-pool", "0", "--log-level", "debug", "--provider-secrets", secrets],
       env: childEnv(tmp, { ANTHROPIC_API_KEY: KEY }),
     });
@@ -108,8 +110,8 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
         run = (await request(url, `/v1/runs/${id}`)).json as Run;
         return ["succeeded", "failed", "cancelled"].includes(run.status);
       },
-      T - 10_000,
       () => `run ${id} to end (now ${run?.status})`,
+      T - 10_000,
     );
     return { id, run: run! };
   }
@@ -218,8 +220,8 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
       // The slow box's relay ends with its VM: no process of it is left.
       await waitFor(
         () => spawnSync("pgrep", ["-f", `egress-relay\\.cjs 127\\.0\\.0\\.1 ${fake.port}$`]).status !== 0,
-        10_000,
         () => `relay processes still running: ${execFileSync("sh", ["-c", "pgrep -af egress- || true"]).toString()}`,
+        10_000,
       );
     },
     T,

@@ -19,7 +19,7 @@ import { parseSecrets, readSecret } from "../../src/sandbox/secrets.js";
 import type { ExecCommand, Sandbox, StageVm, StageVmOptions } from "../../src/sandbox/types.js";
 import { parseInlineSpec, SpecError } from "../../src/spec/load.js";
 import type { RunSpec } from "../../src/spec/types.js";
-import { tmpDir } from "./_helpers.js";
+import { tmpDir } from "../helpers/daemon.js";
 
 const KEY = "sk-unit-4b8e2f0a9d1c7e3b";
 

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { imageInputs, imageKey, ImageBuildError } from "../../src/images/build.js";
 import { loadImageFile } from "../../src/images/file.js";
-import { tmpDir } from "./_helpers.js";
+import { tmpDir } from "../helpers/daemon.js";
 
 describe("image files: files", () => {
   it("the key follows the files' content, mode and destination; no files keeps the old key", () => {

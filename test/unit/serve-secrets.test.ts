@@ -6,8 +6,8 @@ import { describe, it, expect } from "vitest";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { MAIN_JS } from "../reliability/harness.js";
-import { tmpDir } from "./_helpers.js";
+import { MAIN_JS } from "../helpers/daemon.js";
+import { tmpDir } from "../helpers/daemon.js";
 
 describe.skipIf(!fs.existsSync(MAIN_JS))("voidbox serve --provider-secrets", () => {
   it("refuses a missing or group/other-readable secrets file at start, naming the flag", () => {

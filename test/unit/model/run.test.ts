@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { RunFile } from "../../../src/runs/model.js";
+import type { RunFile } from "../../../src/run-model.js";
 import { Run, type RunDeps } from "../../../src/runs/run.js";
 import { RunStore } from "../../../src/store/runs.js";
 import { readFreshSummary } from "../../../src/store/summary.js";

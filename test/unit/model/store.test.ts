@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { RunFile } from "../../../src/runs/model.js";
+import type { RunFile } from "../../../src/run-model.js";
 import { appendAtomically, readJsonLinesLenient, wholeLinesLength, writeFileAtomic } from "../../../src/store/fsutil.js";
 import { RunStore } from "../../../src/store/runs.js";
 import { SessionStore } from "../../../src/store/sessions.js";
