@@ -92,6 +92,8 @@ lint: node-deps check-generated
 	npx --no-install redocly lint openapi.yaml --format=stylish
 	node scripts/check-citations.mjs
 	npm run --silent typecheck
+	# No unused exports, files or dependencies (knip.json: src, bench, tests and scripts).
+	npx --no-install knip --no-progress
 
 # The guest image (initramfs + kernel); rebuilt only when its inputs change (guest/build.sh
 # checks a stamp). Until the minimal kernel is built, it boots the Debian cloud kernel and

@@ -22,7 +22,7 @@ export function defaultStateDir(env: Env): string {
   return env.VOIDBOX_STATE_DIR || path.join(env.HOME || os.homedir(), ".local", "state", "void-box");
 }
 
-export function defaultTokenPath(env: Env): string {
+function defaultTokenPath(env: Env): string {
   const base = env.XDG_CONFIG_HOME || path.join(env.HOME || os.homedir(), ".config");
   return path.join(base, "voidbox", "daemon-token");
 }
@@ -54,7 +54,7 @@ export function checkToken(token: string, source: string): string {
 }
 
 /** Reads a token file, refusing one that group or others may read or that holds an unusable token. */
-export function readTokenFile(file: string): string {
+function readTokenFile(file: string): string {
   let st: fs.Stats;
   try {
     st = fs.statSync(file);

@@ -6,7 +6,7 @@ import { v7 as uuidv7 } from "uuid";
  * openapi.yaml; this copy guards code paths that do not go through HTTP validation
  * (spec files, stage names, artifact names, files found on disk).
  */
-export const SAFE_ID = /^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const SAFE_ID = /^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function isSafeId(s: unknown): s is string {
   return typeof s === "string" && SAFE_ID.test(s);

@@ -127,7 +127,7 @@ export const SERVE_LIMIT_FLAGS: Record<string, { key: NumericLimit; kind: "bytes
 const UNITS: Record<string, number> = { "": 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };
 
 /** "4MiB", "512k", "1048576" → bytes; throws a message naming the flag. */
-export function parseBytes(flag: string, value: string): number {
+function parseBytes(flag: string, value: string): number {
   const m = /^(\d+)\s*([a-z]*)$/i.exec(value.trim());
   const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
   if (!m || unit === undefined) throw new ConfigError(`--${flag}: expected a size such as 1048576, 512KiB or 4MiB (got ${JSON.stringify(value)})`);

@@ -26,9 +26,9 @@ import net from "node:net";
 import path from "node:path";
 import { ConfigError } from "./config.js";
 
-export const LOCK_INFO_FILE = "daemon.lock";
+const LOCK_INFO_FILE = "daemon.lock";
 
-export interface LockHolder {
+interface LockHolder {
   pid: number;
   started_at: string;
   urls: string[];
@@ -36,7 +36,7 @@ export interface LockHolder {
   nonce: string;
 }
 
-export class StateDirLockedError extends ConfigError {
+class StateDirLockedError extends ConfigError {
   override name = "StateDirLockedError";
   constructor(
     readonly stateDir: string,

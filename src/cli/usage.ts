@@ -15,7 +15,7 @@ const DAEMON_FLAGS = `  --daemon URL        the daemon: unix:///PATH or http://H
   --token-file FILE   bearer token for a TCP daemon (default: $VOIDBOX_DAEMON_TOKEN_FILE, $VOIDBOX_DAEMON_TOKEN,
                       else ~/.config/voidbox/daemon-token)`;
 
-export const EXIT_CODES = `exit codes: 0 ok · 1 the run failed (or the request was refused, or the spec is invalid) ·
+const EXIT_CODES = `exit codes: 0 ok · 1 the run failed (or the request was refused, or the spec is invalid) ·
             2 usage error · 3 daemon unreachable · 130 interrupted (voidbox run)`;
 
 /** Help per command (`voidbox COMMAND --help`). */

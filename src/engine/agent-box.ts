@@ -48,7 +48,7 @@ export interface Usage {
 
 const count = (v: unknown) => (typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : 0);
 
-export function usageOf(resultJson: Buffer): Usage {
+function usageOf(resultJson: Buffer): Usage {
   try {
     const m = (JSON.parse(resultJson.toString("utf8")) as { metrics?: Record<string, unknown> })?.metrics;
     if (!m || typeof m !== "object") return { input_tokens: 0, output_tokens: 0, total_cost_usd: 0 };

@@ -8,7 +8,7 @@ import type { Semaphore } from "./semaphore.js";
 import { LiveOutput, type LiveStats } from "./live-output.js";
 
 /** Cap on a stage's result file (artifacts are bounded per stage by the limits). */
-export const MAX_RESULT_BYTES = 4 * 1024 * 1024;
+const MAX_RESULT_BYTES = 4 * 1024 * 1024;
 
 export interface StageJob {
   name: string;

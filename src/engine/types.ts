@@ -2,8 +2,8 @@ import type { components } from "../../generated/api.js";
 
 export type RunPolicy = Required<components["schemas"]["RunPolicy"]>;
 export type RunReport = components["schemas"]["RunReport"];
-export type StageStatus = components["schemas"]["StageStatus"];
-export type EventLevel = components["schemas"]["RunEvent"]["level"];
+type StageStatus = components["schemas"]["StageStatus"];
+type EventLevel = components["schemas"]["RunEvent"]["level"];
 
 export const DEFAULT_POLICY: RunPolicy = {
   max_parallel_microvms_per_run: 4,

@@ -8,7 +8,7 @@ import { errorMiddleware, validationError } from "./errors.js";
 import { bearerAuth } from "./auth.js";
 
 /** The Rust daemon's cap; over it → 413 PAYLOAD_TOO_LARGE with a JSON body. */
-export const BODY_LIMIT_BYTES = 4 * 1024 * 1024;
+const BODY_LIMIT_BYTES = 4 * 1024 * 1024;
 
 export interface AppOptions {
   api: OpenAPIBackend;

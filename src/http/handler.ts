@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:
 import type { operations } from "../../generated/api.js";
 import type { JsonBytes } from "../json-bytes.js";
 
-export type OperationId = keyof operations;
+type OperationId = keyof operations;
 
 type Params<O extends OperationId, In extends "path" | "query"> = operations[O]["parameters"] extends { [K in In]?: infer P }
   ? NonNullable<P>
@@ -44,7 +44,7 @@ type BodyReply<C> =
  * non-JSON media type (with the content type it is served as), or a stream that writes
  * the whole response itself (server-sent events).
  */
-export type Reply<O extends OperationId> = { [S in SuccessStatus<O>]: StatusOf<S> & BodyReply<Content<O, S>> }[SuccessStatus<O>];
+type Reply<O extends OperationId> = { [S in SuccessStatus<O>]: StatusOf<S> & BodyReply<Content<O, S>> }[SuccessStatus<O>];
 
 /** Any operation's reply, as `http/app.ts` writes it. */
 export type AnyReply =

@@ -82,7 +82,7 @@ async function clearStaleSocket(path: string): Promise<void> {
 type ConnectionLimits = Pick<Limits, "headersTimeoutMs" | "requestTimeoutMs" | "idleTimeoutMs" | "maxConnections">;
 
 /** Soft RLIMIT_NOFILE of this process, or null when /proc does not say. */
-export function openFileLimit(): number | null {
+function openFileLimit(): number | null {
   try {
     const m = /^Max open files\s+(\d+)/m.exec(fs.readFileSync("/proc/self/limits", "utf8"));
     return m ? Number(m[1]) : null;
@@ -100,7 +100,7 @@ export function openFileLimit(): number | null {
 let openConnections = 0;
 
 /** How many connections the fd limit allows, with a quarter of it (at least 64) kept in reserve. */
-export function connectionBudget(fdLimit: number | null): number {
+function connectionBudget(fdLimit: number | null): number {
   if (fdLimit === null) return Number.POSITIVE_INFINITY;
   return Math.max(1, fdLimit - Math.max(64, Math.floor(fdLimit / 4)));
 }

@@ -12,9 +12,9 @@ import path from "node:path";
 import { ensureDir } from "../store/fsutil.js";
 import { blobPath, hasBlob, imagesDir, IMAGE_NAME, readManifest, setName, writeManifest, type ImageFileInput, type ImageInputs, type ImageManifest } from "./store.js";
 
-export const IMAGE_FORMAT = 1;
-export const DEFAULT_SUITE = "bookworm";
-export const DEFAULT_MIRROR = "http://deb.debian.org/debian";
+const IMAGE_FORMAT = 1;
+const DEFAULT_SUITE = "bookworm";
+const DEFAULT_MIRROR = "http://deb.debian.org/debian";
 /** Debian package names (policy §5.6.1), optionally with an architecture qualifier. */
 const PACKAGE = /^[a-z0-9][a-z0-9+.-]{1,99}(:[a-z0-9-]+)?$/;
 const SUITE = /^[a-z][a-z0-9-]{1,31}$/;

@@ -13,7 +13,7 @@ import { ensureDir } from "../store/fsutil.js";
 import { ImageBuildError, packTree, run, type BuildOptions, type BuildResult } from "./build.js";
 import { blobPath, hasBlob, imagesDir, IMAGE_NAME, readManifest, setName, type OciInputs } from "./store.js";
 
-export const OCI_FORMAT = 1;
+const OCI_FORMAT = 1;
 
 /** "LAYOUT[:TAG]" → the layout directory and tag (default latest). */
 export function parseOciRef(ref: string): { layout: string; tag: string } {
@@ -22,7 +22,7 @@ export function parseOciRef(ref: string): { layout: string; tag: string } {
 }
 
 /** The digest of the manifest tagged `tag` in the layout's index.json. */
-export function ociManifestDigest(layout: string, tag: string): string {
+function ociManifestDigest(layout: string, tag: string): string {
   let index: { manifests?: Array<{ digest?: string; annotations?: Record<string, string> }> };
   try {
     index = JSON.parse(fs.readFileSync(path.join(layout, "index.json"), "utf8"));

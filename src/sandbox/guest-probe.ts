@@ -11,7 +11,7 @@ import type { AccelMode, Accelerator } from "./types.js";
 export type BootFailure = components["schemas"]["BootFailure"];
 
 /** KVM boots a guest in well under a second; a host whose KVM takes longer (nested hypervisors) is better off on TCG. */
-export const KVM_PROBE_DEADLINE_MS = 4000;
+const KVM_PROBE_DEADLINE_MS = 4000;
 
 export type ProbeOutcome =
   | { ok: true; accelerator: Accelerator; bootMs: number; kernelVersion: string; failures: BootFailure[] }

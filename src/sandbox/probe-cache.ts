@@ -45,7 +45,7 @@ export const PROBE_CACHE_FILE = "guest-probe.json";
 const MAX_ENTRIES = 8;
 
 /** `<path>@<size>:<mtime>:<inode>`; a file that cannot be stat'ed is "missing". */
-export function fileIdentity(file: string): string {
+function fileIdentity(file: string): string {
   try {
     const real = fs.realpathSync(file);
     const st = fs.statSync(real);
@@ -55,7 +55,7 @@ export function fileIdentity(file: string): string {
   }
 }
 
-export function kvmUsable(): boolean {
+function kvmUsable(): boolean {
   try {
     fs.accessSync("/dev/kvm", fs.constants.R_OK | fs.constants.W_OK);
     return true;

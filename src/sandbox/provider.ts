@@ -15,7 +15,7 @@ import { SandboxError, type Egress, type Sandbox, type StageVm } from "./types.j
 const LOOKUP_TIMEOUT_MS = 10_000;
 
 /** Reads the key on the daemon host; throws SandboxError naming the variable (never its value). */
-export function providerKey(p: ProviderSpec, secretsFile: string | undefined, env: NodeJS.ProcessEnv = process.env): { name: string; value: string } | null {
+function providerKey(p: ProviderSpec, secretsFile: string | undefined, env: NodeJS.ProcessEnv = process.env): { name: string; value: string } | null {
   const name = keyEnvOf(p);
   if (!name) return null;
   const value = readSecret(name, secretsFile, env);

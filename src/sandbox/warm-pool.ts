@@ -28,9 +28,9 @@ export interface PoolShape {
   initramfs?: string;
 }
 
-export const DEFAULT_POOL_SHAPE: PoolShape = { memoryMb: 256, vcpus: 1, network: false };
+const DEFAULT_POOL_SHAPE: PoolShape = { memoryMb: 256, vcpus: 1, network: false };
 
-export function shapeKey(s: PoolShape): string {
+function shapeKey(s: PoolShape): string {
   return JSON.stringify([s.kernel ?? null, s.initramfs ?? null, s.memoryMb, s.vcpus, s.network]);
 }
 

@@ -20,7 +20,7 @@ const specValidator = once(() => {
   return new Ajv({ allErrors: true, useDefaults: true, strict: false }).compile<RunSpec>(runSpecSchema);
 });
 
-export function describeAjvErrors(errors: ErrorObject[] | null | undefined, root: string): string {
+function describeAjvErrors(errors: ErrorObject[] | null | undefined, root: string): string {
   if (!errors?.length) return `${root}: invalid`;
   // if/then and oneOf produce a summary error next to the specific ones: keep the specific.
   const specific = errors.filter((e) => e.keyword !== "if" && e.keyword !== "oneOf");
@@ -115,7 +115,7 @@ function lineColumn(text: string, offset: number): string {
  * source (V8's JSON messages and some YAML ones do), and a spec file may be any host
  * file. Errors name the file, the kind of problem and where it is, never its content.
  */
-export function parseSpecText(text: string, yamlFormat: boolean, file: string, subject = `spec file ${file}`): unknown {
+function parseSpecText(text: string, yamlFormat: boolean, file: string, subject = `spec file ${file}`): unknown {
   if (!yamlFormat) {
     try {
       return JSON.parse(text);

@@ -7,7 +7,7 @@ import net from "node:net";
 import { SpecError } from "./errors.js";
 import type { ProviderSpec } from "./types.js";
 
-export const PROVIDER_DEFAULTS: Record<ProviderSpec["kind"], { baseUrl: string; keyEnv: string | null }> = {
+const PROVIDER_DEFAULTS: Record<ProviderSpec["kind"], { baseUrl: string; keyEnv: string | null }> = {
   anthropic: { baseUrl: "https://api.anthropic.com", keyEnv: "ANTHROPIC_API_KEY" },
   openai: { baseUrl: "https://api.openai.com/v1", keyEnv: "OPENAI_API_KEY" },
   // Ollama's OpenAI-compatible endpoint; a local server wants no key.

@@ -4,7 +4,7 @@
  * Schema that validates them is in ./schema.ts and must stay in step with them.
  */
 
-export type SandboxMode = "local" | "mock" | "auto";
+type SandboxMode = "local" | "mock" | "auto";
 
 export interface SandboxSpec {
   mode: SandboxMode;
@@ -26,7 +26,7 @@ export interface MountSpec {
   readonly?: boolean;
 }
 
-export interface StepRun {
+interface StepRun {
   program: string;
   args?: string[];
   env?: Record<string, string>;
@@ -91,12 +91,12 @@ export interface BoxSpec extends AgentBoxFields {
 
 export type PipelineStageSpec = { type: "box"; name: string } | { type: "fan_out"; boxes: string[] };
 
-export interface PipelineSpec {
+interface PipelineSpec {
   boxes: BoxSpec[];
   stages: PipelineStageSpec[];
 }
 
-export interface AgentSpec extends AgentBoxFields {
+interface AgentSpec extends AgentBoxFields {
   prompt: string;
   output_file?: string;
 }

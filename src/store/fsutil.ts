@@ -24,7 +24,7 @@ let tmpCounter = 0;
  * for the rest, so a full disk surfaces as ENOSPC (or a ShortWriteError), never as
  * silently missing bytes.
  */
-export function writeAll(fd: number, data: string | Buffer, what: string): void {
+function writeAll(fd: number, data: string | Buffer, what: string): void {
   const buf = typeof data === "string" ? Buffer.from(data) : data;
   let off = 0;
   while (off < buf.length) {
@@ -135,16 +135,6 @@ export function readJsonLinesLenient(file: string): JsonLines {
     }
   }
   return out;
-}
-
-/**
- * Reads a JSON-lines file (see readJsonLinesLenient); throws on a complete line that is
- * not valid JSON (that is not a torn append).
- */
-export function readJsonLines<T>(file: string): T[] {
-  const r = readJsonLinesLenient(file);
-  if (r.badLines.length) throw new Error(`${file}: line ${r.badLines[0]} is not valid JSON`);
-  return r.values as T[];
 }
 
 /** Bytes of the open file up to (and including) its last newline: where its last whole line ends. */

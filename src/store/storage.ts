@@ -24,7 +24,7 @@ const LOW_SPACE = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
 const READ_ONLY = new Set(["EROFS", "EPERM", "EACCES"]);
 
 /** The storage condition an error from an fs call stands for; null when it is not an fs error. */
-export function conditionOf(e: unknown): Exclude<StorageCondition, "ok"> | null {
+function conditionOf(e: unknown): Exclude<StorageCondition, "ok"> | null {
   if (e instanceof StorageError) return e.condition;
   const code = (e as NodeJS.ErrnoException | null)?.code;
   if (typeof code !== "string" || !/^E[A-Z0-9]+$/.test(code)) return null;

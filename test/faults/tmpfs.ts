@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { tmpDir } from "../helpers/daemon.js";
 
-export const IS_ROOT = typeof process.getuid === "function" && process.getuid() === 0;
+const IS_ROOT = typeof process.getuid === "function" && process.getuid() === 0;
 
 /** Why real storage faults cannot be injected here (null when they can): not root, or no permission to mount (a container without CAP_SYS_ADMIN). */
 export function cannotMount(): string | null {

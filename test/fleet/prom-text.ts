@@ -3,7 +3,7 @@
 // Prometheus server would reject or that hints at a broken exporter: bad names, labels
 // or values, samples without a TYPE, duplicate series, non-cumulative histograms.
 
-export interface Sample {
+interface Sample {
   name: string;
   labels: Record<string, string>;
   value: number;

@@ -137,7 +137,7 @@ export function replyViolations(reply: Reply): Violation[] {
   return violations;
 }
 
-export function describeViolations(reply: Pick<Reply, "method" | "path" | "status">, violations: Violation[]): string {
+function describeViolations(reply: Pick<Reply, "method" | "path" | "status">, violations: Violation[]): string {
   const op = violations[0]?.operation ?? operationOf(reply);
   return (
     `reply does not conform to openapi.yaml: ${reply.method} ${reply.path} → ${reply.status} ${op === NO_OPERATION ? op : `(${op})`}\n` +

@@ -45,7 +45,7 @@ export function childEnv(home: string, extra: Record<string, string> = {}): Node
   return { ...env, XDG_CONFIG_HOME: path.join(home, "config"), XDG_RUNTIME_DIR: path.join(home, "run"), ...extra };
 }
 
-export interface LogLine {
+interface LogLine {
   raw: string;
   rec: Record<string, unknown> | null;
 }

@@ -13,7 +13,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { AddressInfo } from "node:net";
 
-export interface FakeRequest {
+interface FakeRequest {
   path: string;
   headers: http.IncomingHttpHeaders;
   body: { model?: string; messages?: { role: string; content: string }[]; system?: string; max_tokens?: number };

@@ -14,9 +14,9 @@ import { gateReply, replyViolations, skipReply, type Gate } from "./conformance.
 import { matchOperation } from "./openapi.js";
 import type { Target, TargetKind } from "./targets.js";
 
-export { ConformanceError } from "./conformance.js";
 
-export const TEST_TOKEN = "test-token";
+
+const TEST_TOKEN = "test-token";
 
 export interface ApiResponse<T = unknown> {
   status: number;

@@ -10,7 +10,7 @@ import { OpenAPIBackend, ValidationContext, type Document, type Operation } from
 import type { OpenAPIV3 } from "openapi-types";
 import { parse as parseYaml } from "yaml";
 
-export const OPENAPI_PATH = fileURLToPath(new URL("../../openapi.yaml", import.meta.url));
+const OPENAPI_PATH = fileURLToPath(new URL("../../openapi.yaml", import.meta.url));
 
 /** A dereferenced operation of the spec (path-level parameters merged in, as openapi-backend lists them). */
 export type OperationInfo = Operation<OpenAPIV3.Document> & { operationId: string };

@@ -16,7 +16,7 @@ export const TERMINAL: ReadonlySet<string> = new Set<RunStatus>(["succeeded", "f
 export const isTerminal = (s: string) => TERMINAL.has(s);
 
 /** Legacy → v2 names (openapi.yaml pairs them in EventType / EventTypeV2; other names are split on "." and "_" and capitalised). */
-export const V2_NAMES: Record<string, string> = {
+const V2_NAMES: Record<string, string> = {
   "run.started": "RunStarted",
   "run.finished": "RunCompleted",
   "run.failed": "RunFailed",
@@ -84,7 +84,7 @@ export interface Fixtures {
 export type FixtureMode = "file" | "inline";
 
 /** The `file` openapi.yaml says a run created with an inline `spec` records. */
-export const INLINE_SPEC_FILE = "inline:spec.json";
+const INLINE_SPEC_FILE = "inline:spec.json";
 
 /**
  * The one switch between the two: a POST /v1/runs body as the suite writes it

@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 
-export const MOCK = { mode: "mock" } as const;
+const MOCK = { mode: "mock" } as const;
 
 /** A mock workflow named `name` with these steps (and any other `workflow` fields). */
 export function workflow(name: string, steps: unknown[], extra: Record<string, unknown> = {}) {

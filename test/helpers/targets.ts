@@ -78,7 +78,7 @@ function captureOutput(child: ChildProcess, onLine?: (line: string) => void): ()
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves when the child is gone. */
-export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   await new Promise<void>((resolve) => {
     const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
@@ -126,7 +126,7 @@ function spawnUntilReady(
 }
 
 /** The CLI entry the package declares (`bin.voidbox` in package.json, e.g. dist/src/main.js). */
-export function cliEntry(): string {
+function cliEntry(): string {
   const pkg = JSON.parse(readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")) as {
     bin?: string | Record<string, string>;
   };
@@ -134,7 +134,7 @@ export function cliEntry(): string {
   return path.join(REPO_ROOT, rel);
 }
 
-export async function startProcess(bin = cliEntry()): Promise<Target> {
+async function startProcess(bin = cliEntry()): Promise<Target> {
   if (!existsSync(bin)) throw new Error(`${bin} does not exist: run \`npm run build\` first`);
   if (!existsSync(path.join(REPO_ROOT, "dist"))) throw new Error("dist/ does not exist: run `npm run build` first");
   const stateDir = makeStateDir();
@@ -168,7 +168,7 @@ export async function startProcess(bin = cliEntry()): Promise<Target> {
   };
 }
 
-export function freePort(): Promise<number> {
+function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -211,7 +211,7 @@ async function startPrismOn(name: string, args: string[]): Promise<Target> {
   throw lastError;
 }
 
-export function startPrism(): Promise<Target> {
+function startPrism(): Promise<Target> {
   return startPrismOn("Prism mock", ["mock", "openapi.yaml"]);
 }
 
@@ -224,7 +224,7 @@ export function startPrismProxy(upstream: string, extraArgs: string[] = []): Pro
   return startPrismOn("Prism proxy", ["proxy", "openapi.yaml", upstream, "--errors", ...extraArgs]);
 }
 
-export const ALL_TARGETS: TargetFactory[] = [
+const ALL_TARGETS: TargetFactory[] = [
   { name: "in-process server", kind: "inprocess", start: startInProcess },
   { name: "separate process", kind: "process", start: () => startProcess() },
   { name: "Prism mock", kind: "prism", start: startPrism },

@@ -12,7 +12,7 @@ import { loadImageFile } from "../../src/images/file.js";
 import { blobPath, findImage, setName } from "../../src/images/store.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const TEST_IMAGE_FILE = path.join(root, "images/test.yaml");
+const TEST_IMAGE_FILE = path.join(root, "images/test.yaml");
 const CACHE = path.join(root, "build/test-images");
 
 /** Why the test image cannot be built here, or null. */

@@ -2,7 +2,7 @@
 import type { components } from "../../generated/api.js";
 
 type S = components["schemas"];
-export type ApiError = S["ApiError"];
+type ApiError = S["ApiError"];
 export type CancelRunResponse = S["CancelRunResponse"];
 export type CreateRunResponse = S["CreateRunResponse"];
 export type DrainStatus = S["DrainStatus"];
@@ -12,8 +12,8 @@ export type RunEvent = S["RunEvent"];
 export type RunList = S["RunList"];
 export type RunPage = S["RunPage"];
 export type RunState = S["RunState"];
-export type RunStatus = S["RunStatus"];
-export type RunSummary = S["RunSummary"];
+type RunStatus = S["RunStatus"];
+type RunSummary = S["RunSummary"];
 export type SessionMessage = S["SessionMessage"];
 export type StageList = S["StageList"];
 export type StructuredOutput = S["StructuredOutput"];

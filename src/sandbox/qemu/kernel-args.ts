@@ -7,7 +7,7 @@ import path from "node:path";
 import type { Accelerator } from "../types.js";
 
 /** Kernel arguments measured to shorten a TCG boot of the Debian cloud kernel. */
-export const TUNED_KERNEL_ARGS = [
+const TUNED_KERNEL_ARGS = [
   "console=ttyS0",
   "quiet",
   "loglevel=0",

@@ -43,7 +43,7 @@ let relayFile: string | undefined;
  * The relay script's path: in a directory of this process's own (mkdtemp: 0700, a fresh
  * name, so nobody else can have planted a script there), removed when the process exits.
  */
-export function relayScript(): string {
+function relayScript(): string {
   if (relayFile && fs.existsSync(relayFile)) return relayFile;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "voidbox-relay-"));
   const file = path.join(dir, "egress-relay.cjs");

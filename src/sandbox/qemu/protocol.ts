@@ -59,15 +59,12 @@
  */
 import { crc32 } from "node:zlib";
 
-export const MAGIC = "VBX1";
+const MAGIC = "VBX1";
 /** Largest payload accepted in either direction. */
 export const MAX_FRAME_PAYLOAD = 16 * 1024 * 1024;
 /** Longest header line (including the newline) before the decoder gives up. */
-export const MAX_HEADER_BYTES = 128;
+const MAX_HEADER_BYTES = 128;
 
-export type HostFrameType = "STDIN" | "EXEC" | "KILL" | "READ" | "SEED" | "POWEROFF";
-export type GuestFrameType = "READY" | "OUTC" | "ERRC" | "OUT" | "ERR" | "EXIT" | "FILE" | "NOFILE" | "TOOBIG" | "ERROR";
-export type FrameType = HostFrameType | GuestFrameType;
 
 export interface Frame {
   type: string;
@@ -221,7 +218,7 @@ export function shQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-export const GUEST_DEFAULT_ENV: Record<string, string> = {
+const GUEST_DEFAULT_ENV: Record<string, string> = {
   PATH: "/bin:/sbin:/usr/bin:/usr/sbin",
   HOME: "/root",
 };

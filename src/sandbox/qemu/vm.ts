@@ -377,7 +377,7 @@ export class QemuVm {
 const SETPRIV = "setpriv";
 let setprivWorks: boolean | undefined;
 /** Whether util-linux's `setpriv` runs and knows --pdeathsig (checked once per process). */
-export function dieWithParentAvailable(): boolean {
+function dieWithParentAvailable(): boolean {
   setprivWorks ??= spawnSync(SETPRIV, SETPRIV_CHECK, { stdio: "ignore", timeout: 10_000 }).status === 0;
   return setprivWorks;
 }
