@@ -3,7 +3,7 @@ import { encodedJson, type JsonBytes } from "../json-bytes.js";
 import type { RunStore } from "../store/runs.js";
 import { EVENT_CONTEXT_KEYS, type EngineEvent, type StagePatch, type StagePlan } from "../engine/types.js";
 import type { Metrics } from "../metrics.js";
-import { v2EventName } from "./naming.js";
+import { v2EventName } from "../naming.js";
 import type { RunSummary } from "../store/summary.js";
 import { TERMINAL, type RunEvent, type RunFile, type RunState, type RunStatus, type StageRecord, type StageView } from "../run-model.js";
 

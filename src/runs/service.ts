@@ -16,11 +16,13 @@ import type { LoadedRun, RunStore } from "../store/runs.js";
 import type { StateSchemas } from "../store/schemas.js";
 import { isStorageError, type StorageGuard } from "../store/storage.js";
 import { adoptTerminalEvent, terminalEventOf } from "./adopt.js";
-import type { RunSummary } from "../store/summary.js";
+import { storedSummary, type RunSummary } from "../store/summary.js";
 import { TERMINAL, type RunEvent, type RunFile, type RunState } from "../run-model.js";
-import { normaliseStatus, v2EventName } from "./naming.js";
+import { normaliseStatus } from "../naming.js";
 import { decidePublication, type StageOutputs } from "./publication.js";
+import { appendOutputLines } from "./log-lines.js";
 import { Run } from "./run.js";
+import { stateJson } from "./state-json.js";
 import { RunCache } from "./run-cache.js";
 import { decodeCursor, encodeCursor, RunOrder, type OrderKey } from "./run-order.js";
 import { checkInlineStorage, checkRunInputs, INLINE_SPEC_FILE, storeRunInputs, type RunInputs } from "./inline.js";
@@ -48,82 +50,6 @@ export interface RunServiceDeps {
   metrics?: Metrics;
   /** Told of a terminal run's files quarantined after start-up (found damaged when first read back). */
   onQuarantine?: (file: string, reason: string) => void;
-}
-
-/** Rust-daemon events may predate seq/event_type_v2/etc.: fill what is derivable. */
-function normaliseLegacyEvent(e: RunEvent, i: number): RunEvent {
-  const ts = typeof e.ts_ms === "number" ? e.ts_ms : Date.parse(e.timestamp ?? "") || 0;
-  return {
-    ...e,
-    ts_ms: ts,
-    level: e.level ?? "info",
-    message: e.message ?? "",
-    seq: typeof e.seq === "number" ? e.seq : i,
-    attempt_id: e.attempt_id ?? 1,
-    timestamp: e.timestamp ?? new Date(ts).toISOString(),
-    event_type_v2: e.event_type_v2 ?? v2EventName(e.event_type),
-    payload: e.payload ?? null,
-  };
-}
-
-/** Rust-daemon run files may lack fields we always serve: absent means unknown (null). */
-function normaliseLegacyFile(f: RunFile): RunFile {
-  const nulls = ["report", "error", "finished_at", "terminal_reason", "terminal_event_id", "exit_code", "policy", "artifact_publication"] as const;
-  const out = { ...f, attempt_id: f.attempt_id ?? 1, updated_at: f.updated_at ?? f.started_at, file: f.file ?? "" };
-  for (const k of nulls) if (out[k] === undefined) (out as Record<string, unknown>)[k] = null;
-  return out;
-}
-
-/**
- * The report's output as `log.chunk` events (one per line, then `log.closed`), at most
- * `maxLines` of them; past it one `log.truncated` event says how many lines were dropped.
- */
-function appendOutputLines(run: Run, output: string, maxLines: number): void {
-  const text = output.endsWith("\n") ? output.slice(0, -1) : output;
-  // Each pass starts at the beginning of a line that exists.
-  for (let at = 0, kept = 0; ; kept++) {
-    if (kept === maxLines) {
-      let dropped = 1;
-      // A plain scan: up to max-stage-output bytes of one-character lines, so no call per line.
-      for (let i = at; i < text.length; i++) if (text.charCodeAt(i) === 10) dropped++;
-      run.append({
-        type: "log.truncated",
-        level: "warn",
-        message: `output truncated: ${dropped} more line(s) not sent as log.chunk (limit ${maxLines})`,
-        stream: "stdout",
-        payload: { kept_lines: kept, dropped_lines: dropped, total_lines: kept + dropped, limit_lines: maxLines },
-      });
-      break;
-    }
-    const nl = text.indexOf("\n", at);
-    const line = nl < 0 ? text.slice(at) : text.slice(at, nl);
-    run.append({ type: "log.chunk", message: line, stream: "stdout", payload: { data: line } });
-    if (nl < 0) break;
-    at = nl + 1;
-  }
-  run.append({ type: "log.closed", message: "output closed", stream: "stdout" });
-}
-
-/** Stands for the events in a state encoded without them (a JSON string no run can hold as this key's value). */
-const EVENTS_MARK = "\u0000events\u0000";
-
-/** A terminal run's RunState as JSON, as Run.toState encodes it, with its log's lines as the events. */
-function stateJson(loaded: LoadedRun): string {
-  const { stages, stage_states, ...rest } = loaded.file;
-  const state = {
-    ...rest,
-    events: EVENTS_MARK,
-    active_stage_count: stages?.filter((s) => s.status === "running").length ?? 0,
-    active_microvm_count: 0,
-    stage_states: stages?.length
-      ? Object.fromEntries(stages.map((s) => [s.name, { status: s.status, attempt: s.attempt, exit_code: s.exit_code }]))
-      : (stage_states ?? null),
-  };
-  const text = JSON.stringify(state);
-  const mark = `"events":${JSON.stringify(EVENTS_MARK)}`;
-  const at = text.indexOf(mark);
-  const events = loaded.lines && loaded.lines.length === loaded.events.length ? loaded.lines.join(",") : loaded.events.map((e) => JSON.stringify(e)).join(",");
-  return text.slice(0, at) + `"events":[${events}]` + text.slice(at + mark.length);
 }
 
 /** Per-run execution context that is not persisted. */
@@ -163,7 +89,7 @@ export class RunService {
     this.deps.storage.onRecovered(() => this.retryOwed());
     const { runs, stored, quarantined, reasons, interrupted } = this.deps.store.loadAll(
       (l) => this.conforming(l),
-      (s) => this.storedSummary(s),
+      storedSummary,
     );
     for (const id of interrupted) this.deps.log.warn({ run_id: id }, "removed a run directory left by a create interrupted before its first write");
     for (const s of stored) this.runs.set(s.id, s);
@@ -197,26 +123,6 @@ export class RunService {
     this.writeSummariesLater(unindexed);
     quarantined.forEach((q, i) => this.deps.log.error({ file: q, reason: reasons[i] }, "state file does not conform; quarantined"));
     return quarantined;
-  }
-
-  /**
-   * A summary.json's summary when it is a terminal run's and has RunSummary's shape;
-   * null: read the run's files instead. Checked by hand, not by the schema: compiling
-   * ajv and checking 10,000 summaries was a third of a long history's start-up.
-   */
-  private storedSummary(s: unknown): RunSummary | null {
-    if (!s || typeof s !== "object") return null;
-    const r = s as Record<string, unknown>;
-    const str = (k: string) => typeof r[k] === "string";
-    const strOrNull = (k: string) => r[k] === null || typeof r[k] === "string";
-    const int = (k: string) => Number.isInteger(r[k]);
-    const ok =
-      TERMINAL.has(r.status as RunSummary["status"]) &&
-      str("id") && str("file") && str("started_at") && str("updated_at") &&
-      strOrNull("error") && strOrNull("finished_at") && strOrNull("terminal_reason") && strOrNull("terminal_event_id") &&
-      int("attempt_id") && (r.exit_code === null || int("exit_code")) && int("event_count") && (r.event_count as number) >= 0 &&
-      (r.sandbox_mode === null || r.sandbox_mode === "mock" || r.sandbox_mode === "local");
-    return ok ? (s as RunSummary) : null;
   }
 
   /**
@@ -289,10 +195,9 @@ export class RunService {
     const bad = (what: string, problem: string | null) => {
       if (problem) throw new Error(`${what}: ${problem}`);
     };
-    if (loaded.legacy) loaded.events.forEach((e, i) => bad(`event ${i}`, e && typeof e === "object" && !Array.isArray(e) ? null : "is not an object"));
-    const file = loaded.legacy ? normaliseLegacyFile(loaded.file) : loaded.file;
+    const file = loaded.file;
     if (typeof file.status === "string") file.status = normaliseStatus(file.status) as RunState["status"];
-    const events = loaded.legacy ? loaded.events.map(normaliseLegacyEvent) : loaded.events;
+    const events = loaded.events;
     // Files unchanged since they were written or last checked (their summary.json says so)
     // are only parsed: checking every event of every run made a full listing 5× slower.
     if (schemas && !loaded.unchanged) {

@@ -4,6 +4,7 @@ import { isSafeId } from "../ids.js";
 import type { RunEvent, RunFile } from "../run-model.js";
 import { appendAtomically, ensureDir, linkFileAtomic, readJsonLinesLenient, removeTempFiles, writeFileAtomic } from "./fsutil.js";
 import { readFreshSummary, writeSummary, type RunSummary } from "./summary.js";
+import { readLegacyRun } from "./legacy.js";
 
 /** A run as found on disk at startup. */
 export interface LoadedRun {
@@ -224,11 +225,7 @@ export class RunStore {
             bestEffort(() => this.retireLegacy(entry.name.slice(0, -5)));
             continue;
           }
-          const state = JSON.parse(fs.readFileSync(full, "utf8")) as RunFile & { events?: RunEvent[] };
-          if (!state || typeof state !== "object" || state.id !== entry.name.slice(0, -5)) throw new Error("not a run state named after its file");
-          const { events = [], ...rest } = state;
-          if (!Array.isArray(events)) throw new Error("events is not an array");
-          runs.push(accept({ file: rest as RunFile, events, legacy: true }));
+          runs.push(accept(readLegacyRun(full, entry.name.slice(0, -5))));
         } else if (entry.name.startsWith(".") && entry.name.endsWith(".tmp")) {
           bestEffort(() => fs.rmSync(full, { force: true }));
         }

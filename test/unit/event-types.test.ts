@@ -3,7 +3,7 @@
 // must only produce events that the typed union accepts.
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { v2EventName } from "../../src/runs/naming.js";
+import { v2EventName } from "../../src/naming.js";
 import { definition, validateSchema } from "../helpers/openapi.js";
 import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
 import { api } from "../helpers/http.js";

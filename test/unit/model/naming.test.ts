@@ -1,6 +1,6 @@
 // The v2 event names and the accepted status spellings (src/runs/naming.ts).
 import { describe, expect, it } from "vitest";
-import { normaliseStatus, v2EventName } from "../../../src/runs/naming.js";
+import { normaliseStatus, v2EventName } from "../../../src/naming.js";
 import { jsonSchemaFor } from "../../helpers/openapi.js";
 
 describe("v2EventName", () => {

@@ -192,7 +192,7 @@ describe("RunStore.loadAll at start-up", () => {
     expect(stale.runs[0]!.events).toHaveLength(2);
   });
 
-  it("reads a Rust-format runs/<id>.json (events inline) as a legacy run; retireLegacy keeps it as a backup", () => {
+  it("reads a Rust-format runs/<id>.json (events inline) as a legacy run, filling what its events lack; retireLegacy keeps it as a backup", () => {
     fs.mkdirSync(path.join(dir, "runs"), { recursive: true });
     const events = [JSON.parse(eventLine("old", 0)) as unknown];
     fs.writeFileSync(path.join(dir, "runs", "old.json"), JSON.stringify({ ...runFile("old", "succeeded"), events }));
@@ -200,7 +200,8 @@ describe("RunStore.loadAll at start-up", () => {
     const r = s.loadAll();
     expect(r.runs).toHaveLength(1);
     expect(r.runs[0]).toMatchObject({ legacy: true, file: { id: "old", status: "succeeded" } });
-    expect(r.runs[0]!.events).toEqual(events);
+    // What the Rust daemon's events lack is filled in as we always serve it (store/legacy.ts).
+    expect(r.runs[0]!.events).toEqual([{ ...(events[0] as object), ts_ms: 0, level: "info", message: "", attempt_id: 1, timestamp: "1970-01-01T00:00:00.000Z", event_type_v2: "RunStarted", payload: null }]);
     s.retireLegacy("old");
     expect(fs.existsSync(path.join(dir, "runs", "old.json.migrated"))).toBe(true);
     expect(openStore().loadAll().runs).toEqual([]);
