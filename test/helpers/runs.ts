@@ -6,6 +6,7 @@ import type { components } from "../../generated/api.js";
 import { api as get, type ApiClient } from "./http.js";
 import type { PayloadOf } from "./types.js";
 import { waitFor } from "./wait.js";
+import { definition } from "./openapi.js";
 
 export type RunState = components["schemas"]["RunState"];
 export type RunEvent = components["schemas"]["RunEvent"];
@@ -15,28 +16,13 @@ export type RunStatus = components["schemas"]["RunStatus"];
 export const TERMINAL: ReadonlySet<string> = new Set<RunStatus>(["succeeded", "failed", "cancelled"]);
 export const isTerminal = (s: string) => TERMINAL.has(s);
 
-/** Legacy → v2 names (openapi.yaml pairs them in EventType / EventTypeV2; other names are split on "." and "_" and capitalised). */
-const V2_NAMES: Record<string, string> = {
-  "run.started": "RunStarted",
-  "run.finished": "RunCompleted",
-  "run.failed": "RunFailed",
-  "run.cancelled": "RunCancelled",
-  "run.spec.loaded": "SpecLoaded",
-  "spec.parse_failed": "SpecParseFailed",
-  "env.provisioned": "EnvironmentProvisioned",
-  "box.started": "BoxStarted",
-  "skill.mounted": "SkillMounted",
-  "workflow.planned": "WorkflowPlanned",
-  "log.chunk": "LogChunk",
-  "log.closed": "LogClosed",
-  "stage.queued": "StageQueued",
-  "stage.started": "StageStarted",
-  "stage.completed": "StageSucceeded",
-  "stage.failed": "StageFailed",
-  "stage.skipped": "StageSkipped",
-  "microvm.spawned": "MicroVmSpawned",
-  "microvm.exited": "MicroVmExited",
-};
+/** Legacy → v2 names as openapi.yaml pairs them (EventType and EventTypeV2, same order): the contract, not the daemon's table. */
+const V2_NAMES: Record<string, string> = (() => {
+  const schemas = definition.components?.schemas ?? {};
+  const names = (k: string) => ((schemas[k] ?? {}) as { enum?: string[] }).enum ?? [];
+  const v2 = names("EventTypeV2");
+  return Object.fromEntries(names("EventType").map((n, i) => [n, v2[i]!]));
+})();
 
 /** The v2 name of a legacy event type (table, else the generic split/capitalise rule). */
 export function v2Name(legacy: string): string {

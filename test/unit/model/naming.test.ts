@@ -1,4 +1,4 @@
-// The v2 event names and the accepted status spellings (src/runs/naming.ts).
+// The v2 event names and the accepted status spellings (src/naming.ts).
 import { describe, expect, it } from "vitest";
 import { normaliseStatus, v2EventName } from "../../../src/naming.js";
 import { jsonSchemaFor } from "../../helpers/openapi.js";
