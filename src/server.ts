@@ -261,7 +261,7 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
       ...healthHandlers(health),
       ...fleetHandlers({ metrics: async () => ({ text: await metrics.text(), contentType: metrics.contentType }), drain: drainStatus }),
       ...runHandlers(runs, { heartbeatMs: limits.sseHeartbeatMs, stallTimeoutMs: limits.sseStallTimeoutMs }),
-      ...stageHandlers(runs, store),
+      ...stageHandlers(runs),
       ...sessionHandlers(sessions, now),
     };
     const api = await createApi(structuredClone(sharedDefinition()));

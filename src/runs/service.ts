@@ -651,6 +651,16 @@ export class RunService {
     this.settle(run, () => run.persist());
   }
 
+  /** A stage's result.json as its stage wrote it, or null (none). */
+  stageResult(runId: string, stage: string): Buffer | null {
+    return this.deps.store.readResult(runId, stage);
+  }
+
+  /** A stored artifact of a stage, or null (none by that name). */
+  stageArtifact(runId: string, stage: string, name: string): Buffer | null {
+    return this.deps.store.readArtifact(runId, stage, name);
+  }
+
   /** Cancel (as openapi.yaml's cancelRun describes it): durable before it returns; stops the run's work. */
   cancel(id: string, reason: string | undefined): CancelRunResponse {
     const run = this.get(id);

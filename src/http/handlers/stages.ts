@@ -2,7 +2,6 @@ import type { components } from "../../../generated/api.js";
 import { ApiError } from "../../errors.js";
 import { encodedJson } from "../../json-bytes.js";
 import type { RunService } from "../../runs/service.js";
-import type { RunStore } from "../../store/runs.js";
 import type { Handler } from "../handler.js";
 
 type StageList = components["schemas"]["StageList"];
@@ -15,7 +14,7 @@ function servedMediaType(declared: string | undefined): string {
   return declared !== undefined && declared.length <= 255 && MEDIA_TYPE.test(declared) ? declared : "application/octet-stream";
 }
 
-export function stageHandlers(runs: RunService, store: RunStore) {
+export function stageHandlers(runs: RunService) {
   const listRunStages: Handler<"listRunStages"> = ({ params }) => {
     const run = runs.get(params.run_id);
     // satisfies: TypeScript does not check a returned literal for extra fields, this does.
@@ -25,7 +24,7 @@ export function stageHandlers(runs: RunService, store: RunStore) {
 
   const getStageOutputFile: Handler<"getStageOutputFile"> = ({ params }) => {
     const run = runs.get(params.run_id);
-    const bytes = store.readResult(run.id, params.stage);
+    const bytes = runs.stageResult(run.id, params.stage);
     if (!bytes) throw new ApiError("STRUCTURED_OUTPUT_MISSING", `stage ${params.stage} of run ${run.id} has no result.json`);
     try {
       JSON.parse(bytes.toString("utf8"));
@@ -38,7 +37,7 @@ export function stageHandlers(runs: RunService, store: RunStore) {
 
   const getStageArtifact: Handler<"getStageArtifact"> = ({ params }) => {
     const run = runs.get(params.run_id);
-    const bytes = store.readArtifact(run.id, params.stage, params.name);
+    const bytes = runs.stageArtifact(run.id, params.stage, params.name);
     if (!bytes) throw new ApiError("ARTIFACT_NOT_FOUND", `artifact ${params.name} of stage ${params.stage} of run ${run.id} not found`);
     const entry = run.file.artifact_publication?.manifest.find((m) => m.stage === params.stage && m.name === params.name);
     return { raw: bytes, contentType: servedMediaType(entry?.media_type) };
