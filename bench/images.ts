@@ -68,7 +68,9 @@ async function main() {
     const ratio = p50(image) / p50(initramfs);
     const figures: Figure[] = [
       atMost("test image build time (mmdebstrap + mkfs.erofs; CI budget)", buildMs, "ms", 120_000),
-      atMost("test image size (erofs, lz4hc)", Math.round((sizeBytes / 1024 ** 2) * 10) / 10, "MB", 64),
+      // A guard against accidental growth: jq alone was 52 MB; python3, CA certificates and
+      // the agent (for the agent tests, so CI builds one image, not two) make ~76 MB.
+      atMost("test image size (erofs, lz4hc)", Math.round((sizeBytes / 1024 ** 2) * 10) / 10, "MB", 96),
       { figure: "boot → first command, busybox initramfs (p50)", value: p50(initramfs), unit: "ms", goal: "the fastest (below the image root)", pass: p50(initramfs) <= p50(image), samples: initramfs },
       { figure: "boot → first command, image root (p50)", value: p50(image), unit: "ms", goal: "<= 2 x the initramfs", pass: ratio <= 2, samples: image },
       { figure: "image root / initramfs, boot → first command", value: Math.round(ratio * 100) / 100, unit: "x", goal: ">= 1 x (initramfs stays fastest), <= 2 x", pass: ratio >= 1 && ratio <= 2 },
