@@ -16,13 +16,14 @@
  * Writes build/bench/snapshot.json.
  */
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildExecScript } from "../src/sandbox/qemu/protocol.js";
 import { findGuestImage, probeAccelerator, qemuAvailable } from "../src/sandbox/qemu/index.js";
+import { Qmp } from "../src/sandbox/qemu/qmp.js";
 import { QemuVm } from "../src/sandbox/qemu/vm.js";
+import { waitFor } from "../test/helpers/wait.js";
 import { percentile as pct, writeFigures } from "./figures.js";
 import { cpuMs, runVmBench } from "./harness.js";
 
@@ -62,45 +63,6 @@ async function run(vm: QemuVm, program: string, args: string[]): Promise<{ code:
   return { code: f.arg, out: f.payload.toString() };
 }
 
-async function qmp(sock: string, cmds: Array<Record<string, unknown>>, until: (reply: any) => boolean, ms: number): Promise<void> {
-  const s = net.connect(sock);
-  let buf = "";
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error("QMP timeout")), ms);
-    let sent = false;
-    s.on("data", (d) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        const msg = JSON.parse(line);
-        if (msg.QMP && !sent) {
-          sent = true;
-          for (const c of cmds) s.write(JSON.stringify(c) + "\n");
-        }
-        if (msg.error) reject(new Error(JSON.stringify(msg.error)));
-        if (until(msg)) {
-          clearTimeout(t);
-          resolve();
-        }
-      }
-    });
-    s.on("error", reject);
-  });
-  // Poll until the migration completed.
-  for (let i = 0; i < 600; i++) {
-    const status = await new Promise<string>((resolve) => {
-      s.once("data", (d) => resolve(String(JSON.parse(d.toString().trim().split("\n").pop()!).return?.status ?? "")));
-      s.write(JSON.stringify({ execute: "query-migrate" }) + "\n");
-    });
-    if (status === "completed") break;
-    if (status === "failed") throw new Error("migration failed");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  s.destroy();
-}
-
 const base = (extraArgs: string[]) => ({
   kernel: image!.kernel,
   initramfs: image!.initramfs,
@@ -132,7 +94,17 @@ async function main(): Promise<number> {
     await run(src, "true", []);
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     const t0 = performance.now();
-    await qmp(qmpSock, [{ execute: "qmp_capabilities" }, { execute: "migrate", arguments: { uri: `exec:cat > ${snap}` } }], (m) => m.return !== undefined && Object.keys(m.return).length === 0, 30_000);
+    const qmp = await Qmp.connect(qmpSock, 5000);
+    try {
+      await qmp.execute("migrate", { uri: `exec:cat > ${snap}` }, 5000);
+      await waitFor(async () => {
+        const { status } = (await qmp.execute("query-migrate", undefined, 5000)) as { status?: string };
+        if (status === "failed") throw new Error("migration failed");
+        return status === "completed";
+      }, "the snapshot to be written", 30_000);
+    } finally {
+      qmp.close();
+    }
     console.log(`snapshot: ${(performance.now() - t0).toFixed(0)} ms, ${(fs.statSync(snap).size / 1024 ** 2).toFixed(1)} MiB`);
     await src.stop(0);
 

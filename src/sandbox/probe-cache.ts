@@ -14,6 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import { writeFileAtomic } from "../store/fsutil.js";
 import type { AccelMode, Accelerator } from "./types.js";
+import { fileIdentity, fileIdentityOnPath } from "./file-identity.js";
 
 
 export interface ProbeIdentity {
@@ -43,17 +44,6 @@ interface CacheFile {
 export const PROBE_CACHE_FILE = "guest-probe.json";
 /** A state dir moved between a few hosts or images keeps each one's verdict. */
 const MAX_ENTRIES = 8;
-
-/** `<path>@<size>:<mtime>:<inode>`; a file that cannot be stat'ed is "missing". */
-function fileIdentity(file: string): string {
-  try {
-    const real = fs.realpathSync(file);
-    const st = fs.statSync(real);
-    return `${real}@${st.size}:${Math.trunc(st.mtimeMs)}:${st.ino}`;
-  } catch {
-    return `${file}@missing`;
-  }
-}
 
 function kvmUsable(): boolean {
   try {
@@ -99,17 +89,6 @@ export function probeIdentity(o: {
     accel: o.accel,
     kvm_usable: kvmUsable(),
   };
-}
-
-/** Identity of a binary named bare (looked up on PATH) or by path. */
-function fileIdentityOnPath(binary: string): string {
-  if (binary.includes("/")) return fileIdentity(binary);
-  for (const dir of (process.env.PATH ?? "").split(":")) {
-    if (!dir) continue;
-    const p = path.join(dir, binary);
-    if (fs.existsSync(p)) return fileIdentity(p);
-  }
-  return `${binary}@missing`;
 }
 
 export function probeKey(id: ProbeIdentity): string {

@@ -18,6 +18,7 @@
  */
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, utimesSync } from "node:fs";
+import { fileIdentity, fileIdentityOnPath } from "../file-identity.js";
 import path from "node:path";
 import { shQuote } from "./protocol.js";
 import { Qmp } from "./qmp.js";
@@ -39,25 +40,6 @@ const TAKE_TIMEOUT_MS = 30_000;
 const QMP_TIMEOUT_MS = 5_000;
 const SUFFIX = ".vmstate";
 
-function fileIdentity(p: string): string {
-  try {
-    const s = statSync(p);
-    return `${p}:${s.size}:${s.mtimeMs}:${s.ino}`;
-  } catch {
-    return `${p}:missing`;
-  }
-}
-
-/** The QEMU binary's path as exec would find it (PATH lookup for a bare name). */
-function resolveBinary(bin: string): string {
-  if (bin.includes("/")) return bin;
-  for (const dir of (process.env.PATH ?? "").split(":")) {
-    const p = path.join(dir || ".", bin);
-    if (existsSync(p)) return p;
-  }
-  return bin;
-}
-
 export class VmSnapshots {
   /** Shapes not to snapshot again in this process: taking or restoring failed. */
   private readonly refused = new Set<string>();
@@ -72,7 +54,7 @@ export class VmSnapshots {
   key(shape: SnapshotShape): string {
     const id = {
       ...shape,
-      qemuBinary: fileIdentity(resolveBinary(shape.qemuBinary)),
+      qemuBinary: fileIdentityOnPath(shape.qemuBinary),
       kernel: fileIdentity(shape.kernel),
       initramfs: fileIdentity(shape.initramfs),
     };
