@@ -471,8 +471,8 @@ export interface components {
         });
         /**
          * @description The run spec inline: a JSON object, or its YAML or JSON text (at most 1 MiB,
-         *     and as an object at most 1 MiB once encoded as JSON). It is validated when the
-         *     run is created: an invalid spec answers 400 INVALID_SPEC naming the field
+         *     and as an object at most 1 MiB once encoded as JSON); either way a RunSpec
+         *     (`#/components/schemas/RunSpec`). It is validated when the run is created: an invalid spec answers 400 INVALID_SPEC naming the field
          *     (`body/spec/sandbox/mode: must be one of mock, local, auto`). The spec is stored
          *     in the run's directory before the reply, and the run's `file` is `inline:spec.json`.
          *     Its `sandbox.image` (a guest image built with `voidbox image build`) must exist on
@@ -490,6 +490,154 @@ export interface components {
         InlineSpec: {
             [key: string]: unknown;
         } | string;
+        /**
+         * @description A run spec: the document a run executes, given as a file (`file`) or inline (`spec`)
+         *     when a run is created. Defaults are filled in when it is loaded. Besides this
+         *     schema, a spec must carry the block its `kind` names (`workflow`, `pipeline` or
+         *     `agent`), and its names must resolve: step and box names are unique, `depends_on`,
+         *     `stdin_from`, `output_step` and pipeline stages name existing steps or boxes, the
+         *     steps form no cycle, a workflow with several leaf steps names its `output_step`, the
+         *     name `main` is the output step's alone, and `agent.output_file` lies in /workspace.
+         *     A spec breaking any of these is refused with INVALID_SPEC naming the field.
+         */
+        RunSpec: {
+            /** @enum {string} */
+            api_version: "v1";
+            /** @enum {string} */
+            kind: "workflow" | "pipeline" | "agent";
+            name: string;
+            /** @default {} */
+            sandbox: components["schemas"]["SandboxSpec"];
+            workflow?: components["schemas"]["WorkflowSpec"];
+            pipeline?: components["schemas"]["PipelineSpec"];
+            agent?: components["schemas"]["AgentSpec"];
+        };
+        /** @description Where and with what the run's stages execute. */
+        SandboxSpec: {
+            /**
+             * @description `local`: a micro-VM is required; `auto`: a micro-VM when QEMU and the guest image
+             *     are there, else mock; `mock`: a deterministic simulation, nothing runs on the host.
+             * @default auto
+             * @enum {string}
+             */
+            mode: "local" | "mock" | "auto";
+            /** @default 512 */
+            memory_mb: number;
+            /** @default 1 */
+            vcpus: number;
+            /** @default false */
+            network: boolean;
+            /** @default {} */
+            env: components["schemas"]["StringMap"];
+            /** @description The guest kernel on the daemon's host; default the daemon's. */
+            kernel?: string;
+            /** @description The guest initramfs on the daemon's host; default the daemon's. */
+            initramfs?: string;
+            image?: components["schemas"]["ImageName"];
+            mounts?: components["schemas"]["MountSpec"][];
+        };
+        /** @description A guest image (`voidbox image build`) as the stage's read-only root; absent, the initramfs. */
+        ImageName: string;
+        /** @description A host directory shared with the guest (virtio-9p); read-only unless `readonly` is false. */
+        MountSpec: {
+            host: string;
+            guest: string;
+            /** @default true */
+            readonly: boolean;
+        };
+        StringMap: {
+            [key: string]: string;
+        };
+        TimeoutSecs: number;
+        WorkflowSpec: {
+            steps: components["schemas"]["WorkflowStep"][];
+            output_step?: components["schemas"]["SafeId"];
+        };
+        WorkflowStep: {
+            name: components["schemas"]["SafeId"];
+            run: components["schemas"]["StepRun"];
+            /** @description Steps that must succeed first; the first one's stdout may feed this step (`run.stdin_from`). */
+            depends_on?: components["schemas"]["SafeId"][];
+            timeout_secs?: components["schemas"]["TimeoutSecs"];
+            /**
+             * @description `service` steps are long-running: they are not subject to a stage timeout.
+             * @enum {string}
+             */
+            mode?: "task" | "service";
+        };
+        StepRun: {
+            program: string;
+            args?: string[];
+            env?: components["schemas"]["StringMap"];
+            stdin_from?: components["schemas"]["SafeId"];
+        };
+        PipelineSpec: {
+            boxes: components["schemas"]["BoxSpec"][];
+            stages: components["schemas"]["PipelineStageSpec"][];
+        };
+        /** @description One box, or boxes run in parallel (`fan_out`). */
+        PipelineStageSpec: {
+            /** @enum {string} */
+            type: "box";
+            name: components["schemas"]["SafeId"];
+        } | {
+            /** @enum {string} */
+            type: "fan_out";
+            boxes: components["schemas"]["SafeId"][];
+        };
+        /** @description A pipeline's agent box; its fields besides `name` are an agent's (AgentSpec). */
+        BoxSpec: {
+            name: components["schemas"]["SafeId"];
+            prompt: string;
+            skills?: components["schemas"]["AgentSkills"];
+            timeout_secs?: components["schemas"]["TimeoutSecs"];
+            mock?: components["schemas"]["MockAgentSpec"];
+            provider?: components["schemas"]["ProviderSpec"];
+            command?: components["schemas"]["AgentCommand"];
+        };
+        AgentSpec: {
+            prompt: string;
+            skills?: components["schemas"]["AgentSkills"];
+            timeout_secs?: components["schemas"]["TimeoutSecs"];
+            /** @description The agent's result file, inside /workspace. */
+            output_file?: string;
+            mock?: components["schemas"]["MockAgentSpec"];
+            provider?: components["schemas"]["ProviderSpec"];
+            command?: components["schemas"]["AgentCommand"];
+        };
+        AgentSkills: string[];
+        /**
+         * @description The agent program and its leading arguments; the prompt is appended as the last
+         *     argument. Default with a provider: the built-in `voidbox-agent`.
+         */
+        AgentCommand: string[];
+        /** @description What the mock sandbox's simulated agent writes (by default no result.json). */
+        MockAgentSpec: {
+            /** @description Written as the agent's result.json. */
+            result_json?: unknown;
+            artifacts?: components["schemas"]["StringMap"];
+            exit_code?: number;
+        };
+        /**
+         * @description The model provider an agent box talks to from its micro-VM. The key is read on the
+         *     daemon's host (the variable `api_key_env`, or the operator's secrets file) when the
+         *     stage starts and is handed only to the agent process in the guest; the guest's
+         *     network reaches this endpoint and nothing else.
+         */
+        ProviderSpec: {
+            /** @enum {string} */
+            kind: "anthropic" | "openai" | "ollama";
+            /** @description Default per kind: https://api.anthropic.com, https://api.openai.com/v1, http://127.0.0.1:11434/v1. */
+            base_url?: string;
+            model: string;
+            /** @description Default per kind: ANTHROPIC_API_KEY, OPENAI_API_KEY; ollama needs none unless this is set. */
+            api_key_env?: string;
+            /** @description USD per million tokens, for the run report's cost; default the agent program's table (0 for unknown models). */
+            pricing?: {
+                input_usd_per_mtok: number;
+                output_usd_per_mtok: number;
+            };
+        };
         CreateRunResponse: {
             run_id: string;
             attempt_id: number;

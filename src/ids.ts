@@ -1,15 +1,16 @@
 import { randomBytes } from "node:crypto";
 import { v7 as uuidv7 } from "uuid";
+import { componentPattern } from "./openapi-document.js";
 
 /**
- * Ids used as path segments or file names. The same rule is the `SafeId` schema in
- * openapi.yaml; this copy guards code paths that do not go through HTTP validation
- * (spec files, stage names, artifact names, files found on disk).
+ * Ids used as path segments or file names: openapi.yaml's `SafeId`. HTTP validation
+ * checks it on requests; this guards the code paths that do not go through it (spec
+ * files, stage names, artifact names, files found on disk).
  */
-const SAFE_ID = /^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const SAFE_ID = componentPattern("SafeId");
 
 export function isSafeId(s: unknown): s is string {
-  return typeof s === "string" && SAFE_ID.test(s);
+  return typeof s === "string" && SAFE_ID().test(s);
 }
 
 export interface IdSource {

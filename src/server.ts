@@ -4,7 +4,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pino, { type Logger } from "pino";
 import type { Document } from "openapi-backend";
-import { loadDefinitionFile } from "./http/definition.js";
+import { apiDocument, componentSchemas, PROJECT_ROOT } from "./openapi-document.js";
 import { startingHandler, type RequestHandler } from "./http/starting.js";
 import { runHandlers } from "./http/handlers/runs.js";
 import { sessionHandlers } from "./http/handlers/sessions.js";
@@ -27,17 +27,6 @@ import { DEFAULT_LIMITS, defaultWarmPool, type Limits } from "./limits.js";
 import { noVmHealth, startVmSetup, type VmSetup, type VmSetupOptions } from "./sandbox/vm-setup.js";
 import { lockStateDir, type StateLock } from "./state-lock.js";
 
-/** The checkout (or installed package) root: openapi.yaml and build/guest live there. */
-export const PROJECT_ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
-function findRoot(dir: string): string {
-  // src/ when run from source, dist/src/ when compiled
-  while (!fs.existsSync(path.join(dir, "openapi.yaml"))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error("cannot find openapi.yaml above " + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-  return dir;
-}
 const VERSION = (JSON.parse(fs.readFileSync(path.join(PROJECT_ROOT, "package.json"), "utf8")) as { version: string }).version;
 
 export interface DaemonOptions {
@@ -74,13 +63,6 @@ export interface Daemon {
   readonly drained: Promise<void>;
 }
 
-/** Parsed once per process, and never changed: openapi-backend gets its own copy (it dereferences it in place). */
-let definition: Document | undefined;
-function sharedDefinition(): Document {
-  definition ??= loadDefinitionFile(PROJECT_ROOT);
-  return definition;
-}
-
 export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
   const log = opts.log ?? pino({ level: "silent" });
   const now = opts.now ?? Date.now;
@@ -101,7 +83,7 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
 async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, now: () => number, ids: IdSource, limits: Limits): Promise<Daemon> {
   const storage = new StorageGuard(opts.stateDir, limits.minFreeBytes, log);
   // compileStateSchemas copies the schemas it keeps: no copy of the whole document here.
-  const schemas = compileStateSchemas(sharedDefinition() as { components?: { schemas?: Record<string, unknown> } });
+  const schemas = compileStateSchemas(componentSchemas());
   const store = new RunStore(opts.stateDir);
   const quarantined: string[] = [];
   const sessions = new SessionStore(opts.stateDir, {
@@ -264,7 +246,7 @@ async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, no
       ...stageHandlers(runs),
       ...sessionHandlers(sessions, now),
     };
-    const api = await createApi(structuredClone(sharedDefinition()));
+    const api = await createApi(structuredClone(apiDocument()));
     stopPrecompile = precompileValidators(api);
     const open = createApp({ api, handlers, log, token: null, onRequest });
     loaded({ open, auth: opts.auth ? createApp({ api, handlers, log, token: opts.auth.token, onRequest }) : open });

@@ -10,7 +10,7 @@ import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ensureDir } from "../store/fsutil.js";
-import { blobPath, hasBlob, imagesDir, IMAGE_NAME, readManifest, setName, writeManifest, type ImageFileInput, type ImageInputs, type ImageManifest } from "./store.js";
+import { blobPath, hasBlob, imagesDir, isImageName, readManifest, setName, writeManifest, type ImageFileInput, type ImageInputs, type ImageManifest } from "./store.js";
 
 const IMAGE_FORMAT = 1;
 const DEFAULT_SUITE = "bookworm";
@@ -66,7 +66,7 @@ function fileInputs(files: ImageFile[]): { inputs: ImageFileInput[]; contents: B
 
 /** Checks a request and returns the inputs its key hashes; throws ImageBuildError naming the field. */
 export function imageInputs(r: ImageRequest): ImageInputs {
-  if (!IMAGE_NAME.test(r.name)) throw new ImageBuildError(`name: ${JSON.stringify(r.name)} is not an image name (lowercase letters, digits, . _ -; at most 64)`);
+  if (!isImageName(r.name)) throw new ImageBuildError(`name: ${JSON.stringify(r.name)} is not an image name (lowercase letters, digits, . _ -; at most 64)`);
   const bad = r.packages.find((p) => !PACKAGE.test(p));
   if (bad !== undefined) throw new ImageBuildError(`packages: ${JSON.stringify(bad)} is not a Debian package name`);
   const suite = r.suite ?? DEFAULT_SUITE;

@@ -6,10 +6,13 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { componentPattern } from "../openapi-document.js";
 import { ensureDir, writeFileAtomic } from "../store/fsutil.js";
 
 /** Image names: what `sandbox.image` and `voidbox image build NAME` accept. */
-export const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const IMAGE_NAME = componentPattern("ImageName");
+/** openapi.yaml's `ImageName`: lowercase letters, digits, `.`, `_`, `-`; at most 64. */
+export const isImageName = (name: string): boolean => IMAGE_NAME().test(name);
 
 export interface ImageManifest {
   key: string;
@@ -80,7 +83,7 @@ export function setName(stateDir: string, name: string, key: string): void {
 
 /** The image called `name`, or null when there is none (or its file is gone). */
 export function findImage(stateDir: string, name: string): ImageEntry | null {
-  if (!IMAGE_NAME.test(name)) return null;
+  if (!isImageName(name)) return null;
   let key: string;
   try {
     key = (JSON.parse(fs.readFileSync(path.join(namesDir(stateDir), `${name}.json`), "utf8")) as { key: string }).key;
@@ -114,7 +117,7 @@ export function removeImage(stateDir: string, name: string): boolean {
   const entry = findImage(stateDir, name);
   const nameFile = path.join(namesDir(stateDir), `${name}.json`);
   if (!entry) {
-    const existed = IMAGE_NAME.test(name) && fs.existsSync(nameFile);
+    const existed = isImageName(name) && fs.existsSync(nameFile);
     if (existed) fs.rmSync(nameFile, { force: true });
     return existed;
   }

@@ -36,7 +36,10 @@ const inside = (dir: string, p: string) => {
  * Checks and resolves a spec's mounts; throws SpecError naming the field
  * (`<field>/<i>/host` etc.) for one that is refused.
  */
-export function resolveMounts(mounts: MountSpec[] | undefined, roots: string[], field = "sandbox/mounts"): ResolvedMount[] {
+/** A mount as written: `readonly` may still be absent (the loader's default makes it true). */
+type MountInput = Omit<MountSpec, "readonly"> & Partial<Pick<MountSpec, "readonly">>;
+
+export function resolveMounts(mounts: MountInput[] | undefined, roots: string[], field = "sandbox/mounts"): ResolvedMount[] {
   if (!mounts?.length) return [];
   if (!roots.length) throw new SpecError(`${field}: this daemon allows no mounts (the operator sets the allowed host directories with voidbox serve --mount-root DIR)`);
   const realRoots = roots.flatMap((r) => {

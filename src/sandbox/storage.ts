@@ -4,7 +4,7 @@
  * (`sandbox.mounts`, ./mounts.ts). Resolved once per run, before any VM starts, so a
  * spec naming an unknown image or a refused mount fails with the reason naming the field.
  */
-import { findImage, IMAGE_NAME } from "../images/store.js";
+import { findImage, isImageName } from "../images/store.js";
 import { SpecError } from "../spec/errors.js";
 import type { SandboxSpec } from "../spec/types.js";
 import { mountArgs, qemuOptValue, resolveMounts, type ResolvedMount } from "./mounts.js";
@@ -21,7 +21,7 @@ export function resolveGuestStorage(sandbox: SandboxSpec, o: { stateDir: string;
   const mounts = resolveMounts(sandbox.mounts, o.mountRoots, `${field}/mounts`);
   let image: GuestStorage["image"];
   if (sandbox.image !== undefined) {
-    const found = IMAGE_NAME.test(sandbox.image) ? findImage(o.stateDir, sandbox.image) : null;
+    const found = isImageName(sandbox.image) ? findImage(o.stateDir, sandbox.image) : null;
     if (!found) throw new SpecError(`${field}/image: no image named ${JSON.stringify(sandbox.image)} on this daemon (build it with: voidbox image build ${sandbox.image} --packages …; voidbox image list shows them)`);
     image = { name: found.name, path: found.path };
   }

@@ -1,8 +1,8 @@
 import { constants as fsc, promises as fsp } from "node:fs";
 import path from "node:path";
-import type { ErrorObject } from "ajv";
 import { lazyRequire, once } from "../lazy.js";
-import { runSpecSchema } from "./schema.js";
+import { componentSchemas } from "../openapi-document.js";
+import { schemaErrorMessages } from "../schema-errors.js";
 import type { RunSpec } from "./types.js";
 import { checkPlan } from "./plan.js";
 import { SpecError } from "./errors.js";
@@ -14,26 +14,26 @@ export const MAX_SPEC_BYTES = 1024 * 1024;
 
 
 const yaml = lazyRequire<typeof import("yaml")>("yaml");
+/**
+ * A spec must carry the block its kind names: a rule OpenAPI 3.0's schema language cannot
+ * say (it has no if/then), so it is added to openapi.yaml's RunSpec here (the RunSpec
+ * description states it).
+ */
+const KIND_NAMES_ITS_BLOCK = (["workflow", "pipeline", "agent"] as const).map((kind) => ({
+  if: { properties: { kind: { const: kind } } },
+  then: { required: [kind] },
+}));
+
 /** Compiled on first use: a daemon with no run to create yet does not pay for it. */
 const specValidator = once(() => {
   const { Ajv } = lazyRequire<typeof import("ajv")>("ajv")();
-  return new Ajv({ allErrors: true, useDefaults: true, strict: false }).compile<RunSpec>(runSpecSchema);
+  const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict: false });
+  ajv.addSchema({ $id: "voidbox-api", components: { schemas: componentSchemas() } });
+  return ajv.compile<RunSpec>({ allOf: [{ $ref: "voidbox-api#/components/schemas/RunSpec" }, ...KIND_NAMES_ITS_BLOCK] });
 });
 
-function describeAjvErrors(errors: ErrorObject[] | null | undefined, root: string): string {
-  if (!errors?.length) return `${root}: invalid`;
-  // if/then and oneOf produce a summary error next to the specific ones: keep the specific.
-  const specific = errors.filter((e) => e.keyword !== "if" && e.keyword !== "oneOf");
-  const list = (specific.length ? specific : errors).slice(0, 5).map((e) => {
-    const at = root + e.instancePath;
-    if (e.keyword === "required") return `${at}/${(e.params as { missingProperty: string }).missingProperty}: is required`;
-    if (e.keyword === "additionalProperties")
-      return `${at}/${(e.params as { additionalProperty: string }).additionalProperty}: unknown property`;
-    if (e.keyword === "enum") return `${at}: must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(", ")}`;
-    if (e.keyword === "const") return `${at}: must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
-    return `${at}: ${e.message}`;
-  });
-  return list.join("; ");
+function describeAjvErrors(errors: Parameters<typeof schemaErrorMessages>[0], root: string): string {
+  return schemaErrorMessages(errors, { at: (instancePath) => root + instancePath, max: 5 }).join("; ") || `${root}: invalid`;
 }
 
 export interface SpecAccess {

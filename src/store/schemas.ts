@@ -1,5 +1,6 @@
 import type { ErrorObject, ValidateFunction } from "ajv";
 import { lazyRequire, once } from "../lazy.js";
+import { schemaErrorMessages } from "../schema-errors.js";
 
 /**
  * Shape checks for what is read back from the state dir, compiled from openapi.yaml's
@@ -42,15 +43,12 @@ function runFileSchema(runState: Record<string, unknown>): Record<string, unknow
   };
 }
 
-function explain(errors: ErrorObject[] | null | undefined): string {
-  const e = errors?.[0];
-  if (!e) return "does not match its schema";
-  const where = e.instancePath || "(top level)";
-  return `${where} ${e.message ?? "is invalid"}`;
-}
+/** The first problem of a file that fails its check: enough to say why it was quarantined. */
+const explain = (errors: ErrorObject[] | null | undefined): string =>
+  schemaErrorMessages(errors, { at: (instancePath) => instancePath || "(top level)", max: 1 })[0] ?? "does not match its schema";
 
-export function compileStateSchemas(openapi: { components?: { schemas?: Record<string, unknown> } }): StateSchemas {
-  const schemas = structuredClone(openapi.components?.schemas ?? {});
+export function compileStateSchemas(components: Record<string, unknown>): StateSchemas {
+  const schemas = structuredClone(components);
   for (const name of ["RunEvent", "RunState", "SessionMessage"]) if (!schemas[name]) throw new Error(`openapi.yaml has no ${name} schema`);
   schemas.StageRecord = STAGE_RECORD;
   schemas.RunFile = runFileSchema(schemas.RunState as Record<string, unknown>);

@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { loadDefinitionFile, writeDefinitionSnapshot } from "../../src/http/definition.js";
+import { loadDefinitionFile, writeDefinitionSnapshot } from "../../src/openapi-document.js";
 import { tmpDir } from "../helpers/daemon.js";
 
 function project(yaml: string): string {
