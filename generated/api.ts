@@ -1277,6 +1277,21 @@ export interface components {
             /** @description Pass as `cursor` for the next page; null on the last page. */
             next_cursor: string | null;
         };
+        /**
+         * @description A stage as the daemon keeps it in a run's `run.json` in the state dir (times in
+         *     milliseconds since the epoch); the API serves it as StageView. No operation replies
+         *     with it: it is here so the state file has the same one source as the API.
+         */
+        StageRecord: {
+            name: string;
+            depends_on: string[];
+            group: string | null;
+            status: components["schemas"]["StageStatus"];
+            attempt: number;
+            started_at: number | null;
+            finished_at: number | null;
+            exit_code: number | null;
+        };
         StageView: {
             name: string;
             status: components["schemas"]["StageStatus"];

@@ -1,5 +1,6 @@
 import type { ErrorObject, ValidateFunction } from "ajv";
 import { lazyRequire, once } from "../lazy.js";
+import { NOT_IN_RUN_FILE } from "../run-model.js";
 import { schemaErrorMessages } from "../schema-errors.js";
 
 /**
@@ -17,25 +18,9 @@ export interface StateSchemas {
   sessionMessage(v: unknown): string | null;
 }
 
-/** The part of run.json that is not in RunState: the daemon's own stage records. */
-const STAGE_RECORD = {
-  type: "object",
-  required: ["name", "depends_on", "group", "status", "attempt", "started_at", "finished_at", "exit_code"],
-  properties: {
-    name: { type: "string" },
-    depends_on: { type: "array", items: { type: "string" } },
-    group: { type: "string", nullable: true },
-    status: { $ref: "#/components/schemas/StageStatus" },
-    attempt: { type: "integer", minimum: 0 },
-    started_at: { type: "integer", nullable: true },
-    finished_at: { type: "integer", nullable: true },
-    exit_code: { type: "integer", nullable: true },
-  },
-};
-
 /** RunState minus what run.json does not hold (events, live counters), plus stage records. */
 function runFileSchema(runState: Record<string, unknown>): Record<string, unknown> {
-  const notStored = new Set(["events", "active_stage_count", "active_microvm_count", "stage_states"]);
+  const notStored = new Set<string>(NOT_IN_RUN_FILE);
   return {
     ...runState,
     required: (runState.required as string[]).filter((k) => !notStored.has(k)),
@@ -49,8 +34,7 @@ const explain = (errors: ErrorObject[] | null | undefined): string =>
 
 export function compileStateSchemas(components: Record<string, unknown>): StateSchemas {
   const schemas = structuredClone(components);
-  for (const name of ["RunEvent", "RunState", "SessionMessage"]) if (!schemas[name]) throw new Error(`openapi.yaml has no ${name} schema`);
-  schemas.StageRecord = STAGE_RECORD;
+  for (const name of ["RunEvent", "RunState", "SessionMessage", "StageRecord"]) if (!schemas[name]) throw new Error(`openapi.yaml has no ${name} schema`);
   schemas.RunFile = runFileSchema(schemas.RunState as Record<string, unknown>);
   // Compiled on first use: an empty state dir has nothing to check at start-up.
   const ajv = once(() => {
