@@ -2,6 +2,7 @@
 // says otherwise) and written into a test's temp dir.
 import fs from "node:fs";
 import path from "node:path";
+import { parseInlineSpec, SpecError } from "../../src/spec/load.js";
 
 const MOCK = { mode: "mock" } as const;
 
@@ -26,4 +27,15 @@ export function writeSpec(dir: string, spec: unknown, name?: string): string {
   const file = path.join(dir, name ?? `spec-${++specCounter}.json`);
   fs.writeFileSync(file, typeof spec === "string" ? spec : JSON.stringify(spec, null, 1));
   return file;
+}
+
+/** The SpecError message an inline spec is refused with (fails the test if it is accepted). */
+export function inlineSpecError(spec: unknown): string {
+  try {
+    parseInlineSpec(spec);
+  } catch (e) {
+    if (e instanceof SpecError) return e.message;
+    throw e;
+  }
+  throw new Error("the spec was accepted");
 }

@@ -17,21 +17,13 @@ import { EGRESS_GUEST_IP, providerEndpoint } from "../../src/spec/provider.js";
 import { egressArgs } from "../../src/sandbox/qemu/network.js";
 import { parseSecrets, readSecret } from "../../src/sandbox/secrets.js";
 import type { ExecCommand, Sandbox, StageVm, StageVmOptions } from "../../src/sandbox/types.js";
-import { parseInlineSpec, SpecError } from "../../src/spec/load.js";
+import { parseInlineSpec } from "../../src/spec/load.js";
 import type { RunSpec } from "../../src/spec/types.js";
 import { tmpDir } from "../helpers/daemon.js";
+import { inlineSpecError } from "../helpers/specs.js";
 
 const KEY = "sk-unit-4b8e2f0a9d1c7e3b";
 
-function specError(spec: unknown): string {
-  try {
-    parseInlineSpec(spec);
-  } catch (e) {
-    if (e instanceof SpecError) return e.message;
-    throw e;
-  }
-  throw new Error("the spec was accepted");
-}
 
 const agentSpec = (agent: Record<string, unknown>, sandbox: Record<string, unknown> = { mode: "local" }) => ({ api_version: "v1", kind: "agent", name: "a", sandbox, agent: { prompt: "hi", ...agent } });
 
@@ -49,17 +41,17 @@ describe("spec: provider blocks", () => {
   });
 
   it("bad blocks are refused naming the field", () => {
-    expect(specError(agentSpec({ provider: { kind: "gemini", model: "m" } }))).toMatch(/agent\/provider\/kind: must be one of anthropic, openai, ollama/);
-    expect(specError(agentSpec({ provider: { kind: "openai" } }))).toMatch(/agent\/provider\/model: is required/);
-    expect(specError(agentSpec({ provider: { kind: "openai", model: "m", key: "sk-1" } }))).toMatch(/agent\/provider\/key: unknown property/);
-    expect(specError(agentSpec({ provider: { kind: "openai", model: "m", base_url: "ftp://x" } }))).toMatch(/agent\/provider\/base_url/);
-    expect(specError(agentSpec({ provider: { kind: "openai", model: "m", base_url: "https://u:p@api.example.com/v1" } }))).toMatch(/agent\/provider\/base_url: must not carry credentials/);
-    expect(specError(agentSpec({ provider: { kind: "openai", model: "m", base_url: "https://api.example.com/v1?x=1" } }))).toMatch(/agent\/provider\/base_url: must not have a query/);
-    expect(specError(agentSpec({ provider: { kind: "openai", model: "m", api_key_env: "1BAD" } }))).toMatch(/agent\/provider\/api_key_env/);
-    expect(specError(agentSpec({ provider: { kind: "openai", model: "m", pricing: { input_usd_per_mtok: -1, output_usd_per_mtok: 1 } } }))).toMatch(/agent\/provider\/pricing\/input_usd_per_mtok/);
-    expect(specError(agentSpec({ command: [] }))).toMatch(/agent\/command/);
+    expect(inlineSpecError(agentSpec({ provider: { kind: "gemini", model: "m" } }))).toMatch(/agent\/provider\/kind: must be one of anthropic, openai, ollama/);
+    expect(inlineSpecError(agentSpec({ provider: { kind: "openai" } }))).toMatch(/agent\/provider\/model: is required/);
+    expect(inlineSpecError(agentSpec({ provider: { kind: "openai", model: "m", key: "sk-1" } }))).toMatch(/agent\/provider\/key: unknown property/);
+    expect(inlineSpecError(agentSpec({ provider: { kind: "openai", model: "m", base_url: "ftp://x" } }))).toMatch(/agent\/provider\/base_url/);
+    expect(inlineSpecError(agentSpec({ provider: { kind: "openai", model: "m", base_url: "https://u:p@api.example.com/v1" } }))).toMatch(/agent\/provider\/base_url: must not carry credentials/);
+    expect(inlineSpecError(agentSpec({ provider: { kind: "openai", model: "m", base_url: "https://api.example.com/v1?x=1" } }))).toMatch(/agent\/provider\/base_url: must not have a query/);
+    expect(inlineSpecError(agentSpec({ provider: { kind: "openai", model: "m", api_key_env: "1BAD" } }))).toMatch(/agent\/provider\/api_key_env/);
+    expect(inlineSpecError(agentSpec({ provider: { kind: "openai", model: "m", pricing: { input_usd_per_mtok: -1, output_usd_per_mtok: 1 } } }))).toMatch(/agent\/provider\/pricing\/input_usd_per_mtok/);
+    expect(inlineSpecError(agentSpec({ command: [] }))).toMatch(/agent\/command/);
     const box = { name: "b", prompt: "x", provider: { kind: "openai", model: "m", base_url: "https://a:b@h/v1" } };
-    expect(specError({ api_version: "v1", kind: "pipeline", name: "p", pipeline: { boxes: [box], stages: [{ type: "box", name: "b" }] } })).toMatch(/pipeline\/boxes\/0\/provider\/base_url/);
+    expect(inlineSpecError({ api_version: "v1", kind: "pipeline", name: "p", pipeline: { boxes: [box], stages: [{ type: "box", name: "b" }] } })).toMatch(/pipeline\/boxes\/0\/provider\/base_url/);
   });
 });
 

@@ -8,33 +8,25 @@ import { validationError } from "../../src/http/errors.js";
 import { compileStateSchemas } from "../../src/store/schemas.js";
 import { componentSchemas } from "../../src/openapi-document.js";
 import { isSafeId } from "../../src/ids.js";
-import { parseInlineSpec, SpecError } from "../../src/spec/load.js";
+import { parseInlineSpec } from "../../src/spec/load.js";
+import { inlineSpecError } from "../helpers/specs.js";
 
-function specError(spec: unknown): string {
-  try {
-    parseInlineSpec(spec);
-  } catch (e) {
-    if (e instanceof SpecError) return e.message;
-    throw e;
-  }
-  throw new Error("the spec was accepted");
-}
 
 const pipeline = (stages: unknown[]) => ({ api_version: "v1", kind: "pipeline", name: "p", pipeline: { boxes: [{ name: "a", prompt: "hi" }], stages } });
 
 describe("run specs", () => {
   it("a pipeline stage is worded by the branch its type picks", () => {
-    expect(specError(pipeline([{ type: "box" }]))).toBe("body/spec/pipeline/stages/0/name: is required");
-    expect(specError(pipeline([{ type: "fan_out", boxes: [] }]))).toBe("body/spec/pipeline/stages/0/boxes: must NOT have fewer than 1 items");
+    expect(inlineSpecError(pipeline([{ type: "box" }]))).toBe("body/spec/pipeline/stages/0/name: is required");
+    expect(inlineSpecError(pipeline([{ type: "fan_out", boxes: [] }]))).toBe("body/spec/pipeline/stages/0/boxes: must NOT have fewer than 1 items");
   });
 
   it("a stage type no branch takes lists the types there are", () => {
-    expect(specError(pipeline([{ type: "bogus", name: "a" }]))).toBe("body/spec/pipeline/stages/0/type: must be one of box, fan_out");
+    expect(inlineSpecError(pipeline([{ type: "bogus", name: "a" }]))).toBe("body/spec/pipeline/stages/0/type: must be one of box, fan_out");
   });
 
   it("single-valued enums read as the value; the block a kind names is required", () => {
-    expect(specError({ api_version: "v2", kind: "agent", name: "a", agent: { prompt: "hi" } })).toBe('body/spec/api_version: must be "v1"');
-    expect(specError({ api_version: "v1", kind: "agent", name: "a" })).toBe("body/spec/agent: is required");
+    expect(inlineSpecError({ api_version: "v2", kind: "agent", name: "a", agent: { prompt: "hi" } })).toBe('body/spec/api_version: must be "v1"');
+    expect(inlineSpecError({ api_version: "v1", kind: "agent", name: "a" })).toBe("body/spec/agent: is required");
   });
 
   it("the loaded spec has openapi.yaml's defaults", () => {
