@@ -13,7 +13,7 @@ import { keyEnvOf, providerEndpoint } from "../spec/provider.js";
 import { agentResultPath } from "../spec/plan.js";
 import type { MockAgentSpec, ProviderSpec, RunSpec } from "../spec/types.js";
 import type { StageContext, StageJob } from "./stage.js";
-import type { EngineHooks } from "./types.js";
+import type { EngineHooks, RunReport } from "./types.js";
 
 export interface AgentBox {
   prompt: string;
@@ -40,11 +40,7 @@ const GUEST_WRAPPER = [
 const AGENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** Token counts and cost an agent reported in its result file (`metrics`). */
-export interface Usage {
-  input_tokens: number;
-  output_tokens: number;
-  total_cost_usd: number;
-}
+export type Usage = Pick<RunReport, "input_tokens" | "output_tokens" | "total_cost_usd">;
 
 const count = (v: unknown) => (typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : 0);
 

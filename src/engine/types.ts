@@ -1,8 +1,8 @@
 import type { components } from "../../generated/api.js";
+import type { StageRecord } from "../run-model.js";
 
 export type RunPolicy = Required<components["schemas"]["RunPolicy"]>;
 export type RunReport = components["schemas"]["RunReport"];
-type StageStatus = components["schemas"]["StageStatus"];
 type EventLevel = components["schemas"]["RunEvent"]["level"];
 
 export const DEFAULT_POLICY: RunPolicy = {
@@ -24,20 +24,11 @@ export interface EngineEvent extends EventContext {
   payload?: Record<string, unknown> | null;
 }
 
-/** Per-stage facts the run service keeps for stage_states and GET …/stages. */
-export interface StagePlan {
-  name: string;
-  depends_on: string[];
-  group: string | null;
-}
+/** What a plan fixes of each stage (the run service keeps it for stage_states and GET …/stages): its name and place in the graph. */
+export type StagePlan = Pick<StageRecord, "name" | "depends_on" | "group">;
 
-export interface StagePatch {
-  status?: StageStatus;
-  attempt?: number;
-  started_at?: number | null;
-  finished_at?: number | null;
-  exit_code?: number | null;
-}
+/** A stage's progress: any of its record's other fields (the plan's are fixed once planned). */
+export type StagePatch = Partial<Omit<StageRecord, keyof StagePlan>>;
 
 export interface StoredArtifact {
   name: string;

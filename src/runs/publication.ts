@@ -1,4 +1,5 @@
 import type { ArtifactPublication } from "../run-model.js";
+import { describeResultJsonFault, resultJsonFault } from "./result-json.js";
 
 /** What a run's stages handed back, per stage, as stored. */
 export interface StageOutputs {
@@ -22,19 +23,11 @@ export interface PublicationOutcome {
   problem?: string;
 }
 
-/** Checks a result.json: a JSON object with a string `status`. Returns the problem, if any. */
+/** Checks a result.json for publication: a JSON object with a string `status`. Returns the problem, if any. */
 export function resultProblem(stage: string, bytes: Buffer | undefined): string | undefined {
-  if (!bytes) return `structured output missing: stage ${stage} wrote no /workspace/result.json`;
-  let doc: unknown;
-  try {
-    doc = JSON.parse(bytes.toString("utf8"));
-  } catch {
-    return `structured output malformed: result.json of stage ${stage} is not valid JSON`;
-  }
-  if (!doc || typeof doc !== "object" || Array.isArray(doc)) return `structured output malformed: result.json of stage ${stage} is not a JSON object`;
-  if (typeof (doc as { status?: unknown }).status !== "string")
-    return `structured output malformed: result.json of stage ${stage} has no string "status"`;
-  return undefined;
+  const fault = resultJsonFault(bytes);
+  if (!fault) return undefined;
+  return `structured output ${fault === "missing" ? "missing" : "malformed"}: ${describeResultJsonFault(fault, `stage ${stage}`)}`;
 }
 
 /** Decides `artifact_publication` (openapi.yaml ArtifactPublication). */

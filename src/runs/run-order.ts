@@ -1,11 +1,9 @@
 import { ApiError } from "../errors.js";
 import { isSafeId } from "../ids.js";
+import type { RunSummary } from "../store/summary.js";
 
 /** Where a run sits in list order: oldest first, ties by id. */
-export interface OrderKey {
-  started_at: string;
-  id: string;
-}
+export type OrderKey = Pick<RunSummary, "started_at" | "id">;
 
 const compare = (a: OrderKey, b: OrderKey) => (a.started_at < b.started_at ? -1 : a.started_at > b.started_at ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 

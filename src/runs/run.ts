@@ -4,6 +4,7 @@ import type { RunStore } from "../store/runs.js";
 import { EVENT_CONTEXT_KEYS, type EngineEvent, type StagePatch, type StagePlan } from "../engine/types.js";
 import type { Metrics } from "../metrics.js";
 import { v2EventName } from "../naming.js";
+import { stageStates } from "./state-json.js";
 import type { RunSummary } from "../store/summary.js";
 import { TERMINAL, type RunEvent, type RunFile, type RunState, type RunStatus, type StageRecord, type StageView } from "../run-model.js";
 
@@ -204,15 +205,13 @@ export class Run {
   }
 
   toState(v2: boolean): RunState {
-    const { stages, stage_states, ...rest } = this.file;
+    const { stages: _, stage_states: __, ...rest } = this.file;
     return {
       ...rest,
       events: v2 ? this.events.map((e) => ({ ...e, event_type: e.event_type_v2 })) : this.events,
       active_stage_count: this.activeStageCount,
       active_microvm_count: this.activeMicrovms,
-      stage_states: stages?.length
-        ? Object.fromEntries(stages.map((s) => [s.name, { status: s.status, attempt: s.attempt, exit_code: s.exit_code }]))
-        : (stage_states ?? null),
+      stage_states: stageStates(this.file),
     };
   }
 

@@ -1,32 +1,22 @@
 import type { Logger } from "pino";
 import type { components } from "../../generated/api.js";
-import { runEngine } from "../engine/index.js";
-import { DEFAULT_POLICY, type EngineEvent, type EngineHooks, type EngineResult, type RunPolicy, type RunReport } from "../engine/types.js";
-import { ApiError, notFound } from "../errors.js";
+import type { NodeSlots } from "../engine/node-slots.js";
+import { DEFAULT_POLICY, type EngineEvent, type RunPolicy } from "../engine/types.js";
+import { ApiError } from "../errors.js";
 import type { IdSource } from "../ids.js";
-import { encodedJson, type JsonBytes } from "../json-bytes.js";
+import type { JsonBytes } from "../json-bytes.js";
 import type { Limits } from "../limits.js";
 import type { Metrics } from "../metrics.js";
-import type { NodeSlots } from "../engine/node-slots.js";
-import { MockSandbox } from "../sandbox/mock.js";
-import type { Sandbox, VmProvider } from "../sandbox/types.js";
-import { loadSpec, SpecError } from "../spec/load.js";
-import type { RunSpec } from "../spec/types.js";
-import type { LoadedRun, RunStore } from "../store/runs.js";
+import type { VmProvider } from "../sandbox/types.js";
+import type { RunStore } from "../store/runs.js";
 import type { StateSchemas } from "../store/schemas.js";
 import { isStorageError, type StorageGuard } from "../store/storage.js";
+import type { RunSummary } from "../store/summary.js";
 import { adoptTerminalEvent, terminalEventOf } from "./adopt.js";
-import { storedSummary, type RunSummary } from "../store/summary.js";
-import { TERMINAL, type RunEvent, type RunFile, type RunState } from "../run-model.js";
-import { normaliseStatus } from "../naming.js";
-import { decidePublication, type StageOutputs } from "./publication.js";
-import { appendOutputLines } from "./log-lines.js";
+import { Execution, type TerminalFields } from "./execution.js";
+import { RunHistory, type RunFilter } from "./history.js";
+import { checkInlineStorage, checkRunInputs, INLINE_SPEC_FILE, storeRunInputs } from "./inline.js";
 import { Run } from "./run.js";
-import { stateJson } from "./state-json.js";
-import { RunCache } from "./run-cache.js";
-import { decodeCursor, encodeCursor, RunOrder, type OrderKey } from "./run-order.js";
-import { checkInlineStorage, checkRunInputs, INLINE_SPEC_FILE, storeRunInputs, type RunInputs } from "./inline.js";
-import { resolveGuestStorage, withStorage, type GuestStorage } from "../sandbox/storage.js";
 
 type CreateRunRequest = components["schemas"]["CreateRunRequest"];
 type CreateRunResponse = components["schemas"]["CreateRunResponse"];
@@ -52,31 +42,19 @@ export interface RunServiceDeps {
   onQuarantine?: (file: string, reason: string) => void;
 }
 
-/** Per-run execution context that is not persisted. */
-interface Execution {
-  outputs: Map<string, StageOutputs>;
-  done: Promise<void>;
-  /** The inline spec and the input, when the create carried them. */
-  inputs: RunInputs;
-}
-
 /**
- * The run lifecycle (the lifecycle described in openapi.yaml's run operations): idempotent create, spec loading,
- * execution through the engine, terminal transitions, cancel, and publication.
+ * The run lifecycle (the lifecycle described in openapi.yaml's run operations): idempotent
+ * create, execution (`Execution`, runs/execution.ts), terminal transitions, cancel, drain
+ * and shutdown, and the writes owed while the state dir refuses them. The runs themselves,
+ * listing and reading back are `RunHistory`'s (runs/history.ts).
  */
 export class RunService {
-  /**
-   * Every run: a Run while it is active (or its terminal state is not on disk yet), else
-   * its summary; a terminal run's events are read back when asked for (kept in `cache`).
-   */
-  private readonly runs = new Map<string, Run | RunSummary>();
-  private readonly order = new RunOrder();
-  private readonly cache: RunCache;
+  private readonly history: RunHistory;
   private readonly executions = new Map<string, Execution>();
   private drainingSince: number | null = null;
 
   constructor(private readonly deps: RunServiceDeps) {
-    this.cache = new RunCache(deps.limits.runCacheBytes);
+    this.history = new RunHistory({ ...deps, runCacheBytes: deps.limits.runCacheBytes });
   }
 
   /**
@@ -87,23 +65,15 @@ export class RunService {
    */
   restore(): string[] {
     this.deps.storage.onRecovered(() => this.retryOwed());
-    const { runs, stored, quarantined, reasons, interrupted } = this.deps.store.loadAll(
-      (l) => this.conforming(l),
-      storedSummary,
-    );
-    for (const id of interrupted) this.deps.log.warn({ run_id: id }, "removed a run directory left by a create interrupted before its first write");
-    for (const s of stored) this.runs.set(s.id, s);
-    this.order.load([...stored, ...runs.map((l) => l.file)].map((r) => ({ started_at: r.started_at, id: r.id })));
+    const { runs, quarantined } = this.history.load();
     const unindexed: RunSummary[] = [];
-    for (const loaded of runs) {
-      const run = new Run(loaded.file, loaded.events, this.deps, loaded.lines);
-      this.runs.set(run.id, run);
+    for (const { run, legacy } of runs) {
       const logged = run.terminal ? undefined : terminalEventOf(run.events);
       if (logged) {
         adoptTerminalEvent(run.file, logged);
         this.deps.log.warn({ run_id: run.id, status: run.status }, "run adopted the terminal event already in its log");
       }
-      let migrated = !loaded.legacy;
+      let migrated = !legacy;
       this.settle(run, () => {
         if (!migrated) {
           // A Rust void-box file: migrate it to our layout once, then retire the original.
@@ -120,91 +90,14 @@ export class RunService {
       });
       this.retire(run, false);
     }
-    this.writeSummariesLater(unindexed);
-    quarantined.forEach((q, i) => this.deps.log.error({ file: q, reason: reasons[i] }, "state file does not conform; quarantined"));
+    this.history.writeSummariesLater(unindexed);
     return quarantined;
   }
 
-  /**
-   * Summaries for terminal runs that had none (a state dir from before them), written a
-   * batch per event-loop turn after start-up so they do not delay it; best effort (the
-   * next start derives what is missing again).
-   */
-  private writeSummariesLater(pending: RunSummary[]): void {
-    const step = () => {
-      for (const s of pending.splice(0, 200)) {
-        try {
-          this.deps.store.saveSummary(s);
-        } catch {
-          pending.length = 0; // the state dir refuses writes: the next start tries again
-        }
-      }
-      if (pending.length) setImmediate(step);
-    };
-    if (pending.length) setImmediate(step);
-  }
-
-  /**
-   * A terminal run whose state is on disk leaves memory except for its summary; its
-   * events are read back when asked for (`cache` keeps the recently read ones).
-   */
+  /** A terminal run leaves memory (see RunHistory.retire) once nothing is owed for it and its execution is over. */
   private retire(run: Run, keep = true): void {
-    if (!run.terminal || this.owed.has(run.id) || this.executions.has(run.id) || this.runs.get(run.id) !== run) return;
-    this.runs.set(run.id, run.summary());
-    if (keep) this.cache.put(run);
-  }
-
-  /**
-   * Reads a terminal run back from disk, with the checks start-up applies; a damaged one
-   * is quarantined (listed in /v1/health) and answered as not found, never half-served.
-   */
-  private readBack(summary: RunSummary, keep: boolean): Run {
-    const loaded = this.readChecked(summary, keep);
-    const run = new Run(loaded.file, loaded.events, this.deps, loaded.lines);
-    if (keep) this.cache.put(run);
-    return run;
-  }
-
-  /** A terminal run's files, checked (see readBack); `tidy`: also remove temp files a crash left. */
-  private readChecked(summary: RunSummary, tidy: boolean): LoadedRun {
-    try {
-      const loaded = this.conforming(this.deps.store.loadRun(summary.id, tidy));
-      if (!TERMINAL.has(loaded.file.status)) throw new Error(`run.json: status ${loaded.file.status} is not terminal, unlike its summary.json`);
-      return loaded;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== undefined && code !== "ENOENT") throw e; // an I/O error, not damage: the next read tries again
-      this.runs.delete(summary.id);
-      this.order.remove(summary.id);
-      this.cache.delete(summary.id);
-      if (code === "ENOENT") {
-        this.deps.log.error({ run_id: summary.id }, "a terminal run's files are gone from the state dir");
-        throw notFound(`run ${summary.id}`);
-      }
-      const reason = e instanceof Error ? e.message : String(e);
-      const file = this.deps.store.quarantineRun(summary.id, e);
-      this.deps.log.error({ file, reason }, "state file does not conform; quarantined");
-      this.deps.onQuarantine?.(file, reason);
-      throw new ApiError("NOT_FOUND", `run ${summary.id} not found: its files are damaged and were quarantined (${file}; see /v1/health)`);
-    }
-  }
-
-  /** Normalises a run read from disk and checks it against the schemas; throws (→ quarantine) when it does not conform. */
-  private conforming(loaded: LoadedRun): LoadedRun {
-    const schemas = this.deps.schemas;
-    const bad = (what: string, problem: string | null) => {
-      if (problem) throw new Error(`${what}: ${problem}`);
-    };
-    const file = loaded.file;
-    if (typeof file.status === "string") file.status = normaliseStatus(file.status) as RunState["status"];
-    const events = loaded.events;
-    // Files unchanged since they were written or last checked (their summary.json says so)
-    // are only parsed: checking every event of every run made a full listing 5× slower.
-    if (schemas && !loaded.unchanged) {
-      bad("run file", schemas.runFile(file));
-      events.forEach((e, i) => bad(`event ${i}`, schemas.event(e)));
-    }
-    return { ...loaded, file, events };
+    if (this.owed.has(run.id) || this.executions.has(run.id)) return;
+    this.history.retire(run, keep);
   }
 
   /**
@@ -231,7 +124,7 @@ export class RunService {
 
   private retryOwed(): void {
     for (const [id, task] of [...this.owed]) {
-      const run = this.runs.get(id);
+      const run = this.history.entry(id);
       if (run instanceof Run) {
         this.settle(run, task);
         this.retire(run);
@@ -261,89 +154,27 @@ export class RunService {
   }
 
   get(id: string): Run {
-    const entry = this.runs.get(id);
-    if (!entry) throw notFound(`run ${id}`);
-    if (entry instanceof Run) return entry;
-    return this.cache.get(id) ?? this.readBack(entry, true);
+    return this.history.get(id);
   }
 
-  private matches(entry: Run | RunSummary, filter: "active" | "terminal" | undefined): boolean {
-    return !filter || TERMINAL.has(entry.status) === (filter === "terminal");
+  /** Every run matching `filter`, oldest first, with its events. */
+  list(filter: RunFilter): Run[] {
+    return this.history.list(filter);
   }
 
-  /**
-   * Every run matching `filter`, oldest first, with its events: terminal runs are read
-   * back one by one (not kept: a full listing would only churn the cache).
-   */
-  list(filter: "active" | "terminal" | undefined): Run[] {
-    const out: Run[] = [];
-    for (const { id } of this.order.slice()) {
-      const entry = this.runs.get(id);
-      if (!entry || !this.matches(entry, filter)) continue;
-      if (entry instanceof Run) out.push(entry);
-      else {
-        try {
-          out.push(this.cache.get(id) ?? this.readBack(entry, false));
-        } catch (e) {
-          if (!(e instanceof ApiError && e.code === "NOT_FOUND")) throw e;
-          // quarantined (or gone) just now: not listed, like a run quarantined at start-up
-        }
-      }
-    }
-    return out;
-  }
-
-  /**
-   * The whole `GET /v1/runs` reply (`{"runs": [RunState…]}`), encoded one run at a time:
-   * a terminal run that is not in memory is read, encoded and dropped (its events are
-   * spliced in as the lines of its log, which are each event's JSON), so a listing of a
-   * long history does not hold every run's events as objects at once.
-   */
-  listJson(filter: "active" | "terminal" | undefined, v2: boolean): JsonBytes<RunList> {
-    const parts: Buffer[] = [Buffer.from('{"runs":[')];
-    for (const { id } of this.order.slice()) {
-      const entry = this.runs.get(id);
-      if (!entry || !this.matches(entry, filter)) continue;
-      let json: string;
-      const live = entry instanceof Run ? entry : this.cache.get(id);
-      if (live || v2) json = JSON.stringify((live ?? this.tryReadBack(entry as RunSummary))?.toState(v2) ?? null);
-      else {
-        try {
-          json = stateJson(this.readChecked(entry as RunSummary, false));
-        } catch (e) {
-          if (!(e instanceof ApiError && e.code === "NOT_FOUND")) throw e;
-          continue; // quarantined (or gone) just now: not listed, like a run quarantined at start-up
-        }
-      }
-      if (json === "null") continue;
-      parts.push(Buffer.from(parts.length > 1 ? "," + json : json));
-    }
-    parts.push(Buffer.from("]}"));
-    return encodedJson(Buffer.concat(parts));
-  }
-
-  private tryReadBack(summary: RunSummary): Run | null {
-    try {
-      return this.readBack(summary, false);
-    } catch (e) {
-      if (e instanceof ApiError && e.code === "NOT_FOUND") return null;
-      throw e;
-    }
+  /** The whole `GET /v1/runs` reply, encoded (RunHistory.listJson). */
+  listJson(filter: RunFilter, v2: boolean): JsonBytes<RunList> {
+    return this.history.listJson(filter, v2);
   }
 
   /** At most `limit` runs after `cursor` (a previous page's next_cursor), as summaries: no file is read. */
-  page(filter: "active" | "terminal" | undefined, limit: number, cursor: string | undefined): RunPage {
-    const runs: RunSummary[] = [];
-    let last: OrderKey | undefined;
-    for (let i = this.order.after(cursor === undefined ? null : decodeCursor(cursor)); i < this.order.length; i++) {
-      const key = this.order.at(i)!;
-      const entry = this.runs.get(key.id);
-      if (!entry || !this.matches(entry, filter)) continue;
-      if (runs.length === limit) return { runs, next_cursor: encodeCursor(last!) };
-      runs.push(entry instanceof Run ? entry.summary() : entry);
-      last = key;
-    }
-    return { runs, next_cursor: null };
+  page(filter: RunFilter, limit: number, cursor: string | undefined): RunPage {
+    return this.history.page(filter, limit, cursor);
+  }
+
+  /** Runs held in memory with their events: as Runs (active, or terminal and not retired yet), and read back into the cache. */
+  held(): { runs: number; cached: number } {
+    return { runs: [...this.history.loaded()].length, cached: this.history.cachedCount };
   }
 
   /** Synchronous up to the insert, so concurrent creates with one run_id start one run. */
@@ -351,7 +182,7 @@ export class RunService {
     const inputs = checkRunInputs(req, this.deps.limits);
     if (inputs.inline) checkInlineStorage(inputs.inline.spec, this.deps.store.stateDir, this.deps.limits);
     if (req.run_id !== undefined) {
-      const existing = this.runs.get(req.run_id);
+      const existing = this.history.entry(req.run_id);
       if (existing) {
         if (!(existing instanceof Run) || existing.terminal) throw new ApiError("ALREADY_TERMINAL", `run ${existing.id} is already terminal (${existing.status})`);
         return { run_id: existing.id, attempt_id: existing.file.attempt_id, state: existing.status };
@@ -360,7 +191,7 @@ export class RunService {
     this.checkAccepting();
     this.deps.storage.admit("new runs");
     let id = req.run_id ?? this.deps.ids.runId();
-    while (this.runs.has(id)) id = this.deps.ids.runId();
+    while (this.history.entry(id)) id = this.deps.ids.runId();
     const now = new Date(this.deps.now()).toISOString();
     const policy: RunPolicy | null = req.policy ? { ...DEFAULT_POLICY, ...req.policy } : null;
     const file = inputs.inline ? INLINE_SPEC_FILE : req.file!;
@@ -398,12 +229,15 @@ export class RunService {
       this.deps.store.discardRun(id);
       throw this.deps.storage.fault(e);
     }
-    this.runs.set(id, run);
-    this.order.add({ started_at: now, id });
+    this.history.add(run);
     this.deps.log.info({ run_id: id, file, status: "running" }, "run created");
-    const exec: Execution = { outputs: new Map(), done: Promise.resolve(), inputs };
+    const exec = new Execution(run, inputs, this.deps, {
+      terminate: (r, status, event, fields) => this.terminate(r, status, event, fields),
+      storageFault: (r, e) => this.storageFault(r, e),
+    });
     this.executions.set(id, exec);
-    exec.done = this.execute(run, exec, policy ?? DEFAULT_POLICY)
+    exec.done = exec
+      .execute(policy ?? DEFAULT_POLICY)
       .catch((e: unknown) => this.storageFault(run, e)) // every write of the execution has this owner
       .finally(() => {
         this.executions.delete(id);
@@ -439,8 +273,13 @@ export class RunService {
 
   activeCount(): number {
     let n = 0;
-    for (const r of this.runs.values()) if (r instanceof Run && !r.terminal) n++;
+    for (const r of this.history.loaded()) if (!r.terminal) n++;
     return n;
+  }
+
+  /** Runs whose execution (engine, VMs) has not wound down yet; a cancelled run's may outlast its terminal state. */
+  executingCount(): number {
+    return this.executions.size;
   }
 
   /** Stops accepting new runs; active ones go on. Idempotent. */
@@ -463,172 +302,15 @@ export class RunService {
     }
   }
 
-  private async execute(run: Run, exec: Execution, policy: RunPolicy): Promise<void> {
-    let spec: RunSpec;
-    try {
-      spec = exec.inputs.inline?.spec ?? (await loadSpec(run.file.file, { roots: this.deps.limits.specRoots }));
-    } catch (e) {
-      const reason = e instanceof SpecError ? e.message : `cannot load spec: ${(e as Error).message}`;
-      if (run.terminal || run.abort.signal.aborted) return;
-      run.append({ type: "spec.parse_failed", level: "error", message: reason });
-      return this.fail(run, reason);
-    }
-    if (run.terminal || run.abort.signal.aborted) return;
-    run.append({ type: "run.spec.loaded", message: `spec ${spec.name} (${spec.kind}) loaded`, payload: { name: spec.name, kind: spec.kind } });
-
-    // Runs that may use a micro-VM wait for the guest-boot probe rather than start on a
-    // guess: the probe settles within its deadlines, and decides local vs. mock for auto.
-    if (spec.sandbox.mode !== "mock" && this.deps.vm.ready) {
-      await this.deps.vm.ready(run.abort.signal);
-      if (run.terminal) return;
-    }
-    let storage: GuestStorage | undefined;
-    try {
-      storage = resolveGuestStorage(spec.sandbox, { stateDir: this.deps.store.stateDir, mountRoots: this.deps.limits.mountRoots }, exec.inputs.inline ? "body/spec/sandbox" : `spec ${run.file.file}: sandbox`);
-    } catch (e) {
-      if (!(e instanceof SpecError)) throw e;
-      return this.fail(run, e.message);
-    }
-    const picked = this.pickSandbox(run, spec);
-    const sandbox = picked && withStorage(picked, storage);
-    if (!sandbox) return this.fail(run, `sandbox mode local requires micro-VMs, which are unavailable: ${this.deps.vm.unavailableReason}`);
-    let result: EngineResult;
-    try {
-      result = await runEngine({ runId: run.id, spec, policy, sandbox, signal: run.abort.signal, hooks: this.hooks(run, exec), now: this.deps.now, limits: this.deps.limits, input: exec.inputs.input });
-    } catch (e) {
-      return this.fail(run, (e as Error).message);
-    }
-    if (run.abort.signal.aborted) return; // stopped from outside (cancel, storage fault): that path records the end
-    this.finishExecution(run, exec, result);
-  }
-
-  private fail(run: Run, reason: string): void {
-    // Aborted: ended (cancel) or stopped by a fault whose owner records the end.
-    if (run.terminal || run.abort.signal.aborted) return;
-    this.terminate(run, "failed", { type: "run.failed", level: "error", message: reason }, { reason, error: reason });
-    run.persist();
-  }
-
-  private pickSandbox(run: Run, spec: RunSpec): Sandbox | null {
-    const mode = spec.sandbox.mode;
-    const vm = this.deps.vm.sandbox;
-    // The mock's workspace is daemon memory: bounded like a guest's tmpfs (half its RAM) and by the artifact quota.
-    const mockBytes = Math.min(spec.sandbox.memory_mb * 512 * 1024, this.deps.limits.maxArtifactBytesPerStage);
-    const sandbox = mode === "mock" || (mode === "auto" && !vm) ? new MockSandbox({ maxWorkspaceBytes: mockBytes }) : vm;
-    run.file.sandbox_mode = sandbox?.kind === "qemu" ? "local" : sandbox ? "mock" : null;
-    if (sandbox) {
-      run.append({
-        type: "sandbox.selected",
-        message: `stages run in ${sandbox.kind === "qemu" ? "micro-VMs" : "the mock sandbox"} (mode ${mode})`,
-        payload: { requested: mode, selected: run.file.sandbox_mode },
-        mode: run.file.sandbox_mode ?? undefined,
-      });
-    }
-    return sandbox;
-  }
-
-  /**
-   * Engine callbacks; after a terminal transition (cancel) or a storage fault everything
-   * late is dropped. A failed write never reaches the engine: storageFault owns it.
-   */
-  private hooks(run: Run, exec: Execution): EngineHooks {
-    const live = () => !run.terminal && !run.abort.signal.aborted;
-    const owned = (fn: () => void) => {
-      try {
-        fn();
-      } catch (e) {
-        this.storageFault(run, e);
-      }
-    };
-    return {
-      event: (e) => {
-        if (e.type === "stage.completed" || e.type === "stage.failed") {
-          const ms = (e.payload as { duration_ms?: unknown } | null | undefined)?.duration_ms;
-          if (typeof ms === "number") this.deps.metrics?.stageFinished(e.type === "stage.completed" ? "succeeded" : "failed", ms);
-        }
-        if (live()) owned(() => run.append(e));
-      },
-      planStages: (plan) => {
-        if (live()) run.planStages(plan);
-      },
-      stage: (name, patch) => {
-        if (!live()) return;
-        run.patchStage(name, patch);
-        if (patch.status) owned(() => run.persist());
-      },
-      vmDelta: (d) => {
-        run.activeMicrovms += d; // live count: VMs of a cancelled run are counted until they are gone
-      },
-      output: (stage, result, artifacts) => {
-        if (!live()) return;
-        try {
-          this.deps.store.writeResult(run.id, stage, result);
-          for (const a of artifacts) this.deps.store.writeArtifact(run.id, stage, a.name, a.bytes);
-        } catch (e) {
-          return this.storageFault(run, e);
-        }
-        exec.outputs.set(stage, { result, artifacts: artifacts.map((a) => ({ name: a.name, media_type: a.media_type, size_bytes: a.bytes.length })) });
-      },
-    };
-  }
-
-  private finishExecution(run: Run, exec: Execution, result: EngineResult): void {
-    if (run.terminal) return;
-    // A workflow's output step is also published under the stage name `main`: the same files (hard links), not copies.
-    if (result.report.kind === "workflow" && result.publishStage && exec.outputs.has(result.publishStage) && result.publishStage !== "main") {
-      const out = exec.outputs.get(result.publishStage)!;
-      try {
-        this.deps.store.aliasStage(run.id, result.publishStage, "main", out.artifacts.map((a) => a.name));
-        exec.outputs.set("main", out);
-      } catch (e) {
-        // The output step's own files are published; `main` is only missing from the manifest.
-        this.deps.log.error({ run_id: run.id, err: String(e) }, "cannot publish the output step as main");
-      }
-    }
-    const { problem } = this.publication(run, exec, result);
-    const fields = { report: result.report, exit_code: result.exitCode };
-    if (result.report.success && !problem) {
-      this.terminate(run, "succeeded", { type: "run.finished", message: "run succeeded", payload: { exit_code: result.exitCode } }, { ...fields, reason: null });
-    } else {
-      const error = result.report.success ? problem! : (result.error ?? "execution reported unsuccessful result");
-      this.terminate(
-        run,
-        "failed",
-        { type: "run.failed", level: "error", message: result.report.success ? error : "execution reported unsuccessful result", payload: { error, exit_code: result.exitCode } },
-        { ...fields, error, reason: error },
-      );
-    }
-    const output = result.report.output;
-    if (output) appendOutputLines(run, output, this.deps.limits.maxOutputEvents);
-    run.persist();
-  }
-
-  private publication(run: Run, exec: Execution, result?: EngineResult) {
-    const outcome = decidePublication({
-      runId: run.id,
-      outputs: exec.outputs,
-      publishStage: result?.publishStage,
-      mustPublish: result?.mustPublish ?? false,
-      now: new Date(this.deps.now()).toISOString(),
-    });
-    run.file.artifact_publication = outcome.publication;
-    return outcome;
-  }
-
   /**
    * The one way into a terminal state, and the only writer of `terminal_reason`: the
    * publication is decided (`republish`: again, from the outputs so far), then the
    * terminal event is appended — the commit point — with the terminal fields. The
    * caller persists (once, after what follows it).
    */
-  private terminate(
-    run: Run,
-    status: "succeeded" | "failed" | "cancelled",
-    event: EngineEvent,
-    o: { reason: string | null; error?: string | null; report?: RunReport; exit_code?: number | null; republish?: boolean },
-  ): void {
+  private terminate(run: Run, status: "succeeded" | "failed" | "cancelled", event: EngineEvent, o: TerminalFields): void {
     const exec = this.executions.get(run.id);
-    if (exec && (o.republish || !run.file.artifact_publication)) this.publication(run, exec);
+    if (exec && (o.republish || !run.file.artifact_publication)) exec.publish();
     const { reason, republish: _, ...fields } = o;
     run.finish(status, event, { ...fields, terminal_reason: reason });
     this.deps.log.info({ run_id: run.id, status, exit_code: run.file.exit_code, error: run.file.error, reason }, `run ${status}`);
@@ -689,8 +371,8 @@ export class RunService {
    * "daemon_shutdown") and its work is stopped; waits for executions to wind down.
    */
   async shutdown(timeoutMs: number): Promise<void> {
-    for (const run of this.runs.values()) {
-      if (!(run instanceof Run) || run.terminal) continue;
+    for (const run of [...this.history.loaded()]) {
+      if (run.terminal) continue;
       try {
         this.endFromOutside(run, "failed", "daemon shut down while the run was active", "daemon_shutdown");
       } catch (e) {

@@ -37,10 +37,27 @@ function normaliseLegacyEvent(e: RunEvent, i: number): RunEvent {
   };
 }
 
+/** The fields of T that it must have but that may be null. */
+type RequiredNullable<T> = { [K in keyof T]-?: {} extends Pick<T, K> ? never : null extends T[K] ? K : never }[keyof T];
+
+/**
+ * RunFile's required nullable fields, each null. Typed against the generated RunState, so a
+ * nullable field added to the contract fails the typecheck until it is listed here.
+ */
+const UNKNOWN: { [K in RequiredNullable<RunFile>]: null } = {
+  report: null,
+  error: null,
+  finished_at: null,
+  terminal_reason: null,
+  terminal_event_id: null,
+  exit_code: null,
+  policy: null,
+  artifact_publication: null,
+};
+
 /** Rust-daemon run files may lack fields we always serve: absent means unknown (null). */
 function normaliseLegacyFile(f: RunFile): RunFile {
-  const nulls = ["report", "error", "finished_at", "terminal_reason", "terminal_event_id", "exit_code", "policy", "artifact_publication"] as const;
   const out = { ...f, attempt_id: f.attempt_id ?? 1, updated_at: f.updated_at ?? f.started_at, file: f.file ?? "" };
-  for (const k of nulls) if (out[k] === undefined) (out as Record<string, unknown>)[k] = null;
+  for (const [k, v] of Object.entries(UNKNOWN)) if ((out as Record<string, unknown>)[k] === undefined) (out as Record<string, unknown>)[k] = v;
   return out;
 }

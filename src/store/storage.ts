@@ -1,13 +1,16 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
+import type { components } from "../../generated/api.js";
+
+type Health = components["schemas"]["Health"];
 
 /**
  * The state dir's health as the daemon last saw it. A write that fails for a storage
  * reason (full, read-only, I/O error) never takes the daemon down: it is turned into a
  * StorageError, the state below changes, and a probe timer notices when writes work again.
  */
-export type StorageCondition = "ok" | "low_space" | "read_only" | "failing";
+export type StorageCondition = NonNullable<Health["storage"]>;
 
 /** A write to the state dir that failed (or was refused) for a storage reason. Rendered as 507. */
 export class StorageError extends Error {
@@ -45,10 +48,8 @@ export class ShortWriteError extends Error {
   }
 }
 
-export interface StorageHealth {
-  storage: StorageCondition;
-  storage_reason: string | null;
-}
+/** Health's storage fields, always present where the daemon reports them. */
+export type StorageHealth = Required<Pick<Health, "storage" | "storage_reason">>;
 
 const PROBE_INTERVAL_MS = 1000;
 

@@ -49,6 +49,28 @@ export function readFreshSummary(dir: string): unknown {
   return body.summary ?? null;
 }
 
+const str = (v: unknown) => typeof v === "string";
+const strOrNull = (v: unknown) => v === null || typeof v === "string";
+const int = (v: unknown) => Number.isInteger(v);
+
+/** One check per RunSummary field: typed by the generated RunSummary, so a field added to it needs its check. */
+const SUMMARY_FIELDS: { [K in keyof RunSummary]-?: (v: unknown) => boolean } = {
+  id: str,
+  status: (v) => TERMINAL.has(v as RunSummary["status"]),
+  file: str,
+  error: strOrNull,
+  attempt_id: int,
+  started_at: str,
+  updated_at: str,
+  finished_at: strOrNull,
+  terminal_reason: strOrNull,
+  terminal_event_id: strOrNull,
+  exit_code: (v) => v === null || int(v),
+  sandbox_mode: (v) => v === null || v === "mock" || v === "local",
+  event_count: (v) => int(v) && (v as number) >= 0,
+};
+const SUMMARY_CHECKS = Object.entries(SUMMARY_FIELDS);
+
 /**
  * A summary.json's summary when it is a terminal run's and has RunSummary's shape;
  * null: read the run's files instead. Checked by hand, not by the schema: compiling
@@ -57,14 +79,6 @@ export function readFreshSummary(dir: string): unknown {
 export function storedSummary(s: unknown): RunSummary | null {
   if (!s || typeof s !== "object") return null;
   const r = s as Record<string, unknown>;
-  const str = (k: string) => typeof r[k] === "string";
-  const strOrNull = (k: string) => r[k] === null || typeof r[k] === "string";
-  const int = (k: string) => Number.isInteger(r[k]);
-  const ok =
-    TERMINAL.has(r.status as RunSummary["status"]) &&
-    str("id") && str("file") && str("started_at") && str("updated_at") &&
-    strOrNull("error") && strOrNull("finished_at") && strOrNull("terminal_reason") && strOrNull("terminal_event_id") &&
-    int("attempt_id") && (r.exit_code === null || int("exit_code")) && int("event_count") && (r.event_count as number) >= 0 &&
-    (r.sandbox_mode === null || r.sandbox_mode === "mock" || r.sandbox_mode === "local");
-  return ok ? (s as RunSummary) : null;
+  for (const [k, ok] of SUMMARY_CHECKS) if (!ok(r[k])) return null;
+  return s as RunSummary;
 }

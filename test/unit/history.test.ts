@@ -145,14 +145,13 @@ describe("terminal runs after a restart", () => {
     for (const id of ids) expect(JSON.parse(fs.readFileSync(summaryFile(t, id), "utf8")).summary).toMatchObject({ id, status: stateBefore.status, event_count: stateBefore.events.length });
     t = await restart(t);
     // Start-up read no event log: nothing is loaded until asked for.
-    const service = t.d.service as unknown as { runs: Map<string, unknown>; cache: { size: number } };
-    expect([...service.runs.values()].every((r) => (r as { events?: unknown }).events === undefined)).toBe(true);
+    expect(t.d.service.held()).toEqual({ runs: 0, cached: 0 });
     expect((await allPages(t.url, "limit=2")).ids).toEqual(ids);
-    expect(service.cache.size).toBe(0);
+    expect(t.d.service.held().cached).toBe(0);
     // The full listing (read from disk now) is what it was when every run was in memory.
     expect((await api<RunList>(t.url, "GET", "/v1/runs")).json).toEqual(listBefore);
     expect((await api<RunList>(t.url, "GET", "/v1/runs?api_version=v2")).json).toEqual(listV2Before);
-    expect(service.cache.size).toBe(0);
+    expect(t.d.service.held().cached).toBe(0);
     for (const [i, id] of ids.entries()) expect((await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events`)).bytes.equals(before[i])).toBe(true);
     expect((await api<RunState>(t.url, "GET", `/v1/runs/${ids[1]}`)).json).toEqual(stateBefore);
     expect((await api<StageList>(t.url, "GET", `/v1/runs/${ids[1]}/stages`)).status).toBe(200);
@@ -218,8 +217,7 @@ describe("summary.json", () => {
     // Written again in the background after start-up, matching the files as they are now.
     await waitFor(() => [missing, torn, stale].every((id) => fs.existsSync(summaryFile(t, id)) && JSON.parse(fs.readFileSync(summaryFile(t, id), "utf8")).summary.status === status), "summaries rewritten");
     t = await restart(t);
-    const service = t.d.service as unknown as { runs: Map<string, unknown> };
-    expect([...service.runs.values()].every((r) => (r as { events?: unknown }).events === undefined)).toBe(true);
+    expect(t.d.service.held().runs).toBe(0);
     expect((await api<RunPage>(t.url, "GET", "/v1/runs?limit=10")).json.runs.map((r) => r.status)).toEqual([status, status, status]);
   });
 });

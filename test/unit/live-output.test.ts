@@ -190,7 +190,7 @@ describe("stage.output through the daemon (mock sandbox)", () => {
     const id = await createRun(t.url, writeSpec(dir, workflow("cancelled", [{ name: "c", run: { program: "sh", args: ["-c", "echo a; sleep 30; echo b"] } }])));
     await waitForEvent(t.url, id, (e) => e.event_type === "stage.output", "the first chunk");
     expect((await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
-    await waitFor(() => (t.d.service as unknown as { executions: Map<string, unknown> }).executions.size === 0, "the engine to wind down");
+    await waitFor(() => t.d.service.executingCount() === 0, "the engine to wind down");
     const st = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
     const types = st.events.map((e) => e.event_type);
     expect(types[types.length - 1]).toBe("run.cancelled");

@@ -31,7 +31,7 @@ const HELLO = writeSpec(specDir, workflow("hello", [
 
 /** The engine of every run has wound down (no execution left). */
 function idle(t: TestDaemon): boolean {
-  return (t.d.service as unknown as { executions: Map<string, unknown> }).executions.size === 0;
+  return t.d.service.executingCount() === 0;
 }
 
 describe("create", () => {
