@@ -7,7 +7,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { eventId, eventLine, readEventsFile, runFile, writeRun } from "../reliability/statefiles.js";
+import { eventId, eventLine, readEventsFile, runFile, T0, writeRun } from "../helpers/statefiles.js";
 import { cannotMount, chattrWorks, mountTmpfs, type SmallDisk } from "./tmpfs.js";
 import { alive, childEnv, killHard, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
 import { isApiError, request } from "../helpers/http.js";
@@ -273,19 +273,19 @@ describe("storage faults", () => {
   it("5. kill -9 between the terminal event and the run.json rename: the logged outcome is adopted on restart", async () => {
     const s = setup(false);
     const head = (id: string) => [eventLine(id, 0, "run.started", null, "RunStarted"), eventLine(id, 1, "env.provisioned", null, "EnvironmentProvisioned")];
-    writeRun(s.stateDir, "ok", runFile("ok", "running"), [
+    writeRun(s.stateDir, "ok", runFile("ok"), [
       ...head("ok"),
       eventLine("ok", 2, "run.finished", { exit_code: 0 }, "RunCompleted"),
       eventLine("ok", 3, "log.chunk", { data: "hi" }, "LogChunk"),
       eventLine("ok", 4, "log.closed", null, "LogClosed"),
     ]);
-    writeRun(s.stateDir, "bad", runFile("bad", "running"), [...head("bad"), eventLine("bad", 2, "run.failed", { error: "stage say failed", exit_code: 3 }, "RunFailed")]);
-    writeRun(s.stateDir, "stopped", runFile("stopped", "running"), [...head("stopped"), eventLine("stopped", 2, "run.cancelled", { reason: "user asked" }, "RunCancelled")]);
-    writeRun(s.stateDir, "active", runFile("active", "running"), head("active"));
+    writeRun(s.stateDir, "bad", runFile("bad"), [...head("bad"), eventLine("bad", 2, "run.failed", { error: "stage say failed", exit_code: 3 }, "RunFailed")]);
+    writeRun(s.stateDir, "stopped", runFile("stopped"), [...head("stopped"), eventLine("stopped", 2, "run.cancelled", { reason: "user asked" }, "RunCancelled")]);
+    writeRun(s.stateDir, "active", runFile("active"), head("active"));
     const { d, url } = await daemon(s);
 
     const ok = await getRun(url, "ok");
-    expect([ok.status, ok.terminal_event_id, ok.exit_code, ok.finished_at]).toEqual(["succeeded", eventId(2), 0, new Date(1_700_000_000_002).toISOString()]);
+    expect([ok.status, ok.terminal_event_id, ok.exit_code, ok.finished_at]).toEqual(["succeeded", eventId(2), 0, new Date(T0 + 2).toISOString()]);
     expect(ok.events.map((e) => e.event_type)).toEqual(["run.started", "env.provisioned", "run.finished", "log.chunk", "log.closed"]);
     const bad = await getRun(url, "bad");
     expect([bad.status, bad.terminal_event_id, bad.exit_code, bad.error]).toEqual(["failed", eventId(2), 3, "stage say failed"]);
@@ -310,7 +310,7 @@ describe("storage faults", () => {
   it("6. state files that do not conform to their schema are quarantined and reported; startup and GET /v1/runs never fail on one file", async () => {
     const s = setup(false);
     const terminal = (id: string) => [eventLine(id, 0, "run.started", null, "RunStarted"), eventLine(id, 1, "run.finished", { exit_code: 0 }, "RunCompleted")];
-    const done = (id: string) => runFile(id, "succeeded", { finished_at: new Date(1_700_000_000_001).toISOString(), terminal_event_id: eventId(1), exit_code: 0 });
+    const done = (id: string) => runFile(id, { status: "succeeded", finished_at: new Date(T0 + 1).toISOString(), terminal_event_id: eventId(1), exit_code: 0 });
     writeRun(s.stateDir, "good", done("good"), terminal("good"));
     writeRun(s.stateDir, "nulled", done("nulled"), [...terminal("nulled"), "null"]);
     writeRun(s.stateDir, "nope", { ...done("nope"), stages: "nope" }, terminal("nope"));

@@ -7,8 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCrashCycles } from "./crash-cycles.js";
-import * as statefiles from "./statefiles.js";
-import { eventLine, readEventsFile } from "./statefiles.js";
+import { eventLine, readEventsFile, runFile } from "../helpers/statefiles.js";
 import { startDaemon, tmpDir } from "../helpers/daemon.js";
 import { request } from "../helpers/http.js";
 import { type RunState } from "../helpers/runs.js";
@@ -52,7 +51,6 @@ describe(`crash recovery (kill -9 under load, ${CYCLES} kill -9 / restart cycles
 // acknowledged; that is not corruption and must not be reported as such.
 describe("states left by a crash at a precise point", () => {
   const ev = (id: string, seq: number, type: string) => eventLine(id, seq, type);
-  const runFile = (id: string, status: string) => statefiles.runFile(id, status);
 
   async function boot(stateDir: string) {
     const { d, url } = await startDaemon(stateDir, { auth: null });
@@ -67,7 +65,7 @@ describe("states left by a crash at a precise point", () => {
     const a = path.join(stateDir, "runs", "interrupted-a");
     fs.mkdirSync(a, { recursive: true });
     fs.writeFileSync(path.join(a, "events.jsonl"), ev("interrupted-a", 0, "run.started") + "\n" + ev("interrupted-a", 1, "env.provisioned") + "\n");
-    fs.writeFileSync(path.join(a, `.run.json.4242.7.tmp`), JSON.stringify(runFile("interrupted-a", "running")).slice(0, 40));
+    fs.writeFileSync(path.join(a, `.run.json.4242.7.tmp`), JSON.stringify(runFile("interrupted-a")).slice(0, 40));
     // (b) killed right after mkdir / the first partial append
     const b = path.join(stateDir, "runs", "interrupted-b");
     fs.mkdirSync(b, { recursive: true });
@@ -98,7 +96,7 @@ describe("states left by a crash at a precise point", () => {
     const stateDir = path.join(home, "state");
     const dir = path.join(stateDir, "runs", "torn");
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, "run.json"), JSON.stringify(runFile("torn", "running")));
+    fs.writeFileSync(path.join(dir, "run.json"), JSON.stringify(runFile("torn")));
     const lines = [ev("torn", 0, "run.started"), ev("torn", 1, "env.provisioned"), ev("torn", 2, "run.spec.loaded")];
     fs.writeFileSync(path.join(dir, "events.jsonl"), lines.join("\n") + "\n" + ev("torn", 3, "stage.queued").slice(0, 57));
     const { d, url } = await boot(stateDir);
