@@ -5,7 +5,8 @@
 // acknowledged is checked against what it serves and what is on disk.
 import fs from "node:fs";
 import path from "node:path";
-import { prng, readEventsFile } from "../helpers/statefiles.js";
+import { prng } from "../helpers/prng.js";
+import { readEventsFile } from "../helpers/statefiles.js";
 import { childEnv, killHard, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
 import { request } from "../helpers/http.js";
 import { TERMINAL, type RunState } from "../helpers/runs.js";

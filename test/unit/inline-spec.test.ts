@@ -1,22 +1,15 @@
-import { describe, it, expect, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
 import { validateResponse } from "../helpers/openapi.js";
-import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { daemonsOfFile, startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
 import { api, errorOf } from "../helpers/http.js";
 import { waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import type { CancelRunResponse, CreateRunResponse, RunList } from "../helpers/types.js";
 
-const open: TestDaemon[] = [];
-afterAll(async () => {
-  for (const t of open) await t.d.close();
-});
-async function daemon(opts: Parameters<typeof startDaemon>[1] = {}) {
-  const t = await startDaemon(tmpDir(), opts);
-  open.push(t);
-  return t;
-}
+const start = daemonsOfFile();
+const daemon = (opts: Parameters<typeof startDaemon>[1] = {}) => start(tmpDir(), opts);
 
 // One step: the run fails for want of a result.json, but its output is the step's stdout.
 const CAT = workflow("cat", [{ name: "read", run: { program: "cat" } }]);

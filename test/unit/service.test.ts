@@ -1,23 +1,15 @@
-import { describe, it, expect, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
 import { validateResponse } from "../helpers/openapi.js";
-import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { daemonsOfFile, startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
 import { api, errorOf } from "../helpers/http.js";
 import { assertGapless, createRun, waitForEvent, waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
 import type { CancelRunResponse, CreateRunResponse, Health, RunEvent, RunList, RunState } from "../helpers/types.js";
 
-const open: TestDaemon[] = [];
-afterAll(async () => {
-  for (const t of open) await t.d.close();
-});
-async function daemon(stateDir = tmpDir(), opts: Parameters<typeof startDaemon>[1] = {}) {
-  const t = await startDaemon(stateDir, opts);
-  open.push(t);
-  return t;
-}
+const daemon = daemonsOfFile();
 
 const specDir = tmpDir("vbx-specs-");
 const SLEEPY = writeSpec(specDir, workflow("sleepy", [

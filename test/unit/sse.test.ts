@@ -1,23 +1,16 @@
-import { describe, it, expect, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import { EventEmitter } from "node:events";
 import http from "node:http";
 import { eventStream } from "../../src/http/sse.js";
-import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { daemonsOfFile, startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
 import { api } from "../helpers/http.js";
 import { waitForEvent, waitForTerminal } from "../helpers/runs.js";
 import { workflow } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
 import type { CancelRunResponse, CreateRunResponse, RunEvent } from "../helpers/types.js";
 
-const open: TestDaemon[] = [];
-afterAll(async () => {
-  for (const t of open) await t.d.close();
-});
-async function daemon(opts: Parameters<typeof startDaemon>[1] = {}) {
-  const t = await startDaemon(tmpDir(), opts);
-  open.push(t);
-  return t;
-}
+const start = daemonsOfFile();
+const daemon = (opts: Parameters<typeof startDaemon>[1] = {}) => start(tmpDir(), opts);
 
 /** Two steps after a short nap: the stream is open while the run is still going. */
 const NAPPY = workflow("nappy", [
