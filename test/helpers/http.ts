@@ -217,10 +217,10 @@ export function rawApi<T = unknown>(url: string, method: string, p: string, body
   return typeof body === "string" ? request<T>(url, p, { method, body, raw: true, contentType: "application/json" }) : request<T>(url, p, { method, body });
 }
 
-/** The reply's body as the ApiError it must be (throws when it is not one). */
-export function errorOf(r: { status: number; json?: unknown; body?: unknown; text?: string }): ApiError {
-  const v = "json" in r ? r.json : r.body;
-  if (!isApiError(v)) throw new Error(`reply ${r.status} is not an ApiError: ${r.text ?? JSON.stringify(v)}`);
+/** The reply's body as the ApiError it must be (throws when it is not one); a reply of request() or ApiClient, or an SDK `.api` result. */
+export function errorOf(r: { status: number; json?: unknown; body?: unknown; text?: string } | { response: Response; error?: unknown }): ApiError {
+  const [status, v] = "response" in r ? [r.response.status, r.error] : [r.status, "json" in r ? r.json : r.body];
+  if (!isApiError(v)) throw new Error(`reply ${status} is not an ApiError: ${("text" in r && r.text) || JSON.stringify(v)}`);
   return v;
 }
 
