@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { DEFAULT_LIMITS, type Limits } from "../../src/limits.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { startDaemon, tmpDir, type TestDaemon, alive, childEnv, killHard, startDaemonProcess as spawnBuiltDaemon, stopDaemon, MAIN_JS, type DaemonProc } from "../helpers/daemon.js";
-import { api, request } from "../helpers/http.js";
+import { request } from "../helpers/http.js";
 import { createRun, eventsOf, isTerminal, waitForRun, waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import type { CreateRunResponse, RunState } from "../helpers/types.js";
@@ -152,8 +152,8 @@ describe("row 2: per-stage artifact quotas; main shares the output step's bytes"
 
     // Served identically under both names.
     for (const p of ["output-file", "artifacts/a0", "artifacts/s1"]) {
-      const a = await api(t.url, "GET", `/v1/runs/${id}/stages/gen/${p}`);
-      const b = await api(t.url, "GET", `/v1/runs/${id}/stages/main/${p}`);
+      const a = await request(t.url, `/v1/runs/${id}/stages/gen/${p}`);
+      const b = await request(t.url, `/v1/runs/${id}/stages/main/${p}`);
       expect(a.status).toBe(200);
       expect(b.status).toBe(200);
       expect(b.contentType).toBe(a.contentType);
@@ -179,7 +179,7 @@ describe("row 3: spec files never leak content or existence; --spec-root", () =>
   });
 
   async function failure(file: string): Promise<string> {
-    const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file });
+    const r = await request<CreateRunResponse>(t.url, "/v1/runs", { method: "POST", body: { file } });
     expect(r.status).toBe(200); // wire compatibility: a bad file is a failed run, not a 4xx
     const run = await waitForTerminal(t.url, r.json.run_id);
     expect(run.status).toBe("failed");
