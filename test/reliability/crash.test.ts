@@ -9,8 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCrashCycles } from "./crash-cycles.js";
 import { eventLine, readEventsFile, runFile } from "../helpers/statefiles.js";
 import { startDaemon, tmpDir } from "../helpers/daemon.js";
-import { request } from "../helpers/http.js";
-import { type RunState } from "../helpers/runs.js";
+import { sdk } from "../helpers/sdk.js";
 
 const CYCLES = 5;
 
@@ -75,15 +74,12 @@ describe("states left by a crash at a precise point", () => {
 
     const { d, url } = await boot(stateDir);
     try {
-      const health = await request(url, "/v1/health");
-      expect((health.json as { quarantined_files: string[] }).quarantined_files).toEqual([]);
+      expect((await sdk(url).health()).quarantined_files).toEqual([]);
       // Never acknowledged: the run may be dropped, or kept as failed/daemon_restarted — never active.
       for (const id of ["interrupted-a", "interrupted-b", "interrupted-c"]) {
-        const r = await request(url, `/v1/runs/${id}`);
-        if (r.status === 200) {
-          const s = r.json as RunState;
-          expect([s.status, s.terminal_reason]).toEqual(["failed", "daemon_restarted"]);
-        } else expect(r.status).toBe(404);
+        const r = await sdk(url).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: id } } });
+        if (r.data) expect([r.data.status, r.data.terminal_reason]).toEqual(["failed", "daemon_restarted"]);
+        else expect(r.response.status).toBe(404);
       }
     } finally {
       await d.close();
@@ -101,9 +97,8 @@ describe("states left by a crash at a precise point", () => {
     fs.writeFileSync(path.join(dir, "events.jsonl"), lines.join("\n") + "\n" + ev("torn", 3, "stage.queued").slice(0, 57));
     const { d, url } = await boot(stateDir);
     try {
-      const health = await request(url, "/v1/health");
-      expect((health.json as { quarantined_files: string[] }).quarantined_files).toEqual([]);
-      const s = (await request(url, "/v1/runs/torn")).json as RunState;
+      expect((await sdk(url).health()).quarantined_files).toEqual([]);
+      const s = await sdk(url).getRun("torn");
       expect([s.status, s.terminal_reason]).toEqual(["failed", "daemon_restarted"]);
       expect(s.events.map((e) => e.seq)).toEqual([0, 1, 2, 3]);
       expect(s.events[3].event_type).toBe("run.failed");
