@@ -4,9 +4,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
 import { errorOf, request } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { createRun, waitForEvent, waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
-import type { CancelRunResponse, RunState, SessionMessage, StageList, StructuredOutput } from "../helpers/types.js";
+import type { SessionMessage, StructuredOutput } from "../helpers/types.js";
 
 let t: TestDaemon;
 const specDir = tmpDir("vbx-out-specs-");
@@ -159,9 +160,9 @@ describe("other run shapes", () => {
     const file = writeSpec(specDir, workflow("sleepy", [{ name: "nap", run: { program: "sleep", args: ["300"] } }]));
     const id = await createRun(t.url, file);
     await waitForEvent(t.url, id, (e) => e.event_type === "stage.started", "nap to start");
-    const c = await request<CancelRunResponse>(t.url, `/v1/runs/${id}/cancel`, { method: "POST" });
-    expect(c.status).toBe(200);
-    const st = (await request<RunState>(t.url, `/v1/runs/${id}`)).json;
+    const c = await sdk(t.url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: id } } });
+    expect(c.response.status).toBe(200);
+    const st = await sdk(t.url).getRun(id);
     expect(st.status).toBe("cancelled");
     expect(st.finished_at).toEqual(expect.any(String));
     expect(st.stage_states).toMatchObject({ nap: { status: "failed", exit_code: -1 } });
@@ -256,17 +257,18 @@ describe("other run shapes", () => {
     });
     expect(st.status).toBe("succeeded");
     expect(st.artifact_publication!.status).toBe("published");
-    const stages = await request<StageList>(t.url, `/v1/runs/${id}/stages`);
-    expect(stages.status).toBe(200);
-    expect(stages.json.run_id).toBe(id);
-    expect(stages.json.stages.map((s) => [s.name, s.status, s.group, s.depends_on])).toEqual([
+    const reply = await sdk(t.url).api.GET("/v1/runs/{run_id}/stages", { params: { path: { run_id: id } } });
+    expect(reply.response.status).toBe(200);
+    const stages = reply.data!;
+    expect(stages.run_id).toBe(id);
+    expect(stages.stages.map((s) => [s.name, s.status, s.group, s.depends_on])).toEqual([
       ["plan", "succeeded", null, []],
       ["left", "succeeded", expect.any(String), ["plan"]],
       ["right", "succeeded", expect.any(String), ["plan"]],
       ["merge", "succeeded", null, ["left", "right"]],
     ]);
-    expect(stages.json.stages[1].group).toBe(stages.json.stages[2].group);
-    for (const s of stages.json.stages) {
+    expect(stages.stages[1].group).toBe(stages.stages[2].group);
+    for (const s of stages.stages) {
       expect(s.attempt).toBe(1);
       expect(s.exit_code).toBe(0);
       expect(typeof s.duration_ms).toBe("number");
@@ -274,27 +276,29 @@ describe("other run shapes", () => {
     const merged = await request<StructuredOutput>(t.url, `/v1/runs/${id}/stages/merge/output-file`);
     expect(JSON.parse(merged.text).summary).toBe("merge");
     const fan = st.events.filter((e) => e.event_type === "stage.started" && (e.stage_name === "left" || e.stage_name === "right"));
-    expect(fan.every((e) => e.group_id === stages.json.stages[1].group)).toBe(true);
+    expect(fan.every((e) => e.group_id === stages.stages[1].group)).toBe(true);
     expect(st.events.filter((e) => e.event_type === "box.started")).toHaveLength(4);
   });
 });
 
 describe("sessions", () => {
   it("appends messages and lists them in order", async () => {
-    const a = await request<SessionMessage>(t.url, "/v1/sessions/sess-1/messages", { method: "POST", body: { role: "user", content: "first" } });
-    expect(a.status).toBe(200);
-    expect(a.json).toMatchObject({ role: "user", content: "first", ts_ms: expect.any(Number) });
-    const b = await request<SessionMessage>(t.url, "/v1/sessions/sess-1/messages", { method: "POST", body: { role: "assistant", content: "second" } });
-    expect(b.status).toBe(200);
-    const list = await request<SessionMessage[]>(t.url, "/v1/sessions/sess-1/messages");
-    expect(list.status).toBe(200);
-    expect(list.json).toEqual([a.json, b.json]);
+    const c = sdk(t.url);
+    const messages = (session_id: string) => ({ params: { path: { session_id } } });
+    const a = await c.api.POST("/v1/sessions/{session_id}/messages", { ...messages("sess-1"), body: { role: "user", content: "first" } });
+    expect(a.response.status).toBe(200);
+    expect(a.data).toMatchObject({ role: "user", content: "first", ts_ms: expect.any(Number) });
+    const b = await c.api.POST("/v1/sessions/{session_id}/messages", { ...messages("sess-1"), body: { role: "assistant", content: "second" } });
+    expect(b.response.status).toBe(200);
+    const list = await c.api.GET("/v1/sessions/{session_id}/messages", messages("sess-1"));
+    expect(list.response.status).toBe(200);
+    expect(list.data).toEqual([a.data, b.data]);
   });
 
   it("an unknown session is []", async () => {
-    const r = await request<SessionMessage[]>(t.url, "/v1/sessions/never-seen/messages");
-    expect(r.status).toBe(200);
-    expect(r.json).toEqual([]);
+    const r = await sdk(t.url).api.GET("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "never-seen" } } });
+    expect(r.response.status).toBe(200);
+    expect(r.data).toEqual([]);
   });
 
   it("a traversal session id is 400", async () => {
