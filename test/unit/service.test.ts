@@ -8,7 +8,7 @@ import { sdk } from "../helpers/sdk.js";
 import { assertGapless, createRun, waitForEvent, waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
-import type { CancelRunResponse, CreateRunResponse, Health, RunEvent, RunList, RunState } from "../helpers/types.js";
+import type { CancelRunResponse, CreateRunResponse, RunList } from "../helpers/types.js";
 
 const daemon = daemonsOfFile();
 
@@ -121,6 +121,7 @@ describe("policy, listing and events", () => {
     const done = await createRun(t.url, HELLO);
     const st = await waitForTerminal(t.url, done);
     const active = await createRun(t.url, SLEEPY);
+    // The unknown state value and parameter are the daemon's to ignore: sent as they are.
     const ids = async (q: string) => (await request<RunList>(t.url, `/v1/runs${q}`)).json.runs.map((r) => r.id);
     expect(await ids("?state=active")).toEqual([active]);
     expect(await ids("?state=terminal")).toEqual([done]);
@@ -315,44 +316,40 @@ describe("persistence", () => {
 
     it("repairs the torn line, quarantines the corrupt file, loads the rest (and the Rust file)", async () => {
       const t = await daemon(state);
-      const good = await request<RunState>(t.url, "/v1/runs/good");
-      expect(good.status).toBe(200);
-      expect(good.json.status).toBe("succeeded");
-      expect(good.json.events.length).toBe(goodEvents);
+      const c = sdk(t.url);
+      const good = await c.getRun("good");
+      expect(good.status).toBe("succeeded");
+      expect(good.events.length).toBe(goodEvents);
       const log = fs.readFileSync(path.join(state, "runs", "good", "events.jsonl"), "utf8");
       expect(log.endsWith("\n")).toBe(true);
       expect(log.trim().split("\n")).toHaveLength(goodEvents);
 
-      const health = await request<Health>(t.url, "/v1/health");
-      expect(health.status).toBe(200);
-      const q: string[] = health.json.quarantined_files!;
+      const q: string[] = (await c.health()).quarantined_files!;
       expect(q).toHaveLength(1);
       expect(q[0]).toMatch(/^quarantine\/broken/);
       expect(fs.existsSync(path.join(state, q[0]))).toBe(true);
       expect(fs.existsSync(path.join(state, "runs", "broken"))).toBe(false);
-      expect((await request<RunState>(t.url, "/v1/runs/broken")).status).toBe(404);
+      expect((await c.api.GET("/v1/runs/{run_id}", { params: { path: { run_id: "broken" } } })).response.status).toBe(404);
 
-      const rust = await request<RunState>(t.url, "/v1/runs/rust-1");
-      expect(rust.status).toBe(200);
-      expect(rust.json.status).toBe("succeeded"); // "completed" is accepted on input
-      expect(rust.json.events.map((e) => e.event_type)).toEqual(["run.started", "run.finished"]);
-      expect(rust.json.terminal_event_id).toBe(rustEvents[1].event_id);
-      const ev = await request<RunEvent[]>(t.url, "/v1/runs/rust-1/events?api_version=v2");
-      expect(ev.json.map((e) => e.event_type)).toEqual(["RunStarted", "RunCompleted"]);
-      const list = await request<RunList>(t.url, "/v1/runs?state=terminal");
-      expect(list.json.runs.map((r) => r.id).sort()).toEqual(["good", "rust-1"]);
-      const dup = await request<CreateRunResponse>(t.url, "/v1/runs", { method: "POST", body: { file: HELLO, run_id: "rust-1" } });
-      expect(dup.status).toBe(409);
+      const rust = await c.getRun("rust-1");
+      expect(rust.status).toBe("succeeded"); // "completed" is accepted on input
+      expect(rust.events.map((e) => e.event_type)).toEqual(["run.started", "run.finished"]);
+      expect(rust.terminal_event_id).toBe(rustEvents[1].event_id);
+      const ev = await c.listEvents("rust-1", { apiVersion: "v2" });
+      expect(ev.map((e) => e.event_type)).toEqual(["RunStarted", "RunCompleted"]);
+      const list = await c.listRuns({ state: "terminal" });
+      expect(list.map((r) => r.id).sort()).toEqual(["good", "rust-1"]);
+      const dup = await c.api.POST("/v1/runs", { body: { file: HELLO, run_id: "rust-1" } });
+      expect(dup.response.status).toBe(409);
       await t.d.close();
     });
 
     it("a second restart loads the same runs with the same events (no duplication, nothing quarantined)", async () => {
       const t = await daemon(state);
-      const rust = await request<RunState>(t.url, "/v1/runs/rust-1");
-      expect(rust.status).toBe(200);
-      expect(rust.json.events.map((e) => e.event_type)).toEqual(["run.started", "run.finished"]);
-      expect((await request<RunState>(t.url, "/v1/runs/good")).json.events.length).toBe(goodEvents);
-      expect((await request<Health>(t.url, "/v1/health")).json.quarantined_files).toEqual([]);
+      const c = sdk(t.url);
+      expect((await c.getRun("rust-1")).events.map((e) => e.event_type)).toEqual(["run.started", "run.finished"]);
+      expect((await c.getRun("good")).events.length).toBe(goodEvents);
+      expect((await c.health()).quarantined_files).toEqual([]);
       await t.d.close();
       // The migrated Rust run must not be migrated again on every start: its event log
       // holds its 2 events once, whichever of runs/rust-1.json and runs/rust-1/ is read first.
@@ -377,10 +374,10 @@ describe("a sparse Rust void-box run file", () => {
       }),
     );
     const t = await daemon(state);
-    const run = await request<RunState>(t.url, "/v1/runs/rust-old");
-    expect(run.status).toBe(200);
-    expect(validateResponse("getRun", 200, run.json)).toEqual([]);
-    expect(run.json).toMatchObject({ status: "cancelled", exit_code: null, report: null, attempt_id: 1 });
-    expect(run.json.events[0]).toMatchObject({ seq: 0, event_type_v2: "RunCancelled", level: "info", payload: null });
+    const run = await sdk(t.url).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: "rust-old" } } });
+    expect(run.response.status).toBe(200);
+    expect(validateResponse("getRun", 200, run.data)).toEqual([]);
+    expect(run.data).toMatchObject({ status: "cancelled", exit_code: null, report: null, attempt_id: 1 });
+    expect(run.data!.events[0]).toMatchObject({ seq: 0, event_type_v2: "RunCancelled", level: "info", payload: null });
   });
 });
