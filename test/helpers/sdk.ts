@@ -35,7 +35,15 @@ function gatedFetch(gate: Gate) {
   };
 }
 
+/** Clients with the default gate and timeout, by address and token: polling loops reuse one (and its Unix-socket agent). */
+const clients = new Map<string, VoidboxClient>();
+
 /** The SDK client of the daemon at `base` (http://HOST:PORT or unix:///PATH), its replies gated. */
 export function sdk(base: string, opts: SdkOptions = {}): VoidboxClient {
-  return createClient({ url: base, token: opts.token ?? null, timeoutMs: opts.timeoutMs ?? 20_000, fetch: gatedFetch(opts.gate ?? gateReply) });
+  const make = () => createClient({ url: base, token: opts.token ?? null, timeoutMs: opts.timeoutMs ?? 20_000, fetch: gatedFetch(opts.gate ?? gateReply) });
+  if (opts.gate || opts.timeoutMs !== undefined) return make();
+  const key = `${base}\n${opts.token ?? ""}`;
+  let client = clients.get(key);
+  if (!client) clients.set(key, (client = make()));
+  return client;
 }
