@@ -22,7 +22,8 @@ import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { atMost, percentile as pct, writeFigures } from "./figures.js";
 import { cpuMs, runVmBench } from "./harness.js";
-import { QemuSandbox, findGuestImage, killLeftoverVms, probeAccelerator, qemuAvailable, tunedKernelArgs, VmSnapshots } from "../src/sandbox/qemu/index.js";
+import { QemuSandbox, findGuestImage, killLeftoverVms, qemuAvailable, tunedKernelArgs, VmSnapshots } from "../src/sandbox/qemu/index.js";
+import { probeAccelerator } from "../test/helpers/accelerator.js";
 import { findGuestKernels, untunedKernelArgs } from "./guest-kernels.js";
 
 function arg(name: string, def: number): number {

@@ -17,7 +17,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { QemuSandbox, findGuestImage, killLeftoverVms, probeAccelerator, qemuAvailable } from "../src/sandbox/qemu/index.js";
+import { QemuSandbox, findGuestImage, killLeftoverVms, qemuAvailable } from "../src/sandbox/qemu/index.js";
+import { probeAccelerator } from "../test/helpers/accelerator.js";
 import type { ExecCommand, StageVm } from "../src/sandbox/types.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");

@@ -12,10 +12,10 @@ import { afterAll, describe, expect, it } from "vitest";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { validateResponse } from "../helpers/openapi.js";
 import { childEnv, killHard, REPO_ROOT, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
-import { request } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { waitForRun } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
-import type { CreateRunResponse, Health, RunState } from "../helpers/types.js";
+import type { Health, RunState } from "../helpers/types.js";
 import { waitFor } from "../helpers/wait.js";
 
 const qemu = qemuAvailable();
@@ -35,10 +35,10 @@ async function serve(dir: string, extra: string[] = [], env: Record<string, stri
 }
 
 async function health(d: DaemonProc): Promise<Health> {
-  const r = await request<Health>(d.urls[0]!, "/v1/health");
-  expect(r.status).toBe(200);
-  expect(validateResponse("getHealth", 200, r.json)).toEqual([]);
-  return r.json;
+  const r = await sdk(d.urls[0]!).api.GET("/v1/health");
+  expect(r.response.status).toBe(200);
+  expect(validateResponse("getHealth", 200, r.data)).toEqual([]);
+  return r.data as Health;
 }
 
 async function settled(d: DaemonProc, timeoutMs = 90_000): Promise<Health> {
@@ -57,9 +57,9 @@ function echoSpec(dir: string, name: string, mode: "local" | "mock"): string {
 }
 
 async function runToEnd(d: DaemonProc, file: string): Promise<RunState> {
-  const created = await request<CreateRunResponse>(d.urls[0]!, "/v1/runs", { body: { file } });
-  expect(created.status).toBe(200);
-  const id = created.json.run_id;
+  const created = await sdk(d.urls[0]!).api.POST("/v1/runs", { body: { file } });
+  expect(created.response.status).toBe(200);
+  const id = created.data!.run_id;
   return waitForRun(d.urls[0]!, id, (r) => r.finished_at !== null, { timeoutMs: 60_000, what: `run ${id} to end` });
 }
 

@@ -10,8 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Daemon } from "../../src/server.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { startDaemon } from "../helpers/daemon.js";
-import { api } from "../helpers/http.js";
-import type { RunEvent, RunState } from "../helpers/runs.js";
+import type { CreateRunRequest, RunState } from "@voidbox/client";
+import { sdk } from "../helpers/sdk.js";
 import { pidAlive } from "../helpers/process.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -25,7 +25,7 @@ let url: string;
 let dir: string;
 
 /** The kit's client on this file's daemon (every reply passes the conformance gate). */
-const call = <T>(method: string, p: string, body?: unknown) => api<T>(url, method, p, body);
+const client = () => sdk(url);
 
 function spec(name: string, body: string): string {
   const file = path.join(dir, `${name}.yaml`);
@@ -33,16 +33,16 @@ function spec(name: string, body: string): string {
   return file;
 }
 
-async function start(file: string, policy?: Record<string, number>): Promise<string> {
-  const r = await call<{ run_id: string }>("POST", "/v1/runs", { file, ...(policy ? { policy } : {}) });
-  expect(r.status).toBe(200);
-  return r.json.run_id;
+async function start(file: string, policy?: CreateRunRequest["policy"]): Promise<string> {
+  const r = await client().api.POST("/v1/runs", { body: { file, ...(policy ? { policy } : {}) } });
+  expect(r.response.status).toBe(200);
+  return r.data!.run_id;
 }
 
 /** What `probe` finds (it returns undefined until then), within the deadline. */
 const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<NonNullable<T>> => waitFor(probe, what, timeoutMs);
 
-const getRun = async (id: string) => (await call<RunState>("GET", `/v1/runs/${id}`)).json;
+const getRun = (id: string) => client().getRun(id);
 const terminal = (id: string) => until(`run ${id} to end`, async () => ((await getRun(id)).finished_at ? getRun(id) : undefined));
 const of = (run: RunState, type: string) => run.events.filter((e) => e.event_type === type);
 
@@ -62,7 +62,7 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
   it("runs each step in its own guest and pipes stdout to the next step's stdin", async () => {
     // The guest-boot probe runs in the background from start; health says `probing` until it settles.
     const health = await until("the guest-boot probe to settle", async () => {
-      const h = (await call<{ accelerator: string; guest_kernel: string; guest_boot: string }>("GET", "/v1/health")).json;
+      const h = await client().health();
       return h.guest_boot === "probing" ? undefined : h;
     });
     expect(health.guest_boot).toBe("ok");
@@ -164,13 +164,13 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
       { cancel_grace_period_secs: grace },
     );
     const spawned = await until("microvm.spawned", async () => {
-      const events = (await call<RunEvent[]>("GET", `/v1/runs/${id}/events`)).json;
+      const events = await client().listEvents(id);
       return events.find((e) => e.event_type === "microvm.spawned");
     });
     const pid = (spawned.payload as { pid: number }).pid;
     expect(pidAlive(pid)).toBe(true);
-    const cancelled = await call<{ state: string; terminal_event_id: string }>("POST", `/v1/runs/${id}/cancel`, { reason: "e2e" });
-    expect(cancelled.json.state).toBe("cancelled");
+    const cancelled = await client().cancelRun(id, "e2e");
+    expect(cancelled.state).toBe("cancelled");
     // Gone within the grace period (plus reaping slack), not merely eventually.
     await until("the VM to be gone within the grace period", async () => (pidAlive(pid) ? undefined : true), grace * 1000 + 5_000);
     const run = await until("active_microvm_count 0", async () => {
@@ -178,7 +178,7 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
       return r.active_microvm_count === 0 ? r : undefined;
     });
     expect(run.status).toBe("cancelled");
-    expect(run.terminal_event_id).toBe(cancelled.json.terminal_event_id);
+    expect(run.terminal_event_id).toBe(cancelled.terminal_event_id);
     expect(of(run, "stage.failed")[0].payload).toMatchObject({ exit_code: -1 });
   }, 120_000);
 
@@ -228,12 +228,12 @@ describe.skipIf(!ready)("micro-VM runs through the API (mode: local)", () => {
     expect(of(run, "microvm.spawned")).toHaveLength(3);
 
     expect(run.artifact_publication?.status).toBe("published");
-    const out = await call<Record<string, unknown>>("GET", `/v1/runs/${id}/stages/main/output-file`);
-    expect(out.status).toBe(200);
-    expect(out.json).toMatchObject({ status: "ok", summary: "from the guest" });
-    const art = await call("GET", `/v1/runs/${id}/stages/report/artifacts/report.txt`);
-    expect(art.status).toBe(200);
-    expect(art.contentType).toContain("text/plain");
-    expect(art.text.split("\n").filter(Boolean).sort()).toEqual(["a", "b"]);
+    const out = await client().api.GET("/v1/runs/{run_id}/stages/{stage}/output-file", { params: { path: { run_id: id, stage: "main" } } });
+    expect(out.response.status).toBe(200);
+    expect(out.data).toMatchObject({ status: "ok", summary: "from the guest" });
+    const art = await client().api.GET("/v1/runs/{run_id}/stages/{stage}/artifacts/{name}", { params: { path: { run_id: id, stage: "report", name: "report.txt" } }, parseAs: "text" });
+    expect(art.response.status).toBe(200);
+    expect(art.response.headers.get("content-type")).toContain("text/plain");
+    expect(art.data!.split("\n").filter(Boolean).sort()).toEqual(["a", "b"]);
   }, 180_000);
 });

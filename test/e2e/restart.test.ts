@@ -9,8 +9,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { pidAlive } from "../helpers/process.js";
 import { childEnv, killHard, REPO_ROOT, startDaemonProcess, tmpDir, type DaemonProc } from "../helpers/daemon.js";
-import { request } from "../helpers/http.js";
-import { type RunState } from "../helpers/runs.js";
+import { sdk } from "../helpers/sdk.js";
 import { waitFor } from "../helpers/wait.js";
 
 const ready = qemuAvailable() && findGuestImage(REPO_ROOT) !== null;
@@ -37,14 +36,14 @@ describe.skipIf(!ready)("daemon crash with a micro-VM running", () => {
     const args = ["--listen", "tcp://127.0.0.1:0", "--state-dir", state, "--no-auth", "--warm-pool", "0"];
     const first = await startDaemonProcess({ args, env: childEnv(dir) });
     daemons.push(first);
-    const created = await request(first.urls[0], "/v1/runs", { body: { file: spec, run_id: "crashy" } });
-    expect(created.status).toBe(200);
+    const created = await sdk(first.urls[0]).api.POST("/v1/runs", { body: { file: spec, run_id: "crashy" } });
+    expect(created.response.status).toBe(200);
 
     let vmPid = 0;
     await waitFor(
       async () => {
-        const events = (await request(first.urls[0], "/v1/runs/crashy/events")).json as Array<{ event_type: string; payload: { pid?: number } | null }>;
-        vmPid = events.find((e) => e.event_type === "microvm.spawned")?.payload?.pid ?? 0;
+        const spawned = (await sdk(first.urls[0]).listEvents("crashy")).find((e) => e.event_type === "microvm.spawned");
+        vmPid = spawned?.event_type === "microvm.spawned" ? spawned.payload.pid : 0;
         return vmPid > 0;
       },
       "microvm.spawned",
@@ -57,11 +56,11 @@ describe.skipIf(!ready)("daemon crash with a micro-VM running", () => {
     daemons.push(second);
     await waitFor(() => !pidAlive(vmPid), `QEMU pid ${vmPid} of the dead daemon is still alive`, 15_000);
     expect(fs.readdirSync(path.join(state, "vms"))).toEqual([]);
-    const run = (await request(second.urls[0], "/v1/runs/crashy")).json as RunState & { terminal_reason: string };
+    const run = await sdk(second.urls[0]).getRun("crashy");
     expect(run.status).toBe("failed");
     expect(run.terminal_reason).toBe("daemon_restarted");
-    const again = await request(second.urls[0], "/v1/runs", { body: { file: spec, run_id: "crashy" } });
-    expect(again.status).toBe(409);
+    const again = await sdk(second.urls[0]).api.POST("/v1/runs", { body: { file: spec, run_id: "crashy" } });
+    expect(again.response.status).toBe(409);
     await killHard(second);
   }, 180_000);
 });

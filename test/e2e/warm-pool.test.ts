@@ -9,7 +9,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { pidAlive } from "../helpers/process.js";
 import { childEnv, killHard, REPO_ROOT, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
-import { request } from "../helpers/http.js";
+import type { components, RunState } from "@voidbox/client";
+import { sdk } from "../helpers/sdk.js";
 import { waitFor } from "../helpers/wait.js";
 
 const image = qemuAvailable() ? findGuestImage(REPO_ROOT) : null;
@@ -21,14 +22,10 @@ afterAll(async () => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-interface Pool {
-  ready: number;
-  hits: number;
-  misses: number;
-}
+type MicroVmSpawnedPayload = components["schemas"]["MicroVmSpawnedPayload"];
 
-async function pool(url: string): Promise<Pool | undefined> {
-  return ((await request(url, "/v1/health")).json as { capacity: { warm_pool?: Pool } }).capacity.warm_pool;
+async function pool(url: string) {
+  return (await sdk(url).health()).capacity?.warm_pool ?? undefined;
 }
 
 /** Pids in the state dir's VM pid files (the pool's VMs when no stage runs). */
@@ -38,8 +35,7 @@ function vmPids(state: string): number[] {
   return fs.readdirSync(dir).map((n) => (JSON.parse(fs.readFileSync(path.join(dir, n), "utf8")) as { pid: number }).pid);
 }
 
-const spawnedAll = (run: { events: Array<{ event_type: string; payload: Record<string, unknown> }> }) =>
-  run.events.filter((e) => e.event_type === "microvm.spawned").map((e) => e.payload);
+const spawnedAll = (run: RunState) => run.events.filter((e) => e.event_type === "microvm.spawned").map((e) => e.payload as MicroVmSpawnedPayload);
 
 describe.skipIf(!image)("warm pool with real micro-VMs", () => {
   it("runs a stage in a warm guest, and leaves no QEMU after shutdown or kill -9", async () => {
@@ -65,10 +61,10 @@ describe.skipIf(!image)("warm pool with real micro-VMs", () => {
     const [poolPid] = vmPids(state);
     expect(pidAlive(poolPid)).toBe(true);
 
-    const id = ((await request(url, "/v1/runs", { body: { file: spec } })).json as { run_id: string }).run_id;
-    let run: { status: string; report?: { output: string }; events: Array<{ event_type: string; payload: Record<string, unknown> }> } | undefined;
+    const id = (await sdk(url).createRun({ file: spec })).run_id;
+    let run: RunState | undefined;
     await waitFor(async () => {
-      run = (await request(url, `/v1/runs/${id}`)).json as typeof run;
+      run = await sdk(url).getRun(id);
       return run!.status === "succeeded" || run!.status === "failed";
     }, "the run to end", 120_000);
     expect(run!.status, JSON.stringify(run!.events.map((e) => [e.event_type, (e as { message?: string }).message]))).toBe("succeeded");
@@ -97,7 +93,7 @@ describe.skipIf(!image)("warm pool with real micro-VMs", () => {
     await waitFor(() => orphans.every((p) => !pidAlive(p)), `pool VM ${orphans} outlived its daemon (kill -9)`, 10_000);
     const third = await startDaemonProcess({ args: [...args.slice(0, -1), "0"], env: childEnv(dir) });
     daemons.push(third);
-    await waitFor(async () => ((await request(third.urls[0], "/v1/health")).json as { guest_boot: string }).guest_boot === "ok", "the probe", 60_000);
+    await waitFor(async () => (await sdk(third.urls[0]).health()).guest_boot === "ok", "the probe", 60_000);
     expect(vmPids(state)).toEqual([]);
     expect(await stopDaemon(third)).toEqual({ code: 0, signal: null });
   }, 400_000);

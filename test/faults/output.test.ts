@@ -8,10 +8,11 @@ import { fileURLToPath } from "node:url";
 import { DEFAULT_LIMITS, type Limits } from "../../src/limits.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { startDaemon, tmpDir, type TestDaemon, alive, childEnv, killHard, startDaemonProcess as spawnBuiltDaemon, stopDaemon, MAIN_JS, type DaemonProc } from "../helpers/daemon.js";
-import { api, request } from "../helpers/http.js";
+import { request } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { createRun, eventsOf, isTerminal, waitForRun, waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
-import type { CreateRunResponse, RunState } from "../helpers/types.js";
+import type { RunState } from "../helpers/types.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const sha256 = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
@@ -152,8 +153,8 @@ describe("row 2: per-stage artifact quotas; main shares the output step's bytes"
 
     // Served identically under both names.
     for (const p of ["output-file", "artifacts/a0", "artifacts/s1"]) {
-      const a = await api(t.url, "GET", `/v1/runs/${id}/stages/gen/${p}`);
-      const b = await api(t.url, "GET", `/v1/runs/${id}/stages/main/${p}`);
+      const a = await request(t.url, `/v1/runs/${id}/stages/gen/${p}`);
+      const b = await request(t.url, `/v1/runs/${id}/stages/main/${p}`);
       expect(a.status).toBe(200);
       expect(b.status).toBe(200);
       expect(b.contentType).toBe(a.contentType);
@@ -179,9 +180,9 @@ describe("row 3: spec files never leak content or existence; --spec-root", () =>
   });
 
   async function failure(file: string): Promise<string> {
-    const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file });
-    expect(r.status).toBe(200); // wire compatibility: a bad file is a failed run, not a 4xx
-    const run = await waitForTerminal(t.url, r.json.run_id);
+    const r = await sdk(t.url).api.POST("/v1/runs", { body: { file } });
+    expect(r.response.status).toBe(200); // wire compatibility: a bad file is a failed run, not a 4xx
+    const run = await waitForTerminal(t.url, r.data!.run_id);
     expect(run.status).toBe("failed");
     const parse = ofType(run, "spec.parse_failed");
     expect(parse).toHaveLength(1);
@@ -308,9 +309,9 @@ describe.skipIf(!qemuReady)(`row 1 in a micro-VM (built daemon)${qemuReady ? "" 
     };
     const file = path.join(home, "flood.json");
     fs.writeFileSync(file, JSON.stringify(spec));
-    const created = await request(url, "/v1/runs", { body: { file } });
-    expect(created.status).toBe(200);
-    const id = (created.json as { run_id: string }).run_id;
+    const created = await sdk(url).api.POST("/v1/runs", { body: { file } });
+    expect(created.response.status).toBe(200);
+    const id = created.data!.run_id;
     const run = await waitForTerminal(url, id, 120_000);
     expect(run.status, JSON.stringify(run.error)).toBe("succeeded");
     const [e] = ofType(run, "stage.output_truncated");
@@ -348,9 +349,9 @@ describe.skipIf(!qemuReady)(`row 1 in a micro-VM (built daemon)${qemuReady ? "" 
     };
     const file = path.join(home, "live.json");
     fs.writeFileSync(file, JSON.stringify(spec));
-    const created = await request(url, "/v1/runs", { body: { file } });
-    expect(created.status).toBe(200);
-    const id = (created.json as { run_id: string }).run_id;
+    const created = await sdk(url).api.POST("/v1/runs", { body: { file } });
+    expect(created.response.status).toBe(200);
+    const id = created.data!.run_id;
     const text = (run: RunState) => ofType(run, "stage.output").map((o) => o.payload.data).join("");
     let run = await waitForRun(url, id, (r) => text(r).includes("first") || isTerminal(r.status), { timeoutMs: 120_000, what: "the first stage.output" });
     expect(text(run)).toBe("first\n");

@@ -14,7 +14,7 @@ import { PROJECT_ROOT } from "../../src/openapi-document.js";
 import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { pidAlive } from "../helpers/process.js";
 import { alive, childEnv, killHard, spawnDaemon, waitListening, startDaemonProcess, tmpDir, type DaemonProc } from "../helpers/daemon.js";
-import { request } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { TERMINAL, type RunState } from "../helpers/runs.js";
 import { writeSpec, programWorkflow } from "../helpers/specs.js";
 import { waitFor, withTimeout } from "../helpers/wait.js";
@@ -103,7 +103,7 @@ describe("connection floods", () => {
         { name: "b", program: "echo", args: ["hi"], depends_on: ["a"] },
         { name: "c", program: "sleep", args: ["1"], depends_on: ["b"] },
       ]), "slow.yaml");
-      expect((await request(url, "/v1/runs", { body: { file: spec, run_id: "in-flight" } })).status).toBe(200);
+      expect((await sdk(url).api.POST("/v1/runs", { body: { file: spec, run_id: "in-flight" } })).response.status).toBe(200);
 
       // Held open by the client; only the daemon's refusals and timeouts can close them.
       const conns = [...(await flood(url, 150, "")), ...(await flood(url, 150))];
@@ -111,9 +111,9 @@ describe("connection floods", () => {
       expect(alive(p), p.output()).toBe(true);
       expect(logged(p, /connection limit reached/), p.output()).toBe(true);
 
-      expect((await request(url, "/v1/health")).status).toBe(200);
+      expect((await sdk(url).api.GET("/v1/health")).response.status).toBe(200);
       let run: RunState | undefined;
-      await waitFor(async () => TERMINAL.has((run = (await request(url, "/v1/runs/in-flight")).json as RunState).status), () => JSON.stringify(run), 20_000);
+      await waitFor(async () => TERMINAL.has((run = (await sdk(url).getRun("in-flight")) as RunState).status), () => JSON.stringify(run), 20_000);
       expect(run!.status, run!.error ?? "").toBe("succeeded");
     },
     90_000,
@@ -139,7 +139,7 @@ describe("connection floods", () => {
     for (const c of answered) expect(c.reply).toMatch(/^HTTP\/1\.1 408/);
     expect(logged(p, /connection limit reached/), p.output()).toBe(true);
     expect(alive(p)).toBe(true);
-    expect((await request(url, "/v1/health")).status).toBe(200);
+    expect((await sdk(url).api.GET("/v1/health")).response.status).toBe(200);
   }, 60_000);
 });
 
@@ -174,7 +174,7 @@ describe("one daemon per state dir", () => {
     expect(err!.message).toContain(l.url);
     expect(err!.message).toContain("--state-dir");
     expect(pidAlive(fake.pid!), "the first daemon's VM must survive").toBe(true);
-    expect((await request(l.url, "/v1/health")).status).toBe(200);
+    expect((await sdk(l.url).api.GET("/v1/health")).response.status).toBe(200);
 
     // Released on close: a new daemon on the same state dir starts.
     await first.close();
@@ -208,12 +208,12 @@ describe("one daemon per state dir", () => {
     expect(second.stderr()).toContain(`pid ${first.pid}`);
     expect(second.stderr()).toContain(first.urls[0]);
     expect(alive(first)).toBe(true);
-    expect((await request(first.urls[0], "/v1/health")).status).toBe(200);
+    expect((await sdk(first.urls[0]).api.GET("/v1/health")).response.status).toBe(200);
 
     // kill -9 leaves nothing stale: the kernel released the lock with the process.
     await killHard(first);
     const third = await daemon(["--listen", "tcp://127.0.0.1:0", "--state-dir", state, "--no-auth"], h);
-    expect((await request(third.urls[0], "/v1/health")).status).toBe(200);
+    expect((await sdk(third.urls[0]).api.GET("/v1/health")).response.status).toBe(200);
   }, 90_000);
 });
 
@@ -245,14 +245,14 @@ describe.skipIf(!qemuReady)("QEMU dies with its daemon", () => {
       "api_version: v1\nkind: workflow\nname: stuck\nsandbox: {mode: local, memory_mb: 256}\nworkflow:\n  steps:\n    - name: stuck\n" +
         '      run: {program: sh, args: ["-c", "rm -f /dev/console && mkfifo /dev/console && sleep 300"]}\n',
     );
-    expect((await request(url, "/v1/runs", { body: { file: spec, run_id: "stuck" } })).status).toBe(200);
+    expect((await sdk(url).api.POST("/v1/runs", { body: { file: spec, run_id: "stuck" } })).response.status).toBe(200);
 
     let qemuPid = 0;
     let run: RunState | undefined;
     try {
       await waitFor(
         async () => {
-          run = (await request(url, "/v1/runs/stuck")).json as RunState;
+          run = (await sdk(url).getRun("stuck")) as RunState;
           const spawned = run.events.find((e) => e.event_type === "microvm.spawned") as { payload?: { pid?: number } } | undefined;
           qemuPid = spawned?.payload?.pid ?? 0;
           return qemuPid > 0 || TERMINAL.has(run.status);

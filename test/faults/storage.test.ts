@@ -7,10 +7,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { eventId, eventLine, readEventsFile, runFile, writeRun } from "../reliability/statefiles.js";
+import { eventId, eventLine, readEventsFile, runFile, T0, writeRun } from "../helpers/statefiles.js";
 import { cannotMount, chattrWorks, mountTmpfs, type SmallDisk } from "./tmpfs.js";
 import { alive, childEnv, killHard, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
-import { isApiError, request } from "../helpers/http.js";
+import { errorOf, isApiError } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { TERMINAL, type RunState } from "../helpers/runs.js";
 import { writeSpec, programWorkflow } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
@@ -58,29 +59,29 @@ async function daemon(s: Setup, extra: string[] = []): Promise<{ d: DaemonProc; 
 /** The daemon is alive, answers /v1/health, and logged no unhandled rejection. */
 async function survives(d: DaemonProc, url: string): Promise<Record<string, unknown>> {
   expect(alive(d), d.output()).toBe(true);
-  const h = await request(url, "/v1/health");
-  expect(h.status).toBe(200);
+  const h = await sdk(url).api.GET("/v1/health");
+  expect(h.response.status).toBe(200);
   expect(d.output()).not.toMatch(/unhandled promise rejection|UnhandledPromiseRejection|triggerUncaughtException/);
-  return h.json as Record<string, unknown>;
+  return h.data as Record<string, unknown>;
 }
 
 async function health(url: string): Promise<{ storage: string; storage_reason: string | null; quarantined_files: string[] }> {
-  return (await request(url, "/v1/health")).json as { storage: string; storage_reason: string | null; quarantined_files: string[] };
+  return (await sdk(url).api.GET("/v1/health")).data as { storage: string; storage_reason: string | null; quarantined_files: string[] };
 }
 
 async function getRun(url: string, id: string): Promise<RunState & { exit_code: number | null; finished_at: string | null }> {
-  const r = await request(url, `/v1/runs/${id}`);
-  expect(r.status, r.text).toBe(200);
-  return r.json as RunState & { exit_code: number | null; finished_at: string | null };
+  const r = await sdk(url).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: id } } });
+  expect(r.response.status, JSON.stringify(r.error ?? r.data)).toBe(200);
+  return r.data as RunState & { exit_code: number | null; finished_at: string | null };
 }
 
 async function waitStatus(url: string, id: string, ok: (s: string) => boolean, ms = 20_000): Promise<RunState> {
   let last: RunState | undefined;
   await waitFor(
     async () => {
-      const r = await request(url, `/v1/runs/${id}`);
-      last = r.json as RunState;
-      return r.status === 200 && ok(last.status);
+      const r = await sdk(url).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: id } } });
+      last = (r.data ?? r.error) as RunState;
+      return r.response.status === 200 && ok(last.status);
     },
     () => `run ${id} did not reach the expected status: ${JSON.stringify(last)?.slice(0, 400)}`,
     ms,
@@ -88,10 +89,10 @@ async function waitStatus(url: string, id: string, ok: (s: string) => boolean, m
   return last!;
 }
 
-function expectStorageError(reply: { status: number; json: unknown; text: string }): void {
-  expect(reply.status, reply.text.slice(0, 300)).toBe(507);
-  expect(isApiError(reply.json)).toBe(true);
-  expect(reply.json).toMatchObject({ code: "INSUFFICIENT_STORAGE", retryable: true });
+function expectStorageError(reply: { response: Response; error?: unknown }): void {
+  expect(reply.response.status, JSON.stringify(reply.error)?.slice(0, 300)).toBe(507);
+  expect(isApiError(reply.error)).toBe(true);
+  expect(reply.error).toMatchObject({ code: "INSUFFICIENT_STORAGE", retryable: true });
 }
 
 /** A run whose first stage takes `secs` and whose second writes again afterwards. */
@@ -126,19 +127,19 @@ describe("storage faults", () => {
   it.skipIf(!REAL_FAULTS)("1. the state dir fills up during a run: the run fails with the reason, the daemon serves on and recovers", async () => {
     const s = setup(true);
     const { d, url } = await daemon(s);
-    const created = await request(url, "/v1/runs", { body: { file: slowSpec(s, 1.5), run_id: "victim" } });
-    expect(created.status, created.text).toBe(200);
+    const created = await sdk(url).api.POST("/v1/runs", { body: { file: slowSpec(s, 1.5), run_id: "victim" } });
+    expect(created.response.status, JSON.stringify(created.error ?? created.data)).toBe(200);
     s.disk!.fill();
     await waitFor(async () => (await health(url)).storage === "low_space", "health never reported low_space", 15_000);
     await survives(d, url);
-    expectStorageError(await request(url, "/v1/runs", { body: { file: quickSpec(s) } }));
+    expectStorageError(await sdk(url).api.POST("/v1/runs", { body: { file: quickSpec(s) } }));
     expect((await health(url)).storage_reason).toMatch(/full \(ENOSPC\)/);
 
     s.disk!.free();
     await expectStorageFailure(url, "victim");
     await waitFor(async () => (await health(url)).storage === "ok", "health did not return to ok", 10_000);
-    const again = await request(url, "/v1/runs", { body: { file: quickSpec(s), run_id: "after" } });
-    expect(again.status, again.text).toBe(200);
+    const again = await sdk(url).api.POST("/v1/runs", { body: { file: quickSpec(s), run_id: "after" } });
+    expect(again.response.status, JSON.stringify(again.error ?? again.data)).toBe(200);
     expect((await waitStatus(url, "after", (st) => TERMINAL.has(st))).status).toBe("succeeded");
     await survives(d, url);
   });
@@ -151,16 +152,16 @@ describe("storage faults", () => {
     const spec = quickSpec(s);
     s.disk!.fill();
     for (let i = 0; i < 3; i++) {
-      expectStorageError(await request(url, "/v1/runs", { body: { file: spec, run_id: "full-1" } }));
-      expect((await request(url, "/v1/runs/full-1")).status).toBe(404);
+      expectStorageError(await sdk(url).api.POST("/v1/runs", { body: { file: spec, run_id: "full-1" } }));
+      expect((await sdk(url).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: "full-1" } } })).response.status).toBe(404);
       expect(fs.existsSync(path.join(s.stateDir, "runs", "full-1"))).toBe(false);
     }
-    expect(((await request(url, "/v1/runs")).json as { runs: unknown[] }).runs).toEqual([]);
+    expect(((await sdk(url).api.GET("/v1/runs")).data as { runs: unknown[] }).runs).toEqual([]);
     await survives(d, url);
 
     s.disk!.free();
-    const ok = await request(url, "/v1/runs", { body: { file: spec, run_id: "full-1" } });
-    expect(ok.status, ok.text).toBe(200);
+    const ok = await sdk(url).api.POST("/v1/runs", { body: { file: spec, run_id: "full-1" } });
+    expect(ok.response.status, JSON.stringify(ok.error ?? ok.data)).toBe(200);
     expect((await waitStatus(url, "full-1", (st) => TERMINAL.has(st))).status).toBe("succeeded");
     // Acknowledged means durable: it is there after a restart.
     await stopDaemon(d);
@@ -174,24 +175,24 @@ describe("storage faults", () => {
   it.skipIf(!REAL_FAULTS)("3. a 1 MB session message with 444 KiB free: 507, the log unchanged and readable", async () => {
     const s = setup(true);
     const { d, url } = await daemon(s);
-    const first = await request(url, "/v1/sessions/s1/messages", { body: { role: "user", content: "first" } });
-    expect(first.status, first.text).toBe(200);
+    const first = await sdk(url).api.POST("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "s1" } }, body: { role: "user", content: "first" } });
+    expect(first.response.status, JSON.stringify(first.error ?? first.data)).toBe(200);
     const log = path.join(s.stateDir, "sessions", "s1.jsonl");
     const before = fs.statSync(log).size;
     s.disk!.fill();
     s.disk!.free(444 * 1024);
     const big = "x".repeat(1_000_000);
-    expectStorageError(await request(url, "/v1/sessions/s1/messages", { body: { role: "user", content: big } }));
+    expectStorageError(await sdk(url).api.POST("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "s1" } }, body: { role: "user", content: big } }));
     expect(fs.statSync(log).size).toBe(before);
-    const read = await request(url, "/v1/sessions/s1/messages");
-    expect(read.status, read.text.slice(0, 200)).toBe(200);
-    expect((read.json as Array<{ content: string }>).map((m) => m.content)).toEqual(["first"]);
+    const read = await sdk(url).api.GET("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "s1" } } });
+    expect(read.response.status, JSON.stringify(read.error ?? read.data).slice(0, 200)).toBe(200);
+    expect((read.data as Array<{ content: string }>).map((m) => m.content)).toEqual(["first"]);
     await survives(d, url);
 
     s.disk!.free();
-    const ok = await request(url, "/v1/sessions/s1/messages", { body: { role: "user", content: big } });
-    expect(ok.status).toBe(200);
-    const after = (await request(url, "/v1/sessions/s1/messages")).json as Array<{ content: string }>;
+    const ok = await sdk(url).api.POST("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "s1" } }, body: { role: "user", content: big } });
+    expect(ok.response.status).toBe(200);
+    const after = (await sdk(url).api.GET("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "s1" } } })).data as Array<{ content: string }>;
     expect(after.map((m) => m.content.length)).toEqual([5, 1_000_000]);
     await survives(d, url);
   });
@@ -205,9 +206,9 @@ describe("storage faults", () => {
     const damaged = path.join(s.stateDir, "sessions", "s2.jsonl");
     fs.writeFileSync(damaged, [good(1), "{garbage", good(2), '{"role":1}', good(3)].join("\n") + "\n");
     for (let i = 0; i < 2; i++) {
-      const r = await request(url, "/v1/sessions/s2/messages");
-      expect(r.status, r.text).toBe(200);
-      expect((r.json as Array<{ content: string }>).map((m) => m.content)).toEqual(["m1", "m2", "m3"]);
+      const r = await sdk(url).api.GET("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "s2" } } });
+      expect(r.response.status, JSON.stringify(r.error ?? r.data)).toBe(200);
+      expect((r.data as Array<{ content: string }>).map((m) => m.content)).toEqual(["m1", "m2", "m3"]);
     }
     const q = (await health(url)).quarantined_files.filter((f) => f.startsWith("quarantine/session-s2."));
     expect(q).toHaveLength(1);
@@ -229,31 +230,31 @@ describe("storage faults", () => {
 
     // (a) chattr +i on the runs, the run's directory and its event log, under an active run
     if (chattrWorks(s.disk!)) {
-      expect((await request(url, "/v1/runs", { body: { file: slow, run_id: "ro-victim" } })).status).toBe(200);
+      expect((await sdk(url).api.POST("/v1/runs", { body: { file: slow, run_id: "ro-victim" } })).response.status).toBe(200);
       const runs = path.join(s.stateDir, "runs");
       const frozen = [runs, path.join(runs, "ro-victim"), path.join(runs, "ro-victim", "events.jsonl")];
       for (const f of frozen) s.disk!.immutable(f, true);
       await waitFor(async () => (await health(url)).storage === "read_only", "health never reported read_only (EPERM)", 15_000);
-      expectStorageError(await request(url, "/v1/runs", { body: { file: slow } }));
-      expect((await request(url, "/v1/runs/ro-victim")).status).toBe(200);
+      expectStorageError(await sdk(url).api.POST("/v1/runs", { body: { file: slow } }));
+      expect((await sdk(url).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: "ro-victim" } } })).response.status).toBe(200);
       await survives(d, url);
       for (const f of frozen.reverse()) s.disk!.immutable(f, false);
       await expectStorageFailure(url, "ro-victim");
     } else console.warn("chattr +i is not supported on this kernel's tmpfs: the immutable variant is skipped");
 
     // (b) kill -9 with a run active, restart on the state dir remounted read-only
-    for (const id of ["was-active", "cancel-me"]) expect((await request(url, "/v1/runs", { body: { file: slowSpec(s, 300), run_id: id } })).status).toBe(200);
+    for (const id of ["was-active", "cancel-me"]) expect((await sdk(url).api.POST("/v1/runs", { body: { file: slowSpec(s, 300), run_id: id } })).response.status).toBe(200);
     await killHard(d);
     s.disk!.readOnly(true);
     ({ d, url } = await daemon(s));
     const h = await health(url);
     expect(h.storage).toBe("read_only");
     expect(h.storage_reason).toMatch(/read-only/);
-    expect(((await request(url, "/v1/runs")).json as { runs: RunState[] }).runs.map((x) => x.id)).toContain("was-active");
-    expectStorageError(await request(url, "/v1/runs", { body: { file: slow } }));
-    expectStorageError(await request(url, "/v1/sessions/s/messages", { body: { role: "user", content: "x" } }));
+    expect(((await sdk(url).api.GET("/v1/runs")).data as { runs: RunState[] }).runs.map((x) => x.id)).toContain("was-active");
+    expectStorageError(await sdk(url).api.POST("/v1/runs", { body: { file: slow } }));
+    expectStorageError(await sdk(url).api.POST("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "s" } }, body: { role: "user", content: "x" } }));
     // A cancel that cannot be recorded is not acknowledged, and is recorded once it can be.
-    expectStorageError(await request(url, "/v1/runs/cancel-me/cancel", { method: "POST", body: { reason: "frozen" } }));
+    expectStorageError(await sdk(url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: "cancel-me" } }, body: { reason: "frozen" } }));
     // Their ends are recorded once the state dir takes writes again; not served as terminal before.
     for (const id of ["was-active", "cancel-me"]) expect(TERMINAL.has((await getRun(url, id)).status)).toBe(false);
     await survives(d, url);
@@ -262,9 +263,9 @@ describe("storage faults", () => {
     expect([r.status, r.terminal_reason]).toEqual(["failed", "daemon_restarted"]);
     const cancelled = await waitStatus(url, "cancel-me", (st) => TERMINAL.has(st));
     expect([cancelled.status, cancelled.terminal_reason]).toEqual(["cancelled", "frozen"]);
-    const again = await request(url, "/v1/runs/cancel-me/cancel", { method: "POST", body: {} });
-    expect(again.json).toMatchObject({ state: "cancelled", terminal_event_id: cancelled.terminal_event_id });
-    expect((await request(url, "/v1/runs", { body: { file: quickSpec(s) } })).status).toBe(200);
+    const again = await sdk(url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: "cancel-me" } }, body: {} });
+    expect(again.data).toMatchObject({ state: "cancelled", terminal_event_id: cancelled.terminal_event_id });
+    expect((await sdk(url).api.POST("/v1/runs", { body: { file: quickSpec(s) } })).response.status).toBe(200);
     await survives(d, url);
   });
 
@@ -273,19 +274,19 @@ describe("storage faults", () => {
   it("5. kill -9 between the terminal event and the run.json rename: the logged outcome is adopted on restart", async () => {
     const s = setup(false);
     const head = (id: string) => [eventLine(id, 0, "run.started", null, "RunStarted"), eventLine(id, 1, "env.provisioned", null, "EnvironmentProvisioned")];
-    writeRun(s.stateDir, "ok", runFile("ok", "running"), [
+    writeRun(s.stateDir, "ok", runFile("ok"), [
       ...head("ok"),
       eventLine("ok", 2, "run.finished", { exit_code: 0 }, "RunCompleted"),
       eventLine("ok", 3, "log.chunk", { data: "hi" }, "LogChunk"),
       eventLine("ok", 4, "log.closed", null, "LogClosed"),
     ]);
-    writeRun(s.stateDir, "bad", runFile("bad", "running"), [...head("bad"), eventLine("bad", 2, "run.failed", { error: "stage say failed", exit_code: 3 }, "RunFailed")]);
-    writeRun(s.stateDir, "stopped", runFile("stopped", "running"), [...head("stopped"), eventLine("stopped", 2, "run.cancelled", { reason: "user asked" }, "RunCancelled")]);
-    writeRun(s.stateDir, "active", runFile("active", "running"), head("active"));
+    writeRun(s.stateDir, "bad", runFile("bad"), [...head("bad"), eventLine("bad", 2, "run.failed", { error: "stage say failed", exit_code: 3 }, "RunFailed")]);
+    writeRun(s.stateDir, "stopped", runFile("stopped"), [...head("stopped"), eventLine("stopped", 2, "run.cancelled", { reason: "user asked" }, "RunCancelled")]);
+    writeRun(s.stateDir, "active", runFile("active"), head("active"));
     const { d, url } = await daemon(s);
 
     const ok = await getRun(url, "ok");
-    expect([ok.status, ok.terminal_event_id, ok.exit_code, ok.finished_at]).toEqual(["succeeded", eventId(2), 0, new Date(1_700_000_000_002).toISOString()]);
+    expect([ok.status, ok.terminal_event_id, ok.exit_code, ok.finished_at]).toEqual(["succeeded", eventId(2), 0, new Date(T0 + 2).toISOString()]);
     expect(ok.events.map((e) => e.event_type)).toEqual(["run.started", "env.provisioned", "run.finished", "log.chunk", "log.closed"]);
     const bad = await getRun(url, "bad");
     expect([bad.status, bad.terminal_event_id, bad.exit_code, bad.error]).toEqual(["failed", eventId(2), 3, "stage say failed"]);
@@ -310,7 +311,7 @@ describe("storage faults", () => {
   it("6. state files that do not conform to their schema are quarantined and reported; startup and GET /v1/runs never fail on one file", async () => {
     const s = setup(false);
     const terminal = (id: string) => [eventLine(id, 0, "run.started", null, "RunStarted"), eventLine(id, 1, "run.finished", { exit_code: 0 }, "RunCompleted")];
-    const done = (id: string) => runFile(id, "succeeded", { finished_at: new Date(1_700_000_000_001).toISOString(), terminal_event_id: eventId(1), exit_code: 0 });
+    const done = (id: string) => runFile(id, { status: "succeeded", finished_at: new Date(T0 + 1).toISOString(), terminal_event_id: eventId(1), exit_code: 0 });
     writeRun(s.stateDir, "good", done("good"), terminal("good"));
     writeRun(s.stateDir, "nulled", done("nulled"), [...terminal("nulled"), "null"]);
     writeRun(s.stateDir, "nope", { ...done("nope"), stages: "nope" }, terminal("nope"));
@@ -321,9 +322,9 @@ describe("storage faults", () => {
     rust("rust-ok", terminal("rust-ok").map((l) => JSON.parse(l)));
     const { d, url } = await daemon(s);
 
-    const list = await request(url, "/v1/runs");
-    expect(list.status, list.text).toBe(200);
-    expect((list.json as { runs: RunState[] }).runs.map((r) => r.id).sort()).toEqual(["good", "rust-ok"]);
+    const list = await sdk(url).api.GET("/v1/runs");
+    expect(list.response.status, JSON.stringify(list.error ?? list.data)).toBe(200);
+    expect((list.data as { runs: RunState[] }).runs.map((r) => r.id).sort()).toEqual(["good", "rust-ok"]);
     const q = (await health(url)).quarantined_files;
     expect(q.map((f) => path.basename(f).replace(/\.\d+$/, "")).sort()).toEqual(["nope", "nulled", "rust-null.json", "rust-string.json", "wrong-seq"]);
     for (const f of q) {
@@ -331,7 +332,7 @@ describe("storage faults", () => {
       expect(fs.existsSync(path.join(s.stateDir, f))).toBe(true);
       expect(fs.readFileSync(path.join(s.stateDir, `${f}.reason`), "utf8").length).toBeGreaterThan(0);
     }
-    for (const id of ["nulled", "nope", "rust-null"]) expect((await request(url, `/v1/runs/${id}`)).status).toBe(404);
+    for (const id of ["nulled", "nope", "rust-null"]) expect((await sdk(url).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: id } } })).response.status).toBe(404);
     // The next start finds nothing left to quarantine.
     await stopDaemon(d);
     const again = await daemon(s);
@@ -344,13 +345,13 @@ describe("storage faults", () => {
   it("7. below the free-space floor (--min-free-space) new runs and session messages get 507; reads work", async () => {
     const s = setup(false);
     const { d, url } = await daemon(s, ["--min-free-space", "1000000GiB"]);
-    const r = await request(url, "/v1/runs", { body: { file: quickSpec(s), run_id: "floor" } });
+    const r = await sdk(url).api.POST("/v1/runs", { body: { file: quickSpec(s), run_id: "floor" } });
     expectStorageError(r);
-    expect((r.json as { message: string }).message).toMatch(/below the floor of \d+ \(--min-free-space\)/);
-    expectStorageError(await request(url, "/v1/sessions/s/messages", { body: { role: "user", content: "x" } }));
-    expect((await request(url, "/v1/runs/floor")).status).toBe(404);
-    expect((await request(url, "/v1/runs")).status).toBe(200);
-    expect((await request(url, "/v1/sessions/s/messages")).status).toBe(200);
+    expect(errorOf(r).message).toMatch(/below the floor of \d+ \(--min-free-space\)/);
+    expectStorageError(await sdk(url).api.POST("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "s" } }, body: { role: "user", content: "x" } }));
+    expect((await sdk(url).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: "floor" } } })).response.status).toBe(404);
+    expect((await sdk(url).api.GET("/v1/runs")).response.status).toBe(200);
+    expect((await sdk(url).api.GET("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "s" } } })).response.status).toBe(200);
     const h = await health(url);
     expect([h.storage, h.storage_reason]).toEqual(["low_space", expect.stringMatching(/below the floor/)]);
     await survives(d, url);
@@ -368,19 +369,19 @@ describe("storage faults", () => {
     for (let round = 0; round < 3; round++) {
       for (let i = 0; i < 4; i++) {
         const id = `r${round}-${n++}`;
-        const c = await request(url, "/v1/runs", { body: { file: specs[i % specs.length], run_id: id } });
-        expect(c.status, c.text).toBe(200);
+        const c = await sdk(url).api.POST("/v1/runs", { body: { file: specs[i % specs.length], run_id: id } });
+        expect(c.response.status, JSON.stringify(c.error ?? c.data)).toBe(200);
         ids.push(id);
       }
       s.disk!.fill();
       // Writes from every path while full: engine events and outputs, cancels, session appends.
       const results = await Promise.all([
-        request(url, `/v1/runs/${ids[ids.length - 1]}/cancel`, { method: "POST", body: { reason: "fault test" } }),
-        request(url, "/v1/sessions/audit/messages", { body: { role: "user", content: "y".repeat(20_000) } }),
-        request(url, "/v1/runs", { body: { file: specs[2] } }),
+        sdk(url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: ids[ids.length - 1] } }, body: { reason: "fault test" } }),
+        sdk(url).api.POST("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "audit" } }, body: { role: "user", content: "y".repeat(20_000) } }),
+        sdk(url).api.POST("/v1/runs", { body: { file: specs[2] } }),
       ]);
-      for (const r of results) expect([200, 507]).toContain(r.status);
-      if (results[0].status === 507) cancelRefused.push(ids[ids.length - 1]);
+      for (const r of results) expect([200, 507]).toContain(r.response.status);
+      if (results[0].response.status === 507) cancelRefused.push(ids[ids.length - 1]);
       await waitFor(async () => (await health(url)).storage !== "ok", "the fault was never noticed", 10_000);
       await survives(d, url);
       s.disk!.free();
@@ -395,7 +396,7 @@ describe("storage faults", () => {
       const served = await getRun(url, id);
       expect(served.events.map((e) => e.event_id)).toEqual(events.map((e) => e.event_id));
     }
-    expect((await request(url, "/v1/sessions/audit/messages")).status).toBe(200);
+    expect((await sdk(url).api.GET("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "audit" } } })).response.status).toBe(200);
     await survives(d, url);
   });
 });

@@ -8,10 +8,10 @@ import { NodeSlots } from "../../src/engine/node-slots.js";
 import { SandboxError } from "../../src/sandbox/types.js";
 import { FakeVms } from "./fake-vm.js";
 import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
-import { api, errorOf } from "../helpers/http.js";
+import { errorOf } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
-import type { CreateRunResponse, Health, RunState } from "../helpers/types.js";
 
 let daemon: TestDaemon | undefined;
 afterEach(async () => {
@@ -23,15 +23,13 @@ const localSpec = (dir: string, name: string, memoryMb = 256) =>
   writeSpec(dir, { ...workflow(name, [{ name: "work", run: { program: "sh", args: ["-c", "true"] } }]), sandbox: { mode: "local", memory_mb: memoryMb, vcpus: 1 } });
 
 async function capacity(url: string) {
-  const r = await api<Health>(url, "GET", "/v1/health");
-  expect(r.status).toBe(200);
-  return r.json.capacity!;
+  return (await sdk(url).health()).capacity!;
 }
 
 async function runEnds(url: string, id: string): Promise<string> {
   return waitFor(async () => {
-    const r = await api<RunState>(url, "GET", `/v1/runs/${id}`);
-    return r.json.finished_at ? (r.json.status as string) : undefined;
+    const r = await sdk(url).getRun(id);
+    return r.finished_at ? r.status : undefined;
   }, `run ${id} to end`);
 }
 
@@ -45,36 +43,37 @@ describe("node capacity", () => {
 
     expect(await capacity(url)).toMatchObject({ max_vms: 1, guest_memory_mib: 1024, vms_in_use: 0, guest_memory_in_use_mib: 0, warm_vms_ready: 0, active_runs: 0, accepts_runs: true, draining: false });
 
-    const a = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
+    const c = sdk(url);
+    const a = (await c.createRun({ file: spec })).run_id;
     await waitFor(async () => (await capacity(url)).vms_in_use === 1, "run a's VM to take the slot");
     expect(await capacity(url)).toMatchObject({ vms_in_use: 1, vcpus_in_use: 1, guest_memory_in_use_mib: 256, active_runs: 1, accepts_runs: true });
 
     // The slot is taken but nobody waits yet: this run is accepted and its stage queues.
-    const b = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec });
-    expect(b.status).toBe(200);
+    const b = await c.api.POST("/v1/runs", { body: { file: spec } });
+    expect(b.response.status).toBe(200);
     await waitFor(async () => (await capacity(url)).stages_waiting_for_vm === 1, "run b's stage to wait for a slot");
     expect(await capacity(url)).toMatchObject({ vms_in_use: 1, active_runs: 2, accepts_runs: false });
 
-    const refused = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec });
-    expect(refused.status).toBe(503);
-    expect(refused.json).toMatchObject({ code: "RESOURCE_LIMIT_EXCEEDED", retryable: true });
+    const refused = await c.api.POST("/v1/runs", { body: { file: spec } });
+    expect(refused.response.status).toBe(503);
+    expect(refused.error).toMatchObject({ code: "RESOURCE_LIMIT_EXCEEDED", retryable: true });
     expect(errorOf(refused).message).toMatch(/at capacity: 1\/1 micro-VMs/);
     // An idempotent create of a known active run is not a new run: still answered.
-    const again = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec, run_id: a });
-    expect(again.status).toBe(200);
+    const again = await c.api.POST("/v1/runs", { body: { file: spec, run_id: a } });
+    expect(again.response.status).toBe(200);
 
     vms.finish(a);
     expect(await runEnds(url, a)).toBe("succeeded");
     await waitFor(async () => (await capacity(url)).stages_waiting_for_vm === 0, "run b's stage to get the slot");
     expect(await capacity(url)).toMatchObject({ vms_in_use: 1, active_runs: 1, accepts_runs: true });
-    const d = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec });
-    expect(d.status).toBe(200);
+    const d = await c.api.POST("/v1/runs", { body: { file: spec } });
+    expect(d.response.status).toBe(200);
 
-    vms.finish(b.json.run_id);
-    expect(await runEnds(url, b.json.run_id)).toBe("succeeded");
+    vms.finish(b.data!.run_id);
+    expect(await runEnds(url, b.data!.run_id)).toBe("succeeded");
     await waitFor(() => vms.live.size === 1, "run d's VM to start");
-    vms.finish(d.json.run_id);
-    expect(await runEnds(url, d.json.run_id)).toBe("succeeded");
+    vms.finish(d.data!.run_id);
+    expect(await runEnds(url, d.data!.run_id)).toBe("succeeded");
     expect(await capacity(url)).toMatchObject({ vms_in_use: 0, guest_memory_in_use_mib: 0, stages_waiting_for_vm: 0, active_runs: 0, accepts_runs: true });
     expect(vms.opened).toBe(3);
   });
@@ -84,9 +83,9 @@ describe("node capacity", () => {
     const vms = new FakeVms();
     daemon = await startDaemon(dir + "/state", { vm: vms.provider(), limits: { maxVms: 8, maxGuestMemoryMib: 400 } });
     const { url } = daemon;
-    const a = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "m1") })).json.run_id as string;
+    const a = (await sdk(url).createRun({ file: localSpec(dir, "m1") })).run_id;
     await waitFor(() => vms.live.size === 1, "run a's VM");
-    const b = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "m2") })).json.run_id as string;
+    const b = (await sdk(url).createRun({ file: localSpec(dir, "m2") })).run_id;
     await waitFor(async () => (await capacity(url)).stages_waiting_for_vm === 1, "run b to wait for memory");
     expect(await capacity(url)).toMatchObject({ vms_in_use: 1, guest_memory_in_use_mib: 256, accepts_runs: false });
     vms.finish(a);
@@ -94,9 +93,9 @@ describe("node capacity", () => {
     vms.finish(b);
     expect(await runEnds(url, b)).toBe("succeeded");
 
-    const big = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "big", 512) })).json.run_id as string;
+    const big = (await sdk(url).createRun({ file: localSpec(dir, "big", 512) })).run_id;
     expect(await runEnds(url, big)).toBe("failed");
-    const run = (await api<RunState>(url, "GET", `/v1/runs/${big}`)).json;
+    const run = await sdk(url).getRun(big);
     expect(run.error).toMatch(/512 MiB of guest memory, more than this node gives all guests together \(400 MiB\)/);
   });
 

@@ -14,10 +14,10 @@ import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { pidAlive } from "../helpers/process.js";
 import { FakeVms } from "./fake-vm.js";
 import { childEnv, killHard, MAIN_JS, REPO_ROOT, startDaemon, startDaemonProcess, type DaemonProc, tmpDir } from "../helpers/daemon.js";
-import { request, api, errorOf } from "../helpers/http.js";
+import { errorOf } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import { withTimeout, waitFor } from "../helpers/wait.js";
-import type { CreateRunResponse, DrainStatus, Health } from "../helpers/types.js";
 
 const run = promisify(execFile);
 const procs: DaemonProc[] = [];
@@ -47,22 +47,23 @@ describe("drain (in process)", () => {
     const { d, url } = await startDaemon(dir + "/state", { vm: vms.provider() });
     daemons.push(d);
     const spec = writeSpec(dir, { ...workflow("drained", [{ name: "work", run: { program: "sh", args: ["-c", "true"] } }]), sandbox: { mode: "local", memory_mb: 128 } });
-    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
+    const c = sdk(url);
+    const id = (await c.createRun({ file: spec })).run_id;
     await waitFor(() => vms.live.size === 1, "the run's VM");
 
-    const drained = await api<DrainStatus>(url, "POST", "/v1/drain");
-    expect(drained.status).toBe(202);
-    expect(drained.json).toMatchObject({ draining: true, active_runs: 1 });
+    const drained = await c.api.POST("/v1/drain");
+    expect(drained.response.status).toBe(202);
+    expect(drained.data).toMatchObject({ draining: true, active_runs: 1 });
     let done = false;
     void d.drained.then(() => (done = true));
 
-    const refused = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec });
-    expect(refused.status).toBe(503);
-    expect(refused.json).toMatchObject({ code: "RESOURCE_LIMIT_EXCEEDED", retryable: true });
+    const refused = await c.api.POST("/v1/runs", { body: { file: spec } });
+    expect(refused.response.status).toBe(503);
+    expect(refused.error).toMatchObject({ code: "RESOURCE_LIMIT_EXCEEDED", retryable: true });
     expect(errorOf(refused).message).toMatch(/draining/);
-    const health = (await api<Health>(url, "GET", "/v1/health")).json;
+    const health = await c.health();
     expect(health.capacity).toMatchObject({ draining: true, accepts_runs: false, active_runs: 1 });
-    expect((await api<DrainStatus>(url, "POST", "/v1/drain")).status).toBe(202); // idempotent
+    expect((await c.api.POST("/v1/drain")).response.status).toBe(202); // idempotent
     expect(done).toBe(false);
 
     vms.finish(id);
@@ -77,7 +78,7 @@ describe("drain (in process)", () => {
     const { d, url } = await startDaemon(dir + "/state", { vm: vms.provider(), limits: { drainTimeoutMs: 300 } });
     daemons.push(d);
     const spec = writeSpec(dir, { ...workflow("stuck", [{ name: "work", run: { program: "sh", args: ["-c", "true"] } }]), sandbox: { mode: "local", memory_mb: 128 } });
-    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
+    const id = (await sdk(url).createRun({ file: spec })).run_id;
     await waitFor(() => vms.live.size === 1, "the run's VM");
     await withTimeout(d.drain(), 20_000, "drain did not end at its timeout");
     expect(runFile(dir + "/state", id)).toMatchObject({ status: "failed", terminal_reason: "daemon_shutdown" });
@@ -101,26 +102,27 @@ describe("drain (the built daemon)", () => {
       spec,
       "api_version: v1\nkind: workflow\nname: drain-vm\nsandbox: {mode: local, memory_mb: 256}\nworkflow:\n  steps:\n    - name: slow\n      run: {program: sh, args: ['-c', 'sleep 3; echo finished-in-drain; echo {\\\"status\\\":\\\"ok\\\"} > /workspace/result.json']}\n",
     );
-    const created = await request(base, "/v1/runs", { body: { file: spec } });
-    expect(created.status).toBe(200);
-    const id = (created.json as { run_id: string }).run_id;
+    const c = sdk(base);
+    const created = await c.api.POST("/v1/runs", { body: { file: spec } });
+    expect(created.response.status).toBe(200);
+    const id = created.data!.run_id;
     let pid = 0;
     await waitFor(
       async () => {
-        const events = (await request(base, `/v1/runs/${id}/events`)).json as Array<{ event_type: string; payload: { pid?: number } | null }>;
-        pid = events.find((e) => e.event_type === "microvm.spawned")?.payload?.pid ?? 0;
+        const spawned = (await c.listEvents(id)).find((e) => e.event_type === "microvm.spawned");
+        pid = spawned?.event_type === "microvm.spawned" ? spawned.payload.pid : 0;
         return pid > 0;
       },
       () => `the micro-VM did not boot\n${d.output()}`,
       90_000,
     );
 
-    const drain = await request(base, "/v1/drain", { method: "POST" });
-    expect(drain.status).toBe(202);
-    const refused = await request(base, "/v1/runs", { body: { file: spec } });
-    expect(refused.status).toBe(503);
-    expect(refused.json).toMatchObject({ code: "RESOURCE_LIMIT_EXCEEDED", retryable: true });
-    const health = (await request(base, "/v1/health")).json as { capacity: { draining: boolean; vms_in_use: number } };
+    const drain = await c.api.POST("/v1/drain");
+    expect(drain.response.status).toBe(202);
+    const refused = await c.api.POST("/v1/runs", { body: { file: spec } });
+    expect(refused.response.status).toBe(503);
+    expect(refused.error).toMatchObject({ code: "RESOURCE_LIMIT_EXCEEDED", retryable: true });
+    const health = await c.health();
     expect(health.capacity).toMatchObject({ draining: true, vms_in_use: 1 });
 
     const exit = await withTimeout(d.exited, 120_000, `daemon did not exit after the drain\n${d.output()}`);

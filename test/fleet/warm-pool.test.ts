@@ -8,11 +8,11 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { PoolFakeVms } from "./pool-fake-vm.js";
 import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
-import { api } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
-import type { CancelRunResponse, CreateRunResponse, Health, MicroVmSpawnedPayload, RunState } from "../helpers/types.js";
+import type { MicroVmSpawnedPayload, RunState } from "../helpers/types.js";
 
 let daemon: TestDaemon | undefined;
 afterEach(async () => {
@@ -30,9 +30,7 @@ const hello: Step[] = [
 const sleeper = (name: string): Step => ({ name, run: { program: "sleep", args: ["600"] } });
 
 async function health(url: string) {
-  const r = await api<Health>(url, "GET", "/v1/health");
-  expect(r.status).toBe(200);
-  return r.json.capacity!;
+  return (await sdk(url).health()).capacity!;
 }
 
 async function start(vms: PoolFakeVms, limits: Record<string, number | string[]>): Promise<TestDaemon> {
@@ -41,7 +39,7 @@ async function start(vms: PoolFakeVms, limits: Record<string, number | string[]>
 }
 
 /** The run's microvm.spawned events, with their payloads as openapi.yaml declares them. */
-const spawned = (run: RunState) =>
+const spawned = (run: Pick<RunState, "events">) =>
   run.events.filter((e) => e.event_type === "microvm.spawned").map((e) => ({ ...e, payload: e.payload as MicroVmSpawnedPayload }));
 
 describe("warm pool", () => {
@@ -54,7 +52,7 @@ describe("warm pool", () => {
     expect(vms.maxBooting).toBe(1);
     expect(vms.vms.every((v) => v.opts.background && v.opts.runId === "warm-pool" && v.primed)).toBe(true);
 
-    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "hello", hello) })).json.run_id as string;
+    const id = (await sdk(url).createRun({ file: localSpec(dir, "hello", hello) })).run_id;
     const run = await waitForTerminal(url, id);
     expect(run.status).toBe("succeeded");
     const ev = spawned(run);
@@ -82,7 +80,7 @@ describe("warm pool", () => {
       const vms = new PoolFakeVms();
       const { url, d } = await start(vms, { warmPool, maxVms: 4 });
       if (warmPool) await waitFor(async () => (await health(url)).warm_vms_ready === warmPool, "the pool to fill");
-      const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec, run_id: "same-run" })).json.run_id as string;
+      const id = (await sdk(url).createRun({ file: spec, run_id: "same-run" })).run_id;
       const run = await waitForTerminal(url, id);
       await d.close();
       daemon = undefined;
@@ -113,7 +111,7 @@ describe("warm pool", () => {
     const { url } = await start(vms, { warmPool: 1, maxVms: 4 });
     await waitFor(async () => (await health(url)).warm_vms_ready === 1, "the pool to fill");
     const big = localSpec(dir, "big", [{ name: "one", run: { program: "echo", args: ["x"] } }], 512);
-    const runBig = async () => spawned(await waitForTerminal(url, (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: big })).json.run_id))[0].payload;
+    const runBig = async () => spawned(await waitForTerminal(url, (await sdk(url).createRun({ file: big })).run_id))[0].payload;
 
     expect(await runBig()).toMatchObject({ warm: false });
     expect((await health(url)).warm_pool).toMatchObject({ hits: 0, misses: 1, shape: { memory_mb: 256 } });
@@ -135,7 +133,7 @@ describe("warm pool", () => {
     const { url } = await start(vms, { warmPool: 1, maxVms: 4, mountRoots: [shared] });
     await waitFor(async () => (await health(url)).warm_vms_ready === 1, "the pool to fill");
     const spec = writeSpec(dir, { ...workflow("mounted", hello), sandbox: { mode: "local", memory_mb: 256, vcpus: 1, mounts: [{ host: shared, guest: "/mnt/shared" }] } });
-    const run = await waitForTerminal(url, (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id);
+    const run = await waitForTerminal(url, (await sdk(url).createRun({ file: spec })).run_id);
     expect(run.status).toBe("succeeded");
     expect(spawned(run).map((e) => e.payload.warm)).toEqual([false, false]);
     for (const e of spawned(run)) expect(vms.vms.find((v) => v.pid === e.payload.pid)!.opts.storage?.mounts).toHaveLength(1);
@@ -150,13 +148,13 @@ describe("warm pool", () => {
     expect((await health(url)).vms_in_use).toBe(2);
     // Two 512 MiB stages at once: no warm VM fits them, and the pool holds both slots.
     const spec = localSpec(dir, "evict", [sleeper("a"), sleeper("b")], 512, { output_step: "a" });
-    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec })).json.run_id as string;
-    await waitFor(async () => spawned((await api<RunState>(url, "GET", `/v1/runs/${id}`)).json).length === 2, "both stages to get a VM");
+    const id = (await sdk(url).createRun({ file: spec })).run_id;
+    await waitFor(async () => spawned(await sdk(url).getRun(id)).length === 2, "both stages to get a VM");
     const c = await health(url);
     expect(c).toMatchObject({ vms_in_use: 2, stages_waiting_for_vm: 0, warm_vms_ready: 0 });
     expect(vms.vms.filter((v) => v.opts.background).every((v) => v.stopped && v.execs === 0)).toBe(true);
 
-    await api<CancelRunResponse>(url, "POST", `/v1/runs/${id}/cancel`);
+    await sdk(url).cancelRun(id);
     expect((await waitForTerminal(url, id)).status).toBe("cancelled");
     // No stage VM outlives the cancel; the pool takes the freed slots back.
     expect(vms.vms.filter((v) => !v.opts.background).every((v) => v.stopped)).toBe(true);
@@ -169,14 +167,13 @@ describe("warm pool", () => {
     const { url } = await start(vms, { warmPool: 2, maxVms: 4 });
     await waitFor(async () => (await health(url)).warm_vms_ready === 2, "the pool to fill");
     const spec = localSpec(dir, "cap", [sleeper("a"), sleeper("b")], 256, { output_step: "a" });
-    const r = await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec, policy: { max_parallel_microvms_per_run: 1 } });
-    const id = r.json.run_id as string;
-    await waitFor(async () => spawned((await api<RunState>(url, "GET", `/v1/runs/${id}`)).json).length === 1, "the first stage to start");
+    const id = (await sdk(url).createRun({ file: spec, policy: { max_parallel_microvms_per_run: 1 } })).run_id;
+    await waitFor(async () => spawned(await sdk(url).getRun(id)).length === 1, "the first stage to start");
     // The pool refills the VM taken; the second stage still waits for the run's cap.
     await waitFor(async () => (await health(url)).warm_vms_ready === 2, "the pool to refill");
-    expect(spawned((await api<RunState>(url, "GET", `/v1/runs/${id}`)).json)).toHaveLength(1);
+    expect(spawned(await sdk(url).getRun(id))).toHaveLength(1);
     expect((await health(url)).warm_pool).toMatchObject({ in_use: 1, hits: 1 });
-    await api<CancelRunResponse>(url, "POST", `/v1/runs/${id}/cancel`);
+    await sdk(url).cancelRun(id);
     expect((await waitForTerminal(url, id)).status).toBe("cancelled");
     expect(vms.vms.filter((v) => v.execs > 0).every((v) => v.stopped)).toBe(true);
     expect((await health(url)).warm_pool).toMatchObject({ in_use: 0 });
@@ -188,7 +185,7 @@ describe("warm pool", () => {
     const { url } = await start(vms, { warmPool: 1, maxVms: 4 });
     await waitFor(async () => (await health(url)).warm_vms_ready === 1, "the pool to fill");
     const spec = localSpec(dir, "slow", [sleeper("a")]);
-    const id = (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: spec, policy: { stage_timeout_secs: 1, max_stage_retries: 0 } })).json.run_id as string;
+    const id = (await sdk(url).createRun({ file: spec, policy: { stage_timeout_secs: 1, max_stage_retries: 0 } })).run_id;
     const run = await waitForTerminal(url, id);
     expect(run.status).toBe("failed");
     expect(run.events.some((e) => e.event_type === "stage.failed" && /time/i.test(String(e.payload!.error)))).toBe(true);
@@ -206,7 +203,7 @@ describe("warm pool", () => {
     first.die();
     await waitFor(() => vms.vms.length === 2 && vms.alive().length === 1, "a replacement to boot");
     await waitFor(async () => (await health(url)).warm_vms_ready === 1, "the pool to refill");
-    const run = await waitForTerminal(url, (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "one", [hello[0]]) })).json.run_id);
+    const run = await waitForTerminal(url, (await sdk(url).createRun({ file: localSpec(dir, "one", [hello[0]]) })).run_id);
     expect(run.status).toBe("succeeded");
     expect(spawned(run)[0].payload).toMatchObject({ warm: true, pid: vms.vms[1].pid });
     expect(first.execs).toBe(0);
@@ -219,7 +216,7 @@ describe("warm pool", () => {
     const { url } = await start(vms, { warmPool: 1, maxVms: 4 });
     await waitFor(() => vms.vms.some((v) => v.primed && v.stopped), "a pool boot to fail its first command");
     expect((await health(url)).warm_vms_ready).toBe(0);
-    const run = await waitForTerminal(url, (await api<CreateRunResponse>(url, "POST", "/v1/runs", { file: localSpec(dir, "one", [hello[0]]) })).json.run_id);
+    const run = await waitForTerminal(url, (await sdk(url).createRun({ file: localSpec(dir, "one", [hello[0]]) })).run_id);
     expect(run.status).toBe("succeeded");
     expect(spawned(run)[0].payload.warm).toBe(false);
     expect(vms.vms.filter((v) => v.opts.background).every((v) => v.stopped && v.execs === 0)).toBe(true);

@@ -8,6 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { afterAll } from "vitest";
 import type { Daemon, DaemonOptions } from "../../src/server.js";
 import { waitFor, withTimeout } from "./wait.js";
 
@@ -34,6 +35,22 @@ export async function startDaemon(stateDir: string, opts: Partial<DaemonOptions>
   const d = await createDaemon({ stateDir, vm: false, ...opts });
   const { url } = await d.listen(address);
   return { d, url, stateDir };
+}
+
+/**
+ * A starter of in-process daemons that are all closed after the calling test file: call it
+ * once at the file's top level (it registers that afterAll).
+ */
+export function daemonsOfFile(): (stateDir?: string, opts?: Partial<DaemonOptions>) => Promise<TestDaemon> {
+  const open: TestDaemon[] = [];
+  afterAll(async () => {
+    for (const t of open.splice(0)) await t.d.close();
+  });
+  return async (stateDir = tmpDir(), opts = {}) => {
+    const t = await startDaemon(stateDir, opts);
+    open.push(t);
+    return t;
+  };
 }
 
 // ── as a child process ─────────────────────────────────────────────────────────────────

@@ -1,12 +1,13 @@
-// The test kit's HTTP clients. Every reply passes the conformance gate
+// The test kit's untyped HTTP clients, for what the typed client (the SDK, helpers/sdk.ts)
+// cannot send or should not judge: deliberately invalid requests (bad bodies, hostile paths,
+// wrong headers) and assertions on the wire itself. Every reply passes the conformance gate
 // (test/helpers/conformance.ts: declared status, media type, headers and body schema, one
 // Content-Length) before the test sees it, unless a test says it inspects it itself.
 //   - request(base, path, opts): one request on a fresh connection, TCP or a Unix socket,
-//     the path sent exactly as given; api()/rawApi() are its short forms, and ApiClient (the
+//     the path sent exactly as given (`..` and `%2e%2e` reach the server). ApiClient (the
 //     contract suite's client: per target its kind, token, query and the mock's relaxations
-//     of the gate) sends through it too.
+//     of the gate) sends through it.
 //   - rawHttp(): bytes over a plain socket, for tests of the wire itself.
-// The SDK (clients/typescript) is the client for tests of what SDK users see.
 import http from "node:http";
 import { connect } from "node:net";
 import type { components } from "../../generated/api.js";
@@ -206,21 +207,10 @@ export function request<T = unknown>(base: string, pathname: string, o: HttpOpti
   });
 }
 
-/** request() with the path resolved as a URL (dot segments removed, as fetch does); a string body is sent as JSON text. */
-export function api<T = unknown>(url: string, method: string, p: string, body?: unknown): Promise<Reply<T>> {
-  const u = new URL(url + p);
-  return rawApi<T>(url, method, u.pathname + u.search, body);
-}
-
-/** Like api(), but sends the path exactly as given (`..` and `%2e%2e` reach the server). */
-export function rawApi<T = unknown>(url: string, method: string, p: string, body?: unknown): Promise<Reply<T>> {
-  return typeof body === "string" ? request<T>(url, p, { method, body, raw: true, contentType: "application/json" }) : request<T>(url, p, { method, body });
-}
-
-/** The reply's body as the ApiError it must be (throws when it is not one). */
-export function errorOf(r: { status: number; json?: unknown; body?: unknown; text?: string }): ApiError {
-  const v = "json" in r ? r.json : r.body;
-  if (!isApiError(v)) throw new Error(`reply ${r.status} is not an ApiError: ${r.text ?? JSON.stringify(v)}`);
+/** The reply's body as the ApiError it must be (throws when it is not one); a reply of request() or ApiClient, or an SDK `.api` result. */
+export function errorOf(r: { status: number; json?: unknown; body?: unknown; text?: string } | { response: Response; error?: unknown }): ApiError {
+  const [status, v] = "response" in r ? [r.response.status, r.error] : [r.status, "json" in r ? r.json : r.body];
+  if (!isApiError(v)) throw new Error(`reply ${status} is not an ApiError: ${("text" in r && r.text) || JSON.stringify(v)}`);
   return v;
 }
 

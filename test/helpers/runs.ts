@@ -2,8 +2,10 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import type { CreateRunRequest } from "@voidbox/client";
 import type { components } from "../../generated/api.js";
-import { api as get, type ApiClient } from "./http.js";
+import type { ApiClient } from "./http.js";
+import { sdk } from "./sdk.js";
 import type { PayloadOf } from "./types.js";
 import { waitFor } from "./wait.js";
 import { definition } from "./openapi.js";
@@ -203,12 +205,11 @@ export function uniqueRunId(prefix = "t"): string {
 
 /** GET /v1/runs/{id} through the contract suite's client, or on a base URL. */
 async function getRun(from: ApiClient | string, runId: string): Promise<{ status: number; run: RunState }> {
-  const p = `/v1/runs/${encodeURIComponent(runId)}`;
   if (typeof from === "string") {
-    const r = await get<RunState>(from, "GET", p);
-    return { status: r.status, run: r.json };
+    const { data, response } = await sdk(from).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: runId } } });
+    return { status: response.status, run: data as RunState };
   }
-  const r = await from.get<RunState>(p);
+  const r = await from.get<RunState>(`/v1/runs/${encodeURIComponent(runId)}`);
   return { status: r.status, run: r.body };
 }
 
@@ -246,10 +247,10 @@ export const waitForEvent = (from: ApiClient | string, runId: string, match: str
   });
 
 /** Creates a run on a base URL (POST /v1/runs); returns its id, or throws with the reply. */
-export async function createRun(url: string, file: string, extra: Record<string, unknown> = {}): Promise<string> {
-  const r = await get<{ run_id: string }>(url, "POST", "/v1/runs", { file, ...extra });
-  if (r.status !== 200) throw new Error(`create failed: ${r.status} ${r.text}`);
-  return r.json.run_id;
+export async function createRun(url: string, file: string, extra: Partial<CreateRunRequest> = {}): Promise<string> {
+  const { data, error, response } = await sdk(url).api.POST("/v1/runs", { body: { file, ...extra } });
+  if (!data) throw new Error(`create failed: ${response.status} ${JSON.stringify(error)}`);
+  return data.run_id;
 }
 
 /** Throws unless the events' seq run 0, 1, 2, … without a gap. */

@@ -5,7 +5,6 @@ type S = components["schemas"];
 type ApiError = S["ApiError"];
 export type CancelRunResponse = S["CancelRunResponse"];
 export type CreateRunResponse = S["CreateRunResponse"];
-export type DrainStatus = S["DrainStatus"];
 export type Health = S["Health"];
 export type MicroVmSpawnedPayload = S["MicroVmSpawnedPayload"];
 export type RunEvent = S["RunEvent"];

@@ -3,10 +3,11 @@ import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
 import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
-import { api, rawApi, errorOf } from "../helpers/http.js";
+import { errorOf, request } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { createRun, waitForEvent, waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
-import type { CancelRunResponse, RunState, SessionMessage, StageList, StructuredOutput } from "../helpers/types.js";
+import type { SessionMessage, StructuredOutput } from "../helpers/types.js";
 
 let t: TestDaemon;
 const specDir = tmpDir("vbx-out-specs-");
@@ -49,16 +50,16 @@ describe("single-step workflow", () => {
       });
     }
     for (const m of pub!.manifest) {
-      const r = await api(t.url, "GET", m.retrieval_path);
+      const r = await request(t.url, m.retrieval_path);
       expect(r.status, m.retrieval_path).toBe(200);
       expect(r.contentType.split(";")[0]).toBe(m.media_type);
       expect(r.bytes.toString("utf8")).toBe(m.name === "result.json" ? RESULT + "\n" : REPORT + "\n");
       expect(r.bytes.length).toBe(m.size_bytes);
     }
-    const missing = await api(t.url, "GET", `/v1/runs/${id}/stages/build/artifacts/nope.txt`);
+    const missing = await request(t.url, `/v1/runs/${id}/stages/build/artifacts/nope.txt`);
     expect(missing.status).toBe(404);
     expect(errorOf(missing).code).toBe("ARTIFACT_NOT_FOUND");
-    const otherStage = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/ghost/output-file`);
+    const otherStage = await request<StructuredOutput>(t.url, `/v1/runs/${id}/stages/ghost/output-file`);
     expect(otherStage.status).toBe(404);
     expect(errorOf(otherStage).code).toBe("STRUCTURED_OUTPUT_MISSING");
   });
@@ -70,7 +71,7 @@ describe("single-step workflow", () => {
     expect(st.artifact_publication!.status).toBe("failed");
     expect(st.events[st.events.length - 1].event_type === "run.failed" || st.events.some((e) => e.event_type === "run.failed")).toBe(true);
     for (const stage of ["only", "main"]) {
-      const r = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/${stage}/output-file`);
+      const r = await request<StructuredOutput>(t.url, `/v1/runs/${id}/stages/${stage}/output-file`);
       expect(r.status).toBe(404);
       expect(r.json).toMatchObject({ code: "STRUCTURED_OUTPUT_MISSING", retryable: false });
     }
@@ -81,7 +82,7 @@ describe("single-step workflow", () => {
     expect(st.status).toBe("failed");
     expect(st.error).toMatch(/malformed/i);
     expect(st.artifact_publication!.status).toBe("failed");
-    const r = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/only/output-file`);
+    const r = await request<StructuredOutput>(t.url, `/v1/runs/${id}/stages/only/output-file`);
     expect(r.status).toBe(422);
     expect(r.json).toMatchObject({ code: "STRUCTURED_OUTPUT_MALFORMED", retryable: false });
   });
@@ -92,7 +93,7 @@ describe("single-step workflow", () => {
     expect(st.status).toBe("failed");
     expect(st.error).toMatch(/status/);
     expect(st.artifact_publication!.status).toBe("failed");
-    const r = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/only/output-file`);
+    const r = await request<StructuredOutput>(t.url, `/v1/runs/${id}/stages/only/output-file`);
     expect(r.status).toBe(200);
     expect(r.contentType).toMatch(/^application\/json/);
     expect(r.text).toBe(body + "\n");
@@ -112,7 +113,7 @@ describe("single-step workflow", () => {
     const { id, st } = await run(workflow("types", [sh("only", script)]));
     expect(st.status).toBe("succeeded");
     for (const [name, declared] of Object.entries(types)) {
-      const r = await api(t.url, "GET", `/v1/runs/${id}/stages/only/artifacts/${name}`);
+      const r = await request(t.url, `/v1/runs/${id}/stages/only/artifacts/${name}`);
       expect(r.status, name).toBe(200);
       expect(r.contentType, name).toBe(name === "md.txt" ? declared : "application/octet-stream");
       expect(r.text, name).toBe(name + "\n");
@@ -133,11 +134,11 @@ describe("single-step workflow", () => {
     expect(stored).toEqual(["ok.txt"]);
     expect(fs.existsSync(path.join(t.stateDir, "runs", id, "stages", "evil"))).toBe(false);
     for (const bad of ["..hidden", "a%2Fb", "..%2Fevil", "%2e%2e"]) {
-      const r = await rawApi(t.url, "GET", `/v1/runs/${id}/stages/only/artifacts/${bad}`);
+      const r = await request(t.url, `/v1/runs/${id}/stages/only/artifacts/${bad}`);
       expect(r.status, bad).toBe(400);
       expect(errorOf(r).code, bad).toMatch(/^INVALID_/);
     }
-    const stage = await rawApi<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/..x/output-file`);
+    const stage = await request<StructuredOutput>(t.url, `/v1/runs/${id}/stages/..x/output-file`);
     expect(stage.status).toBe(400);
   });
 });
@@ -159,9 +160,9 @@ describe("other run shapes", () => {
     const file = writeSpec(specDir, workflow("sleepy", [{ name: "nap", run: { program: "sleep", args: ["300"] } }]));
     const id = await createRun(t.url, file);
     await waitForEvent(t.url, id, (e) => e.event_type === "stage.started", "nap to start");
-    const c = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`);
-    expect(c.status).toBe(200);
-    const st = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
+    const c = await sdk(t.url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: id } } });
+    expect(c.response.status).toBe(200);
+    const st = await sdk(t.url).getRun(id);
     expect(st.status).toBe("cancelled");
     expect(st.finished_at).toEqual(expect.any(String));
     expect(st.stage_states).toMatchObject({ nap: { status: "failed", exit_code: -1 } });
@@ -172,7 +173,7 @@ describe("other run shapes", () => {
 
   it("unknown run → 404 NOT_FOUND on every run route", async () => {
     for (const p of ["/v1/runs/ghost", "/v1/runs/ghost/events", "/v1/runs/ghost/stages", "/v1/runs/ghost/stages/main/output-file", "/v1/runs/ghost/stages/main/artifacts/x.txt"]) {
-      const r = await api(t.url, "GET", p);
+      const r = await request(t.url, p);
       expect(r.status, p).toBe(404);
       expect(r.json, p).toMatchObject({ code: "NOT_FOUND", retryable: false });
     }
@@ -193,10 +194,10 @@ describe("other run shapes", () => {
     expect(st.status).toBe("succeeded");
     expect(st.report).toMatchObject({ kind: "agent", success: true, output: "[mock] write notes\n" });
     expect(st.artifact_publication!.status).toBe("published");
-    const out = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/main/output-file`);
+    const out = await request<StructuredOutput>(t.url, `/v1/runs/${id}/stages/main/output-file`);
     expect(out.status).toBe(200);
     expect(JSON.parse(out.text).status).toBe("ok");
-    const art = await api(t.url, "GET", `/v1/runs/${id}/stages/main/artifacts/notes.md`);
+    const art = await request(t.url, `/v1/runs/${id}/stages/main/artifacts/notes.md`);
     expect(art.status).toBe(200);
     expect(art.contentType).toMatch(/^text\/markdown/);
     expect(art.text).toBe("# notes\n");
@@ -219,7 +220,7 @@ describe("other run shapes", () => {
       agent: { prompt: "p", output_file: "/workspace/out/answer.json", mock: { result_json: { status: "ok", summary: "elsewhere" } } },
     });
     expect(st.status).toBe("succeeded");
-    const out = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/main/output-file`);
+    const out = await request<StructuredOutput>(t.url, `/v1/runs/${id}/stages/main/output-file`);
     expect(out.status).toBe(200);
     expect(JSON.parse(out.text)).toEqual({ status: "ok", summary: "elsewhere" });
   });
@@ -256,58 +257,61 @@ describe("other run shapes", () => {
     });
     expect(st.status).toBe("succeeded");
     expect(st.artifact_publication!.status).toBe("published");
-    const stages = await api<StageList>(t.url, "GET", `/v1/runs/${id}/stages`);
-    expect(stages.status).toBe(200);
-    expect(stages.json.run_id).toBe(id);
-    expect(stages.json.stages.map((s) => [s.name, s.status, s.group, s.depends_on])).toEqual([
+    const reply = await sdk(t.url).api.GET("/v1/runs/{run_id}/stages", { params: { path: { run_id: id } } });
+    expect(reply.response.status).toBe(200);
+    const stages = reply.data!;
+    expect(stages.run_id).toBe(id);
+    expect(stages.stages.map((s) => [s.name, s.status, s.group, s.depends_on])).toEqual([
       ["plan", "succeeded", null, []],
       ["left", "succeeded", expect.any(String), ["plan"]],
       ["right", "succeeded", expect.any(String), ["plan"]],
       ["merge", "succeeded", null, ["left", "right"]],
     ]);
-    expect(stages.json.stages[1].group).toBe(stages.json.stages[2].group);
-    for (const s of stages.json.stages) {
+    expect(stages.stages[1].group).toBe(stages.stages[2].group);
+    for (const s of stages.stages) {
       expect(s.attempt).toBe(1);
       expect(s.exit_code).toBe(0);
       expect(typeof s.duration_ms).toBe("number");
     }
-    const merged = await api<StructuredOutput>(t.url, "GET", `/v1/runs/${id}/stages/merge/output-file`);
+    const merged = await request<StructuredOutput>(t.url, `/v1/runs/${id}/stages/merge/output-file`);
     expect(JSON.parse(merged.text).summary).toBe("merge");
     const fan = st.events.filter((e) => e.event_type === "stage.started" && (e.stage_name === "left" || e.stage_name === "right"));
-    expect(fan.every((e) => e.group_id === stages.json.stages[1].group)).toBe(true);
+    expect(fan.every((e) => e.group_id === stages.stages[1].group)).toBe(true);
     expect(st.events.filter((e) => e.event_type === "box.started")).toHaveLength(4);
   });
 });
 
 describe("sessions", () => {
   it("appends messages and lists them in order", async () => {
-    const a = await api<SessionMessage>(t.url, "POST", "/v1/sessions/sess-1/messages", { role: "user", content: "first" });
-    expect(a.status).toBe(200);
-    expect(a.json).toMatchObject({ role: "user", content: "first", ts_ms: expect.any(Number) });
-    const b = await api<SessionMessage>(t.url, "POST", "/v1/sessions/sess-1/messages", { role: "assistant", content: "second" });
-    expect(b.status).toBe(200);
-    const list = await api<SessionMessage[]>(t.url, "GET", "/v1/sessions/sess-1/messages");
-    expect(list.status).toBe(200);
-    expect(list.json).toEqual([a.json, b.json]);
+    const c = sdk(t.url);
+    const messages = (session_id: string) => ({ params: { path: { session_id } } });
+    const a = await c.api.POST("/v1/sessions/{session_id}/messages", { ...messages("sess-1"), body: { role: "user", content: "first" } });
+    expect(a.response.status).toBe(200);
+    expect(a.data).toMatchObject({ role: "user", content: "first", ts_ms: expect.any(Number) });
+    const b = await c.api.POST("/v1/sessions/{session_id}/messages", { ...messages("sess-1"), body: { role: "assistant", content: "second" } });
+    expect(b.response.status).toBe(200);
+    const list = await c.api.GET("/v1/sessions/{session_id}/messages", messages("sess-1"));
+    expect(list.response.status).toBe(200);
+    expect(list.data).toEqual([a.data, b.data]);
   });
 
   it("an unknown session is []", async () => {
-    const r = await api<SessionMessage[]>(t.url, "GET", "/v1/sessions/never-seen/messages");
-    expect(r.status).toBe(200);
-    expect(r.json).toEqual([]);
+    const r = await sdk(t.url).api.GET("/v1/sessions/{session_id}/messages", { params: { path: { session_id: "never-seen" } } });
+    expect(r.response.status).toBe(200);
+    expect(r.data).toEqual([]);
   });
 
   it("a traversal session id is 400", async () => {
     for (const sid of ["..", "..%2F..%2Fetc", "a..b", "%2e%2e"]) {
-      const g = await rawApi<SessionMessage[]>(t.url, "GET", `/v1/sessions/${sid}/messages`);
+      const g = await request<SessionMessage[]>(t.url, `/v1/sessions/${sid}/messages`);
       expect(g.status, sid).toBe(400);
-      const p = await rawApi<SessionMessage>(t.url, "POST", `/v1/sessions/${sid}/messages`, { role: "user", content: "x" });
+      const p = await request<SessionMessage>(t.url, `/v1/sessions/${sid}/messages`, { method: "POST", body: { role: "user", content: "x" } });
       expect(p.status, sid).toBe(400);
     }
   });
 
   it("an invalid message body is 400 INVALID_SPEC", async () => {
-    const r = await api<SessionMessage>(t.url, "POST", "/v1/sessions/sess-2/messages", { content: "no role" });
+    const r = await request<SessionMessage>(t.url, "/v1/sessions/sess-2/messages", { method: "POST", body: { content: "no role" } });
     expect(r.status).toBe(400);
     expect(errorOf(r).code).toBe("INVALID_SPEC");
     expect(errorOf(r).message).toMatch(/role/);

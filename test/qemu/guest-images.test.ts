@@ -16,7 +16,8 @@ import { importOciImage } from "../../src/images/oci.js";
 import { findImage } from "../../src/images/store.js";
 import { resolveGuestStorage, type GuestStorage } from "../../src/sandbox/storage.js";
 import type { ExecResult, StageVm } from "../../src/sandbox/types.js";
-import { QemuSandbox, findGuestImage, killLeftoverVms, probeAccelerator, qemuAvailable } from "../../src/sandbox/qemu/index.js";
+import { QemuSandbox, findGuestImage, killLeftoverVms, qemuAvailable } from "../../src/sandbox/qemu/index.js";
+import { probeAccelerator } from "../helpers/accelerator.js";
 import { ensureTestImage, linkTestImage, testImageSkipReason } from "../helpers/test-image.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");

@@ -9,7 +9,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ExecResult, StageVm } from "../../src/sandbox/types.js";
-import { QemuSandbox, findGuestImage, killLeftoverVms, liveVmCount, probeAccelerator, qemuAvailable } from "../../src/sandbox/qemu/index.js";
+import { QemuSandbox, findGuestImage, killLeftoverVms, liveVmCount, qemuAvailable } from "../../src/sandbox/qemu/index.js";
+import { probeAccelerator } from "../helpers/accelerator.js";
 import { findGuestKernels } from "../../bench/guest-kernels.js";
 import { pidAlive } from "../helpers/process.js";
 

@@ -10,7 +10,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Accelerator, StageVm } from "../../src/sandbox/types.js";
-import { QemuSandbox, VmSnapshots, findGuestImage, killLeftoverVms, probeAccelerator, qemuAvailable } from "../../src/sandbox/qemu/index.js";
+import { QemuSandbox, VmSnapshots, findGuestImage, killLeftoverVms, qemuAvailable } from "../../src/sandbox/qemu/index.js";
+import { probeAccelerator } from "../helpers/accelerator.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const image = findGuestImage(root);

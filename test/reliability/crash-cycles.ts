@@ -5,10 +5,11 @@
 // acknowledged is checked against what it serves and what is on disk.
 import fs from "node:fs";
 import path from "node:path";
-import { prng, readEventsFile } from "./statefiles.js";
+import { prng } from "../helpers/prng.js";
+import { readEventsFile } from "../helpers/statefiles.js";
 import { childEnv, killHard, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
-import { request } from "../helpers/http.js";
-import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { sdk } from "../helpers/sdk.js";
+import { TERMINAL } from "../helpers/runs.js";
 import { writeSpec, programWorkflow } from "../helpers/specs.js";
 
 const TERMINAL_EVENTS: Record<string, string> = { "run.finished": "succeeded", "run.failed": "failed", "run.cancelled": "cancelled" };
@@ -115,51 +116,51 @@ export async function runCrashCycles(o: CrashCycleOptions): Promise<CrashCycleRe
         if (o.sessions && x < 0.15) {
           const sid = `s${Math.floor(rnd() * 4)}`;
           const content = `m${counter++}`;
-          const reply = await request(url, `/v1/sessions/${sid}/messages`, { body: { role: "user", content } });
-          if (reply.status === 200) {
+          const reply = await sdk(url).api.POST("/v1/sessions/{session_id}/messages", { params: { path: { session_id: sid } }, body: { role: "user", content } });
+          if (reply.response.status === 200) {
             const list = ackedMessages.get(sid) ?? [];
             list.push(content);
             ackedMessages.set(sid, list);
-          } else problems.push(`session ${sid}: unexpected ${reply.status} ${reply.text}`);
+          } else problems.push(`session ${sid}: unexpected ${reply.response.status} ${JSON.stringify(reply.error)}`);
           return;
         }
         const y = o.sessions ? (x - 0.15) / 0.85 : x;
         if (y < 0.55) {
           const kind: Acked["kind"] = y < 0.3 ? "short" : "long";
           const id = `i${iter}-${kind[0]}${counter++}`;
-          const reply = await request(url, "/v1/runs", { body: { file: kind === "short" ? shortSpec : longSpec, run_id: id } });
-          if (reply.status === 200) {
-            const b = reply.json as { run_id: string };
-            if (b.run_id !== id) problems.push(`create ${id} answered run_id ${b.run_id}`);
+          const reply = await sdk(url).api.POST("/v1/runs", { body: { file: kind === "short" ? shortSpec : longSpec, run_id: id } });
+          if (reply.data) {
+            if (reply.data.run_id !== id) problems.push(`create ${id} answered run_id ${reply.data.run_id}`);
             acked.set(id, { kind });
-          } else problems.push(`create ${id}: unexpected ${reply.status} ${reply.text}`);
+          } else problems.push(`create ${id}: unexpected ${reply.response.status} ${JSON.stringify(reply.error)}`);
         } else if (y < 0.72) {
           const id = pickAcked();
           if (!id) return;
-          const reply = await request(url, `/v1/runs/${id}/cancel`, { method: "POST", body: { reason: "crash test" } });
-          if (reply.status === 200) {
-            const b = reply.json as { state: string; terminal_event_id: string | null };
-            if (!TERMINAL.has(b.state) || !b.terminal_event_id) problems.push(`cancel ${id}: non-terminal reply ${reply.text}`);
+          const reply = await sdk(url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: id } }, body: { reason: "crash test" } });
+          const b = reply.data;
+          if (b) {
+            if (!TERMINAL.has(b.state) || !b.terminal_event_id) problems.push(`cancel ${id}: non-terminal reply ${JSON.stringify(b)}`);
             else noteTerminal(id, b.state, b.terminal_event_id, "cancel reply");
-          } else problems.push(`cancel ${id}: unexpected ${reply.status} ${reply.text}`);
+          } else problems.push(`cancel ${id}: unexpected ${reply.response.status} ${JSON.stringify(reply.error)}`);
         } else if (y < 0.95) {
           const id = pickAcked();
           if (!id) return;
-          const reply = await request(url, `/v1/runs/${id}`);
-          if (reply.status === 200) {
-            const s = reply.json as RunState;
+          const reply = await sdk(url).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: id } } });
+          const s = reply.data;
+          if (s) {
             if (TERMINAL.has(s.status)) noteTerminal(id, s.status, s.terminal_event_id, "GET run");
-          } else problems.push(`GET ${id}: unexpected ${reply.status} ${reply.text}`);
+          } else problems.push(`GET ${id}: unexpected ${reply.response.status} ${JSON.stringify(reply.error)}`);
         } else {
           // Idempotent re-create of a known id: active → 200 same id, terminal → 409.
           const id = pickAcked();
           if (!id) return;
-          const reply = await request(url, "/v1/runs", { body: { file: acked.get(id)!.kind === "short" ? shortSpec : longSpec, run_id: id } });
-          if (reply.status === 409) {
-            if ((reply.json as { code?: string }).code !== "ALREADY_TERMINAL") problems.push(`re-create ${id}: 409 ${reply.text}`);
-          } else if (reply.status === 200) {
-            if ((reply.json as { run_id?: string }).run_id !== id) problems.push(`re-create ${id}: ${reply.text}`);
-          } else problems.push(`re-create ${id}: unexpected ${reply.status} ${reply.text}`);
+          const reply = await sdk(url).api.POST("/v1/runs", { body: { file: acked.get(id)!.kind === "short" ? shortSpec : longSpec, run_id: id } });
+          const status = reply.response.status;
+          if (status === 409) {
+            if (reply.error?.code !== "ALREADY_TERMINAL") problems.push(`re-create ${id}: 409 ${JSON.stringify(reply.error)}`);
+          } else if (status === 200) {
+            if (reply.data?.run_id !== id) problems.push(`re-create ${id}: ${JSON.stringify(reply.data)}`);
+          } else problems.push(`re-create ${id}: unexpected ${status} ${JSON.stringify(reply.error)}`);
         }
       };
 
@@ -207,17 +208,16 @@ export async function runCrashCycles(o: CrashCycleOptions): Promise<CrashCycleRe
 
       d = await start();
       const url2 = d.urls[0];
-      const health = await request(url2, "/v1/health");
-      if (health.status !== 200) problems.push(`cycle ${iter}: health answered ${health.status}`);
-      const quarantined = (health.json as { quarantined_files?: string[] }).quarantined_files ?? [];
+      const health = await sdk(url2).api.GET("/v1/health");
+      if (health.response.status !== 200) problems.push(`cycle ${iter}: health answered ${health.response.status}`);
+      const quarantined = health.data?.quarantined_files ?? [];
       r.quarantined += quarantined.length;
       for (const q of quarantined) {
         const reason = path.join(stateDir, `${q}.reason`);
         problems.push(`cycle ${iter}: quarantined ${q} (reason: ${fs.existsSync(reason) ? fs.readFileSync(reason, "utf8").trim() : "?"})`);
       }
 
-      const list = await request(url2, "/v1/runs");
-      const runs = new Map((list.json as { runs: RunState[] }).runs.map((x) => [x.id, x]));
+      const runs = new Map((await sdk(url2).listRuns()).map((x) => [x.id, x]));
       let lost = 0;
       for (const id of acked.keys()) {
         if (!runs.has(id)) {
@@ -275,9 +275,9 @@ export async function runCrashCycles(o: CrashCycleOptions): Promise<CrashCycleRe
 
       // Every acknowledged session message is still there, in order.
       for (const [sid, contents] of ackedMessages) {
-        const reply = await request(url2, `/v1/sessions/${sid}/messages`);
-        const served = reply.status === 200 ? (reply.json as Array<{ content: string }>).map((m) => m.content) : [];
-        if (reply.status !== 200) problems.push(`cycle ${iter}: GET session ${sid} answered ${reply.status}`);
+        const reply = await sdk(url2).api.GET("/v1/sessions/{session_id}/messages", { params: { path: { session_id: sid } } });
+        const served = reply.data?.map((m) => m.content) ?? [];
+        if (reply.response.status !== 200) problems.push(`cycle ${iter}: GET session ${sid} answered ${reply.response.status}`);
         const missing = contents.filter((c) => !served.includes(c));
         r.messagesLost += missing.length;
         if (missing.length) problems.push(`cycle ${iter}: session ${sid} lost ${missing.length} acknowledged message(s)`);
@@ -288,8 +288,8 @@ export async function runCrashCycles(o: CrashCycleOptions): Promise<CrashCycleRe
       // A terminal run_id cannot be created again.
       const someTerminal = [...runs.values()].find((x) => TERMINAL.has(x.status));
       if (someTerminal) {
-        const again = await request(url2, "/v1/runs", { body: { file: shortSpec, run_id: someTerminal.id } });
-        if (again.status !== 409 || (again.json as { code?: string }).code !== "ALREADY_TERMINAL") problems.push(`cycle ${iter}: re-create of terminal ${someTerminal.id}: ${again.status} ${again.text}`);
+        const again = await sdk(url2).api.POST("/v1/runs", { body: { file: shortSpec, run_id: someTerminal.id } });
+        if (again.response.status !== 409 || again.error?.code !== "ALREADY_TERMINAL") problems.push(`cycle ${iter}: re-create of terminal ${someTerminal.id}: ${again.response.status} ${JSON.stringify(again.error ?? again.data)}`);
       }
 
       // Everything now served is acknowledged: later crashes must keep it as it is.

@@ -7,11 +7,9 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCrashCycles } from "./crash-cycles.js";
-import * as statefiles from "./statefiles.js";
-import { eventLine, readEventsFile } from "./statefiles.js";
+import { eventLine, readEventsFile, runFile } from "../helpers/statefiles.js";
 import { startDaemon, tmpDir } from "../helpers/daemon.js";
-import { request } from "../helpers/http.js";
-import { type RunState } from "../helpers/runs.js";
+import { sdk } from "../helpers/sdk.js";
 
 const CYCLES = 5;
 
@@ -52,7 +50,6 @@ describe(`crash recovery (kill -9 under load, ${CYCLES} kill -9 / restart cycles
 // acknowledged; that is not corruption and must not be reported as such.
 describe("states left by a crash at a precise point", () => {
   const ev = (id: string, seq: number, type: string) => eventLine(id, seq, type);
-  const runFile = (id: string, status: string) => statefiles.runFile(id, status);
 
   async function boot(stateDir: string) {
     const { d, url } = await startDaemon(stateDir, { auth: null });
@@ -67,7 +64,7 @@ describe("states left by a crash at a precise point", () => {
     const a = path.join(stateDir, "runs", "interrupted-a");
     fs.mkdirSync(a, { recursive: true });
     fs.writeFileSync(path.join(a, "events.jsonl"), ev("interrupted-a", 0, "run.started") + "\n" + ev("interrupted-a", 1, "env.provisioned") + "\n");
-    fs.writeFileSync(path.join(a, `.run.json.4242.7.tmp`), JSON.stringify(runFile("interrupted-a", "running")).slice(0, 40));
+    fs.writeFileSync(path.join(a, `.run.json.4242.7.tmp`), JSON.stringify(runFile("interrupted-a")).slice(0, 40));
     // (b) killed right after mkdir / the first partial append
     const b = path.join(stateDir, "runs", "interrupted-b");
     fs.mkdirSync(b, { recursive: true });
@@ -77,15 +74,12 @@ describe("states left by a crash at a precise point", () => {
 
     const { d, url } = await boot(stateDir);
     try {
-      const health = await request(url, "/v1/health");
-      expect((health.json as { quarantined_files: string[] }).quarantined_files).toEqual([]);
+      expect((await sdk(url).health()).quarantined_files).toEqual([]);
       // Never acknowledged: the run may be dropped, or kept as failed/daemon_restarted — never active.
       for (const id of ["interrupted-a", "interrupted-b", "interrupted-c"]) {
-        const r = await request(url, `/v1/runs/${id}`);
-        if (r.status === 200) {
-          const s = r.json as RunState;
-          expect([s.status, s.terminal_reason]).toEqual(["failed", "daemon_restarted"]);
-        } else expect(r.status).toBe(404);
+        const r = await sdk(url).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: id } } });
+        if (r.data) expect([r.data.status, r.data.terminal_reason]).toEqual(["failed", "daemon_restarted"]);
+        else expect(r.response.status).toBe(404);
       }
     } finally {
       await d.close();
@@ -98,14 +92,13 @@ describe("states left by a crash at a precise point", () => {
     const stateDir = path.join(home, "state");
     const dir = path.join(stateDir, "runs", "torn");
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, "run.json"), JSON.stringify(runFile("torn", "running")));
+    fs.writeFileSync(path.join(dir, "run.json"), JSON.stringify(runFile("torn")));
     const lines = [ev("torn", 0, "run.started"), ev("torn", 1, "env.provisioned"), ev("torn", 2, "run.spec.loaded")];
     fs.writeFileSync(path.join(dir, "events.jsonl"), lines.join("\n") + "\n" + ev("torn", 3, "stage.queued").slice(0, 57));
     const { d, url } = await boot(stateDir);
     try {
-      const health = await request(url, "/v1/health");
-      expect((health.json as { quarantined_files: string[] }).quarantined_files).toEqual([]);
-      const s = (await request(url, "/v1/runs/torn")).json as RunState;
+      expect((await sdk(url).health()).quarantined_files).toEqual([]);
+      const s = await sdk(url).getRun("torn");
       expect([s.status, s.terminal_reason]).toEqual(["failed", "daemon_restarted"]);
       expect(s.events.map((e) => e.seq)).toEqual([0, 1, 2, 3]);
       expect(s.events[3].event_type).toBe("run.failed");

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { childEnv, killHard, spawnDaemon, startDaemonProcess, tmpDir, type DaemonProc } from "../helpers/daemon.js";
-import { request } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { TERMINAL, type RunState } from "../helpers/runs.js";
 import { writeSpec, programWorkflow } from "../helpers/specs.js";
 import { waitFor, withTimeout } from "../helpers/wait.js";
@@ -48,9 +48,9 @@ async function serveUnix(env: NodeJS.ProcessEnv, stateDir: string, sock: string)
 }
 
 async function getRun(base: string, id: string): Promise<RunState> {
-  const r = await request(base, `/v1/runs/${id}`);
-  expect(r.status, r.text).toBe(200);
-  return r.json as RunState;
+  const r = await sdk(base).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: id } } });
+  expect(r.response.status, JSON.stringify(r.error)).toBe(200);
+  return r.data as RunState;
 }
 
 async function waitStatus(base: string, id: string, pred: (r: RunState) => boolean, ms = 15_000): Promise<RunState> {
@@ -71,15 +71,16 @@ describe.each(["SIGTERM", "SIGINT"] as const)("graceful shutdown on %s", (signal
     expect(url).toBe(`unix://${s.sock}`);
 
     // One finished run, one cancelled run, one run active in a long stage.
-    await request(url, "/v1/runs", { body: { file: s.shortSpec, run_id: "done-1" } });
+    const c = sdk(url);
+    await c.createRun({ file: s.shortSpec, run_id: "done-1" });
     const done = await waitStatus(url, "done-1", (r) => TERMINAL.has(r.status));
     expect(done.status).toBe("succeeded");
-    await request(url, "/v1/runs", { body: { file: s.longSpec, run_id: "cancelled-1" } });
-    const cancel = await request(url, "/v1/runs/cancelled-1/cancel", { method: "POST" });
-    expect(cancel.status).toBe(200);
+    await c.createRun({ file: s.longSpec, run_id: "cancelled-1" });
+    const cancel = await c.api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: "cancelled-1" } } });
+    expect(cancel.response.status).toBe(200);
     const cancelled = await getRun(url, "cancelled-1");
-    const created = await request(url, "/v1/runs", { body: { file: s.longSpec, run_id: "long-1" } });
-    expect(created.status, created.text).toBe(200);
+    const created = await c.api.POST("/v1/runs", { body: { file: s.longSpec, run_id: "long-1" } });
+    expect(created.response.status, JSON.stringify(created.error)).toBe(200);
     await waitStatus(url, "long-1", (r) => r.events.some((e) => e.event_type === "stage.started"));
 
     d.child.kill(signal);
@@ -111,10 +112,10 @@ describe.each(["SIGTERM", "SIGINT"] as const)("graceful shutdown on %s", (signal
     const cancelled2 = await getRun(url2, "cancelled-1");
     expect([cancelled2.status, cancelled2.terminal_event_id]).toEqual(["cancelled", cancelled.terminal_event_id]);
 
-    const list = await request(url2, "/v1/runs");
-    expect((list.json as { runs: RunState[] }).runs.map((r) => r.id).sort()).toEqual(["cancelled-1", "done-1", "long-1"]);
-    const health = await request(url2, "/v1/health");
-    expect((health.json as { quarantined_files: string[] }).quarantined_files).toEqual([]);
+    const list = await sdk(url2).listRuns();
+    expect(list.map((r) => r.id).sort()).toEqual(["cancelled-1", "done-1", "long-1"]);
+    const health = await sdk(url2).health();
+    expect(health.quarantined_files).toEqual([]);
   }, 90_000);
 });
 
@@ -125,8 +126,8 @@ describe("Unix socket listener", () => {
     const st = fs.lstatSync(s.sock);
     expect(st.isSocket()).toBe(true);
     expect((st.mode & 0o777).toString(8)).toBe("600");
-    const h = await request(d.urls[0], "/v1/health");
-    expect(h.status).toBe(200);
+    const h = await sdk(d.urls[0]).api.GET("/v1/health");
+    expect(h.response.status).toBe(200);
   }, 60_000);
 
   it("replaces a stale socket left by a killed daemon", async () => {
@@ -135,8 +136,8 @@ describe("Unix socket listener", () => {
     await killHard(d);
     expect(fs.lstatSync(s.sock).isSocket(), "kill -9 leaves the socket file behind").toBe(true);
     const d2 = await serveUnix(s.env, s.stateDir, s.sock);
-    const h = await request(d2.urls[0], "/v1/health");
-    expect(h.status).toBe(200);
+    const h = await sdk(d2.urls[0]).api.GET("/v1/health");
+    expect(h.response.status).toBe(200);
     expect((fs.lstatSync(s.sock).mode & 0o777).toString(8)).toBe("600");
   }, 60_000);
 
@@ -149,8 +150,8 @@ describe("Unix socket listener", () => {
     expect(exit.code, other.output()).not.toBe(0);
     expect(other.urls).toEqual([]);
     expect(other.stderr()).toContain(s.sock);
-    const h = await request(d.urls[0], "/v1/health");
-    expect(h.status).toBe(200);
+    const h = await sdk(d.urls[0]).api.GET("/v1/health");
+    expect(h.response.status).toBe(200);
   }, 60_000);
 
   it("does not delete a regular file at the socket path and refuses to start", async () => {

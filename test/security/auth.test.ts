@@ -7,7 +7,8 @@ import { parse as parseYaml } from "yaml";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { childEnv, killHard, REPO_ROOT, spawnDaemon, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
 import { isApiError, request } from "../helpers/http.js";
-import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { sdk } from "../helpers/sdk.js";
+import { TERMINAL } from "../helpers/runs.js";
 import { writeSpec, programWorkflow } from "../helpers/specs.js";
 import { waitFor, withTimeout } from "../helpers/wait.js";
 
@@ -66,10 +67,11 @@ describe("TCP listener with a token file", () => {
     url = d.urls.find((u) => u.startsWith("http://"))!;
     unixUrl = d.urls.find((u) => u.startsWith("unix://"))!;
     // A real run so that every {run_id} route addresses something that exists.
-    const created = await request(url, "/v1/runs", { body: { file: shortSpec, run_id: "known-run" }, token: TOKEN });
-    expect(created.status, created.text).toBe(200);
+    const c = sdk(url, { token: TOKEN });
+    const created = await c.api.POST("/v1/runs", { body: { file: shortSpec, run_id: "known-run" } });
+    expect(created.response.status, JSON.stringify(created.error)).toBe(200);
     await waitFor(
-      async () => TERMINAL.has(((await request(url, "/v1/runs/known-run", { token: TOKEN })).json as RunState).status),
+      async () => TERMINAL.has((await c.getRun("known-run")).status),
       "known-run did not finish",
       15_000,
     );
@@ -143,18 +145,17 @@ describe("TCP listener with a token file", () => {
   }, 60_000);
 
   it("no state changed through unauthenticated requests", async () => {
-    const list = await request(url, "/v1/runs", { token: TOKEN });
-    const ids = (list.json as { runs: RunState[] }).runs.map((r) => r.id);
+    const c = sdk(url, { token: TOKEN });
+    const ids = (await c.listRuns()).map((r) => r.id);
     // Only known-run and the creates sent with the right token exist.
     expect(ids.every((id) => id === "known-run" || /^auth-run-\d+$/.test(id))).toBe(true);
     expect(ids.length).toBe(1 + 2); // one createRun per accepted Authorization spelling
-    const sess = await request(url, "/v1/sessions/sess-1/messages", { token: TOKEN });
-    expect((sess.json as unknown[]).length).toBe(2);
+    expect(await c.listSessionMessages("sess-1")).toHaveLength(2);
   });
 
   it("the Unix socket listener of the same daemon needs no token", async () => {
-    const r = await request(unixUrl, "/v1/health");
-    expect(r.status).toBe(200);
+    const r = await sdk(unixUrl).api.GET("/v1/health");
+    expect(r.response.status).toBe(200);
   });
 });
 

@@ -2,6 +2,7 @@
 // expected answer) and bench/hostile.ts (families mixed and mutated into ≥ 10,000
 // requests). Paths assume a run `known` with a stage `main` exists.
 import zlib from "node:zlib";
+import { prng } from "../helpers/prng.js";
 
 const MiB = 1024 * 1024;
 
@@ -129,18 +130,6 @@ export const PROTOCOL_CASES: Array<[string, string]> = [
 export type HostileRequest =
   | { kind: "http"; family: string; method: string; path: string; body?: Buffer | string; headers: Record<string, string> }
   | { kind: "raw"; family: string; payload: string };
-
-/** A small seeded PRNG (mulberry32): the same seed gives the same requests. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const JSON_CT = { "content-type": "application/json" };
 const ID_PIECES = ["..", ".", "%2F", "%2E", "%5C", "%00", "%0A", "%20", "%FF", "%C0%AF", "%E2%82", "%", "a", "Z", "9", "-", "_", "~", "$", "(", "'", "é", "%C3%A9", "\u202e"];

@@ -9,6 +9,7 @@ import { ConformanceError, createGate, replyViolations, type Rule } from "../hel
 import setup, { summarise, type FileTally } from "../helpers/conformance-global.js";
 import { flushTally, tally as sharedTally, type Tally } from "../helpers/conformance-tally.js";
 import { ApiClient, errorOf } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import type { Health, RunState } from "../helpers/types.js";
 
 interface Stub {
@@ -144,6 +145,25 @@ describe("conformance gate", () => {
     const apiError = { code: "INVALID_PARAMS", message: "path/session_id: must match pattern", retryable: false };
     const reply = { method: "GET", path: "/v1/sessions/../messages", status: 400, headers: { "content-type": "application/json", "content-length": String(JSON.stringify(apiError).length) }, body: JSON.stringify(apiError) };
     expect(replyViolations(reply)).toEqual([]);
+  });
+});
+
+describe("conformance gate: the tests' SDK client", () => {
+  it("passes every reply the SDK receives through the gate before the SDK sees it, errors included", async () => {
+    const own: Tally = { checked: 0, unchecked: 0, violations: 0, pairs: {}, examples: [] };
+    const c = sdk(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { gate: createGate(own) });
+    next = json(200, HEALTH);
+    expect((await c.health()).persistence).toBe("json-files");
+    next = json(404, NOT_FOUND);
+    await expect(c.getRun("x")).rejects.toMatchObject({ name: "VoidboxError", status: 404, code: "NOT_FOUND" });
+    next = json(200, { ...HEALTH, accelerator: "hvf" });
+    const err = await c.health().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ConformanceError);
+    expectRule(err as ConformanceError, "getHealth", 200, "body", /\/accelerator must be equal to one of the allowed values/);
+    expect(own).toMatchObject({ checked: 3, violations: 1, pairs: { "getHealth 200": 2, "getRun 404": 1 } });
   });
 });
 

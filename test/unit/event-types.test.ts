@@ -6,10 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { v2EventName } from "../../src/naming.js";
 import { definition, validateSchema } from "../helpers/openapi.js";
 import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
-import { api } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
-import type { CancelRunResponse, CreateRunResponse, RunEvent, RunState } from "../helpers/types.js";
 
 const schemas = definition.components!.schemas! as Record<string, { enum?: string[] }>;
 const LEGACY = schemas.EventType.enum!;
@@ -41,8 +40,8 @@ afterAll(async () => {
 
 async function finished(id: string) {
   return waitFor(async () => {
-    const r = await api<RunState>(t.url, "GET", `/v1/runs/${id}`);
-    return ["succeeded", "failed", "cancelled"].includes(r.json.status) && r.json.events.some((e: { event_type: string }) => e.event_type === "log.closed" || e.event_type === "run.failed" || e.event_type === "run.cancelled") ? r.json : null;
+    const r = await sdk(t.url).getRun(id);
+    return ["succeeded", "failed", "cancelled"].includes(r.status) && r.events.some((e) => e.event_type === "log.closed" || e.event_type === "run.failed" || e.event_type === "run.cancelled") ? r : null;
   }, `run ${id} to end`);
 }
 
@@ -53,17 +52,18 @@ describe("event types in openapi.yaml", () => {
   });
 
   it("every event of real runs (success, bounds, failure, cancel, bad spec) is a TypedRunEvent, in both namings", async () => {
+    const c = sdk(t.url);
     const ids: string[] = [];
-    for (const file of [SPECS.ok, SPECS.big, SPECS.failing, SPECS.broken]) ids.push((await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file })).json.run_id);
-    const sleepy = (await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: SPECS.sleepy })).json.run_id;
-    await waitFor(async () => (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${sleepy}/events`)).json.some((e: { event_type: string }) => e.event_type === "stage.started"), "sleepy to start");
-    await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${sleepy}/cancel`, { reason: "test" });
+    for (const file of [SPECS.ok, SPECS.big, SPECS.failing, SPECS.broken]) ids.push((await c.createRun({ file })).run_id);
+    const sleepy = (await c.createRun({ file: SPECS.sleepy })).run_id;
+    await waitFor(async () => (await c.listEvents(sleepy)).some((e) => e.event_type === "stage.started"), "sleepy to start");
+    await c.cancelRun(sleepy, "test");
     ids.push(sleepy);
     const seen = new Set<string>();
     for (const id of ids) {
       await finished(id);
-      for (const version of ["", "?api_version=v2"]) {
-        const events = (await api(t.url, "GET", `/v1/runs/${id}/events${version}`)).json as Array<{ event_type: string }>;
+      for (const apiVersion of [undefined, "v2"] as const) {
+        const events = await c.listEvents(id, { apiVersion });
         for (const e of events) {
           expect(validateSchema("TypedRunEvent", e), `${id} ${e.event_type}: ${JSON.stringify(e)}`).toEqual([]);
           seen.add(e.event_type);

@@ -1,22 +1,16 @@
-import { describe, it, expect, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
 import { validateResponse } from "../helpers/openapi.js";
-import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
-import { api, errorOf } from "../helpers/http.js";
+import { daemonsOfFile, startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { errorOf, request } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
-import type { CancelRunResponse, CreateRunResponse, RunList } from "../helpers/types.js";
+import type { CreateRunResponse } from "../helpers/types.js";
 
-const open: TestDaemon[] = [];
-afterAll(async () => {
-  for (const t of open) await t.d.close();
-});
-async function daemon(opts: Parameters<typeof startDaemon>[1] = {}) {
-  const t = await startDaemon(tmpDir(), opts);
-  open.push(t);
-  return t;
-}
+const start = daemonsOfFile();
+const daemon = (opts: Parameters<typeof startDaemon>[1] = {}) => start(tmpDir(), opts);
 
 // One step: the run fails for want of a result.json, but its output is the step's stdout.
 const CAT = workflow("cat", [{ name: "read", run: { program: "cat" } }]);
@@ -37,10 +31,8 @@ workflow:
       run: { program: cat }
 `;
 
-async function create(t: TestDaemon, body: unknown) {
-  const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", body);
-  return r;
-}
+/** POST /v1/runs with any body, invalid ones included (so not through the typed client). */
+const create = (t: TestDaemon, body: unknown) => request<CreateRunResponse>(t.url, "/v1/runs", { method: "POST", body });
 
 describe("inline specs", () => {
   it("an inline object runs; its file is inline:spec.json, stored in the run directory", async () => {
@@ -128,7 +120,7 @@ describe("inline specs", () => {
     expect(errorOf(r).code).toBe("INVALID_SPEC");
     expect(errorOf(r).message).toContain(message);
     // Nothing was created.
-    expect((await api<RunList>(t.url, "GET", "/v1/runs")).json.runs).toEqual([]);
+    expect(await sdk(t.url).listRuns()).toEqual([]);
   });
 
   it("a spec text over the spec size limit → 400 naming body/spec", async () => {
@@ -154,8 +146,8 @@ describe("inline specs", () => {
     expect(a.status).toBe(200);
     expect(b.status).toBe(200);
     expect(b.json).toEqual({ run_id: "inline-1", attempt_id: 1, state: "running" });
-    expect((await api<RunList>(t.url, "GET", "/v1/runs")).json.runs).toHaveLength(1);
-    expect((await api<CancelRunResponse>(t.url, "POST", "/v1/runs/inline-1/cancel")).status).toBe(200);
+    expect(await sdk(t.url).listRuns()).toHaveLength(1);
+    expect((await sdk(t.url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: "inline-1" } } })).response.status).toBe(200);
     expect((await create(t, { spec: sleepy, run_id: "inline-1" })).status).toBe(409);
   });
 });

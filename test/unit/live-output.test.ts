@@ -4,11 +4,10 @@ import { LIVE_CHUNK_BYTES, LIVE_FLUSH_MS, LiveOutput, completeUtf8Length } from 
 import type { EngineEvent } from "../../src/engine/types.js";
 import { MockSandbox } from "../../src/sandbox/mock.js";
 import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
-import { api } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { createRun, eventsOf, waitForEvent, waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
-import type { CancelRunResponse, RunEvent, RunState } from "../helpers/types.js";
 
 type Payload = { stream: string; offset: number; bytes: number; encoding: "utf8" | "base64"; data: string; stage_attempt: number };
 const payloads = (events: EngineEvent[]) => events.filter((e) => e.type === "stage.output").map((e) => e.payload as Payload);
@@ -169,7 +168,7 @@ describe("stage.output through the daemon (mock sandbox)", () => {
     // log.chunk keeps its meaning: the output step's lines, after the terminal event.
     expect(run.events.filter((e) => e.event_type === "log.chunk").map((e) => e.message)).toEqual(["first", "second"]);
     expect(all.indexOf("run.finished")).toBeLessThan(all.indexOf("log.chunk"));
-    const v2 = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events?api_version=v2`)).json;
+    const v2 = await sdk(t.url).listEvents(id, { apiVersion: "v2" });
     expect(v2.filter((e) => e.event_type === "StageOutput")).toHaveLength(2);
   });
 
@@ -189,9 +188,9 @@ describe("stage.output through the daemon (mock sandbox)", () => {
 
     const id = await createRun(t.url, writeSpec(dir, workflow("cancelled", [{ name: "c", run: { program: "sh", args: ["-c", "echo a; sleep 30; echo b"] } }])));
     await waitForEvent(t.url, id, (e) => e.event_type === "stage.output", "the first chunk");
-    expect((await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
+    expect((await sdk(t.url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: id } } })).response.status).toBe(200);
     await waitFor(() => t.d.service.executingCount() === 0, "the engine to wind down");
-    const st = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
+    const st = await sdk(t.url).getRun(id);
     const types = st.events.map((e) => e.event_type);
     expect(types[types.length - 1]).toBe("run.cancelled");
     expect(st.events.filter((e) => e.event_type === "stage.output").map((e) => e.payload!.data)).toEqual(["a\n"]);

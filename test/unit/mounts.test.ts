@@ -14,10 +14,10 @@ import { setName, blobPath } from "../../src/images/store.js";
 import { imageInputs, imageKey } from "../../src/images/build.js";
 import { SpecError } from "../../src/spec/errors.js";
 import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
-import { api, errorOf } from "../helpers/http.js";
+import { errorOf } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
-import type { CreateRunResponse } from "../helpers/types.js";
 
 const base = tmpDir("vbx-mounts-");
 const root = path.join(base, "root");
@@ -133,31 +133,31 @@ describe("the daemon", () => {
     open.push(none);
     const withRoot = await startDaemon(tmpDir(), { limits: { mountRoots: [root] } });
     open.push(withRoot);
-    const cases: Array<[TestDaemon, unknown, RegExp]> = [
+    const cases: Array<[TestDaemon, Record<string, unknown>, RegExp]> = [
       [none, mounted(path.join(root, "src")), /^body\/spec\/sandbox\/mounts: this daemon allows no mounts/],
       [withRoot, mounted(outside), /^body\/spec\/sandbox\/mounts\/0\/host: .* is not under an allowed mount root/],
       [withRoot, mounted(path.join(root, "escape")), /^body\/spec\/sandbox\/mounts\/0\/host: .*really/],
       [withRoot, { ...workflow("i", [{ name: "s", run: { program: "true" } }]), sandbox: { mode: "mock", image: "nope" } }, /^body\/spec\/sandbox\/image: no image named "nope"/],
     ];
     for (const [t, spec, message] of cases) {
-      const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { spec });
-      expect(r.status).toBe(400);
+      const r = await sdk(t.url).api.POST("/v1/runs", { body: { spec } });
+      expect(r.response.status).toBe(400);
       expect(errorOf(r).code).toBe("INVALID_SPEC");
       expect(errorOf(r).retryable).toBe(false);
       expect(errorOf(r).message).toMatch(message);
     }
     // Accepted under the root.
-    const ok = await api<CreateRunResponse>(withRoot.url, "POST", "/v1/runs", { spec: mounted(path.join(root, "src")) });
-    expect(ok.status).toBe(200);
+    const ok = await sdk(withRoot.url).api.POST("/v1/runs", { body: { spec: mounted(path.join(root, "src")) } });
+    expect(ok.response.status).toBe(200);
   });
 
   it("a spec file with a refused mount: the run fails with the reason naming the field", async () => {
     const t = await startDaemon(tmpDir());
     open.push(t);
     const file = writeSpec(base, mounted(path.join(root, "src")));
-    const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file });
-    expect(r.status).toBe(200);
-    const run = await waitForTerminal(t.url, r.json.run_id);
+    const r = await sdk(t.url).api.POST("/v1/runs", { body: { file } });
+    expect(r.response.status).toBe(200);
+    const run = await waitForTerminal(t.url, r.data!.run_id);
     expect(run.status).toBe("failed");
     expect(run.error).toBe(`spec ${file}: sandbox/mounts: this daemon allows no mounts (the operator sets the allowed host directories with voidbox serve --mount-root DIR)`);
   });

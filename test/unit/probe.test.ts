@@ -21,11 +21,10 @@ import {
   type ProbeIdentity,
 } from "../../src/sandbox/probe-cache.js";
 import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
-import { api } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { createRun, waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
-import type { Health } from "../helpers/types.js";
 
 const work = tmpDir("vbx-probe-");
 const QEMU_MESSAGE = "qemu-system-x86_64: -accel tcg,thread=single: invalid accelerator tcg";
@@ -80,10 +79,10 @@ async function daemon(qemuBinary: string, image: { kernel: string; initramfs: st
 }
 
 async function health(t: TestDaemon) {
-  const r = await api<Health>(t.url, "GET", "/v1/health");
-  expect(r.status).toBe(200);
-  expect(validateResponse("getHealth", 200, r.json)).toEqual([]);
-  return r.json;
+  const r = await sdk(t.url).api.GET("/v1/health");
+  expect(r.response.status).toBe(200);
+  expect(validateResponse("getHealth", 200, r.data)).toEqual([]);
+  return r.data!;
 }
 
 const settledHealth = (t: TestDaemon) => waitFor(async () => {

@@ -1,23 +1,16 @@
-import { describe, it, expect, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
 import { validateResponse } from "../helpers/openapi.js";
-import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
-import { api, errorOf } from "../helpers/http.js";
+import { daemonsOfFile, startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { errorOf, request } from "../helpers/http.js";
+import { sdk } from "../helpers/sdk.js";
 import { assertGapless, createRun, waitForEvent, waitForTerminal } from "../helpers/runs.js";
 import { workflow, writeSpec } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
-import type { CancelRunResponse, CreateRunResponse, Health, RunEvent, RunList, RunState } from "../helpers/types.js";
+import type { CancelRunResponse, CreateRunResponse, RunList } from "../helpers/types.js";
 
-const open: TestDaemon[] = [];
-afterAll(async () => {
-  for (const t of open) await t.d.close();
-});
-async function daemon(stateDir = tmpDir(), opts: Parameters<typeof startDaemon>[1] = {}) {
-  const t = await startDaemon(stateDir, opts);
-  open.push(t);
-  return t;
-}
+const daemon = daemonsOfFile();
 
 const specDir = tmpDir("vbx-specs-");
 const SLEEPY = writeSpec(specDir, workflow("sleepy", [
@@ -59,10 +52,10 @@ describe("create", () => {
 
   it("a missing spec file still answers 200 running, then fails with spec.parse_failed", async () => {
     const t = await daemon();
-    const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: path.join(specDir, "nope.json") });
-    expect(r.status).toBe(200);
-    expect(r.json.state).toBe("running");
-    const st = await waitForTerminal(t.url, r.json.run_id);
+    const r = await sdk(t.url).api.POST("/v1/runs", { body: { file: path.join(specDir, "nope.json") } });
+    expect(r.response.status).toBe(200);
+    expect(r.data!.state).toBe("running");
+    const st = await waitForTerminal(t.url, r.data!.run_id);
     expect(st.status).toBe("failed");
     const types = st.events.map((e) => e.event_type);
     expect(types).toEqual(["run.started", "env.provisioned", "spec.parse_failed", "run.failed"]);
@@ -71,30 +64,32 @@ describe("create", () => {
 
   it("50 concurrent creates with one run_id start exactly one run", async () => {
     const t = await daemon();
-    const replies = await Promise.all(Array.from({ length: 50 }, () => api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: SLEEPY, run_id: "same-id" })));
+    const c = sdk(t.url);
+    const replies = await Promise.all(Array.from({ length: 50 }, () => c.api.POST("/v1/runs", { body: { file: SLEEPY, run_id: "same-id" } })));
     for (const r of replies) {
-      expect(r.status).toBe(200);
-      expect(r.json.run_id).toBe("same-id");
-      expect(r.json.attempt_id).toBe(replies[0].json.attempt_id);
+      expect(r.response.status).toBe(200);
+      expect(r.data!.run_id).toBe("same-id");
+      expect(r.data!.attempt_id).toBe(replies[0].data!.attempt_id);
     }
-    const list = await api<RunList>(t.url, "GET", "/v1/runs");
-    expect(list.json.runs.map((r) => r.id)).toEqual(["same-id"]);
-    const st = (await api<RunState>(t.url, "GET", "/v1/runs/same-id")).json;
+    const list = await c.listRuns();
+    expect(list.map((r) => r.id)).toEqual(["same-id"]);
+    const st = await c.getRun("same-id");
     expect(st.events.filter((e) => e.event_type === "run.started")).toHaveLength(1);
-    await api<CancelRunResponse>(t.url, "POST", "/v1/runs/same-id/cancel");
-    const again = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: SLEEPY, run_id: "same-id" });
-    expect(again.status).toBe(409);
-    expect(again.json).toMatchObject({ code: "ALREADY_TERMINAL", retryable: false });
+    await c.api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: "same-id" } } });
+    const again = await c.api.POST("/v1/runs", { body: { file: SLEEPY, run_id: "same-id" } });
+    expect(again.response.status).toBe(409);
+    expect(again.error).toMatchObject({ code: "ALREADY_TERMINAL", retryable: false });
   });
 
   it("200 creates in the same millisecond get 200 distinct ids", async () => {
     const t = await daemon(tmpDir(), { now: () => 1_767_225_600_000 });
-    const replies = await Promise.all(Array.from({ length: 200 }, () => api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: HELLO })));
-    expect(replies.every((r) => r.status === 200)).toBe(true);
-    const ids = new Set(replies.map((r) => r.json.run_id));
+    const c = sdk(t.url);
+    const replies = await Promise.all(Array.from({ length: 200 }, () => c.api.POST("/v1/runs", { body: { file: HELLO } })));
+    expect(replies.every((r) => r.response.status === 200)).toBe(true);
+    const ids = new Set(replies.map((r) => r.data!.run_id));
     expect(ids.size).toBe(200);
-    const list = await api<RunList>(t.url, "GET", "/v1/runs");
-    expect(new Set(list.json.runs.map((r) => r.id))).toEqual(ids);
+    const list = await c.listRuns();
+    expect(new Set(list.map((r) => r.id))).toEqual(ids);
     await waitFor(() => idle(t), "all runs to finish", 60_000);
   }, 90_000);
 });
@@ -103,17 +98,17 @@ describe("policy, listing and events", () => {
   it("an absent policy is null; missing keys take defaults; invalid values are INVALID_POLICY naming the field", async () => {
     const t = await daemon();
     const a = await createRun(t.url, HELLO);
-    expect((await api<RunState>(t.url, "GET", `/v1/runs/${a}`)).json.policy).toBeNull();
+    expect((await sdk(t.url).getRun(a)).policy).toBeNull();
     const b = await createRun(t.url, HELLO, { policy: { max_stage_retries: 0 } });
-    expect((await api<RunState>(t.url, "GET", `/v1/runs/${b}`)).json.policy).toEqual({
+    expect((await sdk(t.url).getRun(b)).policy).toEqual({
       max_parallel_microvms_per_run: 4,
       max_stage_retries: 0,
       stage_timeout_secs: 3600,
       cancel_grace_period_secs: 30,
     });
     for (const [field, value] of [["max_parallel_microvms_per_run", 0], ["stage_timeout_secs", 0], ["max_stage_retries", -1], ["cancel_grace_period_secs", -1]] as const) {
-      const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: HELLO, policy: { [field]: value } });
-      expect(r.status, field).toBe(400);
+      const r = await sdk(t.url).api.POST("/v1/runs", { body: { file: HELLO, policy: { [field]: value } } });
+      expect(r.response.status, field).toBe(400);
       expect(errorOf(r).code, field).toBe("INVALID_POLICY");
       expect(errorOf(r).message, field).toContain(field);
     }
@@ -126,21 +121,22 @@ describe("policy, listing and events", () => {
     const done = await createRun(t.url, HELLO);
     const st = await waitForTerminal(t.url, done);
     const active = await createRun(t.url, SLEEPY);
-    const ids = async (q: string) => (await api<RunList>(t.url, "GET", `/v1/runs${q}`)).json.runs.map((r) => r.id);
+    // The unknown state value and parameter are the daemon's to ignore: sent as they are.
+    const ids = async (q: string) => (await request<RunList>(t.url, `/v1/runs${q}`)).json.runs.map((r) => r.id);
     expect(await ids("?state=active")).toEqual([active]);
     expect(await ids("?state=terminal")).toEqual([done]);
     expect((await ids("?state=bogus&extra=1")).sort()).toEqual([done, active].sort());
-    const v2 = (await api<RunList>(t.url, "GET", "/v1/runs?api_version=v2&state=terminal")).json.runs[0];
+    const [v2] = await sdk(t.url).listRuns({ apiVersion: "v2", state: "terminal" });
     expect(v2.events.map((e) => e.event_type)).toEqual(st.events.map((e) => e.event_type_v2));
     expect(v2.events[0].event_type).toBe("RunStarted");
     const third = st.events[2].event_id;
-    const rest = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${done}/events?from_event_id=${third}`)).json;
+    const rest = await sdk(t.url).listEvents(done, { fromEventId: third });
     expect(rest.map((e) => e.seq)).toEqual(st.events.slice(3).map((e) => e.seq));
-    const restV2 = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${done}/events?from_event_id=${third}&api_version=v2`)).json;
+    const restV2 = await sdk(t.url).listEvents(done, { fromEventId: third, apiVersion: "v2" });
     expect(restV2.map((e) => e.event_type)).toEqual(st.events.slice(3).map((e) => e.event_type_v2));
-    const all = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${done}/events?from_event_id=unknown`)).json;
+    const all = await sdk(t.url).listEvents(done, { fromEventId: "unknown" });
     expect(all).toHaveLength(st.events.length);
-    await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${active}/cancel`);
+    await sdk(t.url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: active } } });
   });
 });
 
@@ -165,22 +161,22 @@ describe("cancel and the terminal guard", () => {
     const t = await daemon();
     const id = await createRun(t.url, SLEEPY, { policy: { cancel_grace_period_secs: 0 } });
     await waitForEvent(t.url, id, (e) => e.event_type === "stage.started" && e.stage_name === "nap", "nap to start");
-    const c = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`, { reason: "user asked" });
-    expect(c.status).toBe(200);
-    expect(c.json.state).toBe("cancelled");
-    const st1 = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
+    const c = await sdk(t.url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: id } }, body: { reason: "user asked" } });
+    expect(c.response.status).toBe(200);
+    expect(c.data!.state).toBe("cancelled");
+    const st1 = await sdk(t.url).getRun(id);
     expect(st1.status).toBe("cancelled");
     expect(st1.terminal_reason).toBe("user asked");
-    expect(st1.terminal_event_id).toBe(c.json.terminal_event_id);
+    expect(st1.terminal_event_id).toBe(c.data!.terminal_event_id);
     const last = st1.events[st1.events.length - 1];
     expect(last.event_type).toBe("run.cancelled");
-    expect(last.event_id).toBe(c.json.terminal_event_id);
+    expect(last.event_id).toBe(c.data!.terminal_event_id);
     const nap = st1.events.find((e) => e.event_type === "stage.failed" && e.stage_name === "nap");
     expect(nap!.payload).toMatchObject({ exit_code: -1, error: "run cancelled" });
     expect(st1.events.find((e) => e.event_type === "stage.skipped" && e.stage_name === "after")).toBeTruthy();
 
     await waitFor(() => idle(t), "the engine to wind down");
-    const st2 = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
+    const st2 = await sdk(t.url).getRun(id);
     expect(st2.events.length).toBe(st1.events.length);
     expect(st2.status).toBe("cancelled");
     expect(st2.finished_at).toBe(st1.finished_at);
@@ -189,10 +185,10 @@ describe("cancel and the terminal guard", () => {
     expect(st2.active_microvm_count).toBe(0);
     assertGapless(st2.events);
 
-    const c2 = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`, { reason: "again" });
-    expect(c2.status).toBe(200);
-    expect(c2.json).toEqual({ run_id: id, state: "cancelled", terminal_event_id: c.json.terminal_event_id });
-    const st3 = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
+    const c2 = await sdk(t.url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: id } }, body: { reason: "again" } });
+    expect(c2.response.status).toBe(200);
+    expect(c2.data).toEqual({ run_id: id, state: "cancelled", terminal_event_id: c.data!.terminal_event_id });
+    const st3 = await sdk(t.url).getRun(id);
     expect(st3.events.length).toBe(st1.events.length);
     expect(st3.terminal_reason).toBe("user asked");
 
@@ -205,12 +201,12 @@ describe("cancel and the terminal guard", () => {
   it("a cancel right after create (before the spec is loaded) runs nothing", async () => {
     const t = await daemon();
     const id = await createRun(t.url, SLEEPY);
-    const c = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`);
-    expect(c.json.state).toBe("cancelled");
+    const c = await sdk(t.url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: id } } });
+    expect(c.data!.state).toBe("cancelled");
     await waitFor(() => idle(t), "the engine to wind down");
-    const st = (await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json;
+    const st = await sdk(t.url).getRun(id);
     expect(st.status).toBe("cancelled");
-    expect(st.events[st.events.length - 1].event_id).toBe(c.json.terminal_event_id);
+    expect(st.events[st.events.length - 1].event_id).toBe(c.data!.terminal_event_id);
     expect(st.events.some((e) => e.event_type === "stage.started")).toBe(false);
     assertGapless(st.events);
   });
@@ -218,7 +214,7 @@ describe("cancel and the terminal guard", () => {
   it("unsafe run ids are rejected with 400, never joined into a path", async () => {
     const t = await daemon();
     for (const run_id of ["../escape", "a/b", "..", ".hidden", "x".repeat(129)]) {
-      const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: HELLO, run_id });
+      const r = await request<CreateRunResponse>(t.url, "/v1/runs", { method: "POST", body: { file: HELLO, run_id } });
       expect(r.status, run_id).toBe(400);
       expect(errorOf(r).code, run_id).toBe("INVALID_SPEC");
     }
@@ -228,15 +224,15 @@ describe("cancel and the terminal guard", () => {
   it("cancel without a reason uses the default; a malformed body is 400 INVALID_SPEC; unknown run 404", async () => {
     const t = await daemon();
     const id = await createRun(t.url, SLEEPY);
-    const bad = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`, "{not json");
+    const bad = await request<CancelRunResponse>(t.url, `/v1/runs/${id}/cancel`, { method: "POST", body: "{not json", raw: true, contentType: "application/json" });
     expect(bad.status).toBe(400);
     expect(errorOf(bad).code).toBe("INVALID_SPEC");
-    expect((await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json.status).toBe("running");
-    const c = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`);
-    expect(c.status).toBe(200);
-    expect((await api<RunState>(t.url, "GET", `/v1/runs/${id}`)).json.terminal_reason).toBe("run marked cancelled");
-    const unknown = await api<CancelRunResponse>(t.url, "POST", `/v1/runs/ghost/cancel`);
-    expect(unknown.status).toBe(404);
+    expect((await sdk(t.url).getRun(id)).status).toBe("running");
+    const c = await sdk(t.url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: id } } });
+    expect(c.response.status).toBe(200);
+    expect((await sdk(t.url).getRun(id)).terminal_reason).toBe("run marked cancelled");
+    const unknown = await sdk(t.url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: "ghost" } } });
+    expect(unknown.response.status).toBe(404);
     expect(errorOf(unknown).code).toBe("NOT_FOUND");
   });
 });
@@ -249,7 +245,7 @@ describe("persistence", () => {
     const copy = tmpDir();
     fs.cpSync(a.stateDir, copy, { recursive: true }); // the state as a killed daemon left it
     const b = await daemon(copy);
-    const st = (await api<RunState>(b.url, "GET", "/v1/runs/victim")).json;
+    const st = await sdk(b.url).getRun("victim");
     expect(st.status).toBe("failed");
     expect(st.terminal_reason).toBe("daemon_restarted");
     expect(st.finished_at).toBeTruthy();
@@ -259,11 +255,11 @@ describe("persistence", () => {
     assertGapless(st.events);
     expect(st.events.find((e) => e.event_type === "stage.failed" && e.stage_name === "nap")).toBeTruthy();
     expect(st.active_stage_count).toBe(0);
-    const again = await api<CreateRunResponse>(b.url, "POST", "/v1/runs", { file: SLEEPY, run_id: "victim" });
-    expect(again.status).toBe(409);
+    const again = await sdk(b.url).api.POST("/v1/runs", { body: { file: SLEEPY, run_id: "victim" } });
+    expect(again.response.status).toBe(409);
     expect(errorOf(again).code).toBe("ALREADY_TERMINAL");
     // the original daemon is unaffected
-    expect((await api<RunState>(a.url, "GET", "/v1/runs/victim")).json.status).toBe("running");
+    expect((await sdk(a.url).getRun("victim")).status).toBe("running");
   });
 
   describe("loading a hand-made state dir", () => {
@@ -320,44 +316,40 @@ describe("persistence", () => {
 
     it("repairs the torn line, quarantines the corrupt file, loads the rest (and the Rust file)", async () => {
       const t = await daemon(state);
-      const good = await api<RunState>(t.url, "GET", "/v1/runs/good");
-      expect(good.status).toBe(200);
-      expect(good.json.status).toBe("succeeded");
-      expect(good.json.events.length).toBe(goodEvents);
+      const c = sdk(t.url);
+      const good = await c.getRun("good");
+      expect(good.status).toBe("succeeded");
+      expect(good.events.length).toBe(goodEvents);
       const log = fs.readFileSync(path.join(state, "runs", "good", "events.jsonl"), "utf8");
       expect(log.endsWith("\n")).toBe(true);
       expect(log.trim().split("\n")).toHaveLength(goodEvents);
 
-      const health = await api<Health>(t.url, "GET", "/v1/health");
-      expect(health.status).toBe(200);
-      const q: string[] = health.json.quarantined_files!;
+      const q: string[] = (await c.health()).quarantined_files!;
       expect(q).toHaveLength(1);
       expect(q[0]).toMatch(/^quarantine\/broken/);
       expect(fs.existsSync(path.join(state, q[0]))).toBe(true);
       expect(fs.existsSync(path.join(state, "runs", "broken"))).toBe(false);
-      expect((await api<RunState>(t.url, "GET", "/v1/runs/broken")).status).toBe(404);
+      expect((await c.api.GET("/v1/runs/{run_id}", { params: { path: { run_id: "broken" } } })).response.status).toBe(404);
 
-      const rust = await api<RunState>(t.url, "GET", "/v1/runs/rust-1");
-      expect(rust.status).toBe(200);
-      expect(rust.json.status).toBe("succeeded"); // "completed" is accepted on input
-      expect(rust.json.events.map((e) => e.event_type)).toEqual(["run.started", "run.finished"]);
-      expect(rust.json.terminal_event_id).toBe(rustEvents[1].event_id);
-      const ev = await api<RunEvent[]>(t.url, "GET", "/v1/runs/rust-1/events?api_version=v2");
-      expect(ev.json.map((e) => e.event_type)).toEqual(["RunStarted", "RunCompleted"]);
-      const list = await api<RunList>(t.url, "GET", "/v1/runs?state=terminal");
-      expect(list.json.runs.map((r) => r.id).sort()).toEqual(["good", "rust-1"]);
-      const dup = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { file: HELLO, run_id: "rust-1" });
-      expect(dup.status).toBe(409);
+      const rust = await c.getRun("rust-1");
+      expect(rust.status).toBe("succeeded"); // "completed" is accepted on input
+      expect(rust.events.map((e) => e.event_type)).toEqual(["run.started", "run.finished"]);
+      expect(rust.terminal_event_id).toBe(rustEvents[1].event_id);
+      const ev = await c.listEvents("rust-1", { apiVersion: "v2" });
+      expect(ev.map((e) => e.event_type)).toEqual(["RunStarted", "RunCompleted"]);
+      const list = await c.listRuns({ state: "terminal" });
+      expect(list.map((r) => r.id).sort()).toEqual(["good", "rust-1"]);
+      const dup = await c.api.POST("/v1/runs", { body: { file: HELLO, run_id: "rust-1" } });
+      expect(dup.response.status).toBe(409);
       await t.d.close();
     });
 
     it("a second restart loads the same runs with the same events (no duplication, nothing quarantined)", async () => {
       const t = await daemon(state);
-      const rust = await api<RunState>(t.url, "GET", "/v1/runs/rust-1");
-      expect(rust.status).toBe(200);
-      expect(rust.json.events.map((e) => e.event_type)).toEqual(["run.started", "run.finished"]);
-      expect((await api<RunState>(t.url, "GET", "/v1/runs/good")).json.events.length).toBe(goodEvents);
-      expect((await api<Health>(t.url, "GET", "/v1/health")).json.quarantined_files).toEqual([]);
+      const c = sdk(t.url);
+      expect((await c.getRun("rust-1")).events.map((e) => e.event_type)).toEqual(["run.started", "run.finished"]);
+      expect((await c.getRun("good")).events.length).toBe(goodEvents);
+      expect((await c.health()).quarantined_files).toEqual([]);
       await t.d.close();
       // The migrated Rust run must not be migrated again on every start: its event log
       // holds its 2 events once, whichever of runs/rust-1.json and runs/rust-1/ is read first.
@@ -382,10 +374,10 @@ describe("a sparse Rust void-box run file", () => {
       }),
     );
     const t = await daemon(state);
-    const run = await api<RunState>(t.url, "GET", "/v1/runs/rust-old");
-    expect(run.status).toBe(200);
-    expect(validateResponse("getRun", 200, run.json)).toEqual([]);
-    expect(run.json).toMatchObject({ status: "cancelled", exit_code: null, report: null, attempt_id: 1 });
-    expect(run.json.events[0]).toMatchObject({ seq: 0, event_type_v2: "RunCancelled", level: "info", payload: null });
+    const run = await sdk(t.url).api.GET("/v1/runs/{run_id}", { params: { path: { run_id: "rust-old" } } });
+    expect(run.response.status).toBe(200);
+    expect(validateResponse("getRun", 200, run.data)).toEqual([]);
+    expect(run.data).toMatchObject({ status: "cancelled", exit_code: null, report: null, attempt_id: 1 });
+    expect(run.data!.events[0]).toMatchObject({ seq: 0, event_type_v2: "RunCancelled", level: "info", payload: null });
   });
 });

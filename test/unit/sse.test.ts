@@ -1,23 +1,15 @@
-import { describe, it, expect, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import { EventEmitter } from "node:events";
 import http from "node:http";
 import { eventStream } from "../../src/http/sse.js";
-import { startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
-import { api } from "../helpers/http.js";
+import { daemonsOfFile, startDaemon, tmpDir, type TestDaemon } from "../helpers/daemon.js";
+import { sdk } from "../helpers/sdk.js";
 import { waitForEvent, waitForTerminal } from "../helpers/runs.js";
 import { workflow } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
-import type { CancelRunResponse, CreateRunResponse, RunEvent } from "../helpers/types.js";
 
-const open: TestDaemon[] = [];
-afterAll(async () => {
-  for (const t of open) await t.d.close();
-});
-async function daemon(opts: Parameters<typeof startDaemon>[1] = {}) {
-  const t = await startDaemon(tmpDir(), opts);
-  open.push(t);
-  return t;
-}
+const start = daemonsOfFile();
+const daemon = (opts: Parameters<typeof startDaemon>[1] = {}) => start(tmpDir(), opts);
 
 /** Two steps after a short nap: the stream is open while the run is still going. */
 const NAPPY = workflow("nappy", [
@@ -69,11 +61,21 @@ function follow(url: string, p: string, headers: Record<string, string> = { acce
   return s;
 }
 
-async function createInline(t: TestDaemon, spec: unknown): Promise<string> {
-  const r = await api<CreateRunResponse>(t.url, "POST", "/v1/runs", { spec });
-  expect(r.status).toBe(200);
-  return r.json.run_id;
+async function createInline(t: TestDaemon, spec: Record<string, unknown>): Promise<string> {
+  const r = await sdk(t.url).api.POST("/v1/runs", { body: { spec } });
+  expect(r.response.status).toBe(200);
+  return r.data!.run_id;
 }
+
+/** GET /v1/runs/{id}/events as JSON: the reply's text as sent. */
+async function eventsText(t: TestDaemon, id: string, apiVersion?: "v2"): Promise<string> {
+  const r = await sdk(t.url).api.GET("/v1/runs/{run_id}/events", { params: { path: { run_id: id }, query: { api_version: apiVersion } }, headers: { accept: "application/json" }, parseAs: "text" });
+  expect(r.response.status).toBe(200);
+  return r.data!;
+}
+
+/** POST /v1/runs/{id}/cancel without a body. */
+const cancel = (t: TestDaemon, id: string) => sdk(t.url).api.POST("/v1/runs/{run_id}/cancel", { params: { path: { run_id: id } } });
 
 const runOf = (t: TestDaemon, id: string) => t.d.service.get(id);
 
@@ -86,12 +88,12 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     expect(s.error).toBeUndefined();
     expect(s.status).toBe(200);
     expect(s.contentType).toMatch(/^text\/event-stream/);
-    const json = await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events`);
-    const events = json.json as Array<{ event_id: string; event_type: string; seq: number }>;
+    const text = await eventsText(t, id);
+    const events = JSON.parse(text) as Array<{ event_id: string; event_type: string; seq: number }>;
     // Every event, in seq order, ids = event ids, data = the JSON reply's bytes for that event.
     expect(s.frames.map((f) => f.id)).toEqual(events.map((e) => e.event_id));
     expect(s.frames.map((f) => f.event)).toEqual(events.map((e) => e.event_type));
-    expect(`[${s.frames.map((f) => f.data).join(",")}]`).toBe(json.text);
+    expect(`[${s.frames.map((f) => f.data).join(",")}]`).toBe(text);
     expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i));
     // The run was terminal before the stream closed, and the last event is the output's close.
     const types = events.map((e) => e.event_type);
@@ -109,7 +111,7 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     const fromQuery = follow(t.url, `/v1/runs/${id}/events?from_event_id=${at!.event_id}`);
     const unknown = follow(t.url, `/v1/runs/${id}/events`, { accept: "text/event-stream", "last-event-id": "not-an-event-id" });
     await waitFor(() => s.ended && fromQuery.ended && unknown.ended, "the streams to end");
-    const events = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events`)).json as Array<{ event_id: string; seq: number }>;
+    const events = await sdk(t.url).listEvents(id);
     const after = events.slice(at!.seq + 1).map((e) => e.event_id);
     expect(s.frames.map((f) => f.id)).toEqual(after);
     expect(fromQuery.frames.map((f) => f.id)).toEqual(after);
@@ -121,7 +123,7 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     const id = await createInline(t, NAPPY);
     const s = follow(t.url, `/v1/runs/${id}/events?api_version=v2`);
     await waitFor(() => s.ended, "the stream to end");
-    const v2 = (await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events?api_version=v2`)).text;
+    const v2 = await eventsText(t, id, "v2");
     expect(`[${s.frames.map((f) => f.data).join(",")}]`).toBe(v2);
     expect(s.frames[0].event).toBe("RunStarted");
     for (const f of s.frames) expect(JSON.parse(f.data!).event_type).toBe(f.event);
@@ -149,7 +151,7 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     await waitForTerminal(t.url, id);
     const res = await fetch(`${t.url}/v1/runs/${id}/events`, { headers });
     expect(res.headers.get("content-type")).toBe("application/json; charset=utf-8");
-    expect(await res.text()).toBe((await api<RunEvent[]>(t.url, "GET", `/v1/runs/${id}/events`)).text);
+    expect(await res.text()).toBe(await eventsText(t, id));
   });
 
   it("an unknown run is a 404 ApiError, an over-long Last-Event-ID a 400", async () => {
@@ -171,7 +173,7 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     await waitFor(() => s.frames.length > 0 && run.listenerCount === 1, "the stream to be attached");
     s.req.destroy();
     await waitFor(() => run.listenerCount === 0, "the listener to be removed");
-    expect((await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
+    expect((await cancel(t, id)).response.status).toBe(200);
   });
 
   it("sends heartbeats, and the listener's request and idle timeouts do not cut an open stream", async () => {
@@ -184,7 +186,7 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     expect(s.error).toBeUndefined();
     expect(s.comments[0]).toBe(": heartbeat");
     // Cancelling ends the run: the stream sends the terminal event and closes.
-    expect((await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
+    expect((await cancel(t, id)).response.status).toBe(200);
     await waitFor(() => s.ended, "the stream to end");
     expect(s.frames[s.frames.length - 1].event).toBe("run.cancelled");
   });
@@ -253,6 +255,6 @@ describe("GET /v1/runs/{id}/events as server-sent events", () => {
     expect(run.listenerCount).toBe(1);
     await waitFor(() => destroyed, "the stalled stream to be cut off");
     expect(run.listenerCount).toBe(0);
-    expect((await api<CancelRunResponse>(t.url, "POST", `/v1/runs/${id}/cancel`)).status).toBe(200);
+    expect((await cancel(t, id)).response.status).toBe(200);
   });
 });

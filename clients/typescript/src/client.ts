@@ -37,6 +37,12 @@ export interface ClientOptions {
   token?: string | null;
   /** Per-request timeout (ms), for everything but the event stream; default 30 s. */
   timeoutMs?: number;
+  /**
+   * The fetch every request goes through (default: the global fetch), e.g. to log or
+   * check replies. It gets the request and an init carrying the abort signal (and, on a
+   * Unix socket, undici's `dispatcher`), and must pass both on.
+   */
+  fetch?: (input: Request | string, init: RequestInit) => Promise<Response>;
 }
 
 /** A non-2xx reply: the daemon's ApiError, with its HTTP status. */
@@ -114,6 +120,7 @@ export class VoidboxClient {
   private readonly dispatcher: Agent | undefined;
   private readonly token: string | null;
   private readonly timeoutMs: number;
+  private readonly fetch: NonNullable<ClientOptions["fetch"]>;
 
   constructor(opts: ClientOptions = {}) {
     let socketPath = opts.socketPath;
@@ -126,6 +133,7 @@ export class VoidboxClient {
     this.dispatcher = socketPath ? new Agent({ connect: { socketPath } }) : undefined;
     this.token = opts.token ?? null;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.fetch = opts.fetch ?? fetch;
     this.api = createFetchClient<paths>({
       baseUrl: this.baseUrl,
       headers: this.token ? { authorization: `Bearer ${this.token}` } : {},
@@ -144,7 +152,7 @@ export class VoidboxClient {
     if (timeoutMs !== null) signals.push(AbortSignal.timeout(timeoutMs));
     const extra = this.dispatcher ? { dispatcher: this.dispatcher } : {};
     try {
-      return await fetch(req, { ...init, signal: AbortSignal.any(signals), ...extra } as RequestInit);
+      return await this.fetch(req, { ...init, signal: AbortSignal.any(signals), ...extra } as RequestInit);
     } catch (e) {
       // The caller's own abort is theirs to handle; a refused connection or a timeout means no daemon answered.
       if (init.signal?.aborted || (typeof req !== "string" && req.signal.aborted)) throw e;

@@ -2,7 +2,7 @@
 export { QemuSandbox } from "./sandbox.js";
 export { VmSnapshots } from "./snapshots.js";
 export { findGuestImage, type GuestImage } from "./guest-image.js";
-export { bootProbe, probeAccelerator, qemuAvailable } from "./probe.js";
+export { bootProbe, qemuAvailable } from "./probe.js";
 export { killLeftoverVms } from "./leftovers.js";
 export { liveVmCount, stopAllVms } from "./registry.js";
 export { checkDieWithParent } from "./vm.js";

@@ -1,10 +1,10 @@
 /**
  * Whether a guest boots here, and under which accelerator: one boot plus one command,
- * bounded by a deadline (the daemon's guest-boot probe, benchmarks, tests).
+ * bounded by a deadline (the daemon's guest-boot probe; benchmarks and tests pick their
+ * accelerator with it through test/helpers/accelerator.ts).
  */
 import { spawnSync } from "node:child_process";
-import { accessSync, constants as fsc } from "node:fs";
-import type { Accelerator, Logger } from "../types.js";
+import type { Accelerator } from "../types.js";
 import { waitReady } from "./sandbox.js";
 import { QemuStageVm } from "./stage-vm.js";
 import { QemuVm } from "./vm.js";
@@ -86,30 +86,6 @@ export async function bootProbe(o: {
   } finally {
     await vm?.stop(0);
   }
-}
-
-/**
- * "kvm" only when the real guest boots to its ready marker under `-accel kvm` before
- * the deadline; "tcg" when /dev/kvm is unusable or the KVM boot fails or times out.
- * (Benchmarks and tests; the daemon uses guest-probe.ts, which also proves TCG boots.)
- */
-export async function probeAccelerator(o: {
-  kernel: string;
-  initramfs: string;
-  deadlineMs?: number;
-  qemuBinary?: string;
-  log?: Logger;
-}): Promise<Accelerator> {
-  try {
-    accessSync("/dev/kvm", fsc.R_OK | fsc.W_OK);
-  } catch {
-    o.log?.info({}, "accelerator probe: /dev/kvm not usable, using tcg");
-    return "tcg";
-  }
-  const r = await bootProbe({ kernel: o.kernel, initramfs: o.initramfs, accelerator: "kvm", deadlineMs: o.deadlineMs ?? 4000, qemuBinary: o.qemuBinary });
-  const acc: Accelerator = r.ok ? "kvm" : "tcg";
-  o.log?.info({ accelerator: acc, ms: r.ms, reason: r.ok ? undefined : r.reason }, "accelerator probe");
-  return acc;
 }
 
 /** True when `qemu-system-x86_64` runs (found on the PATH and answers --version). */

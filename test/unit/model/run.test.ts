@@ -3,37 +3,12 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { RunFile } from "../../../src/run-model.js";
 import { Run, type RunDeps } from "../../../src/runs/run.js";
 import { RunStore } from "../../../src/store/runs.js";
 import { readFreshSummary } from "../../../src/store/summary.js";
 import type { RunEvent } from "../../helpers/runs.js";
 import { tmpDir } from "../../helpers/daemon.js";
-
-const T0 = Date.parse("2026-11-27T10:00:00.000Z");
-
-function runFile(id: string, over: Partial<RunFile> = {}): RunFile {
-  const at = new Date(T0).toISOString();
-  return {
-    id,
-    status: "running",
-    file: "spec.yaml",
-    report: null,
-    error: null,
-    attempt_id: 1,
-    started_at: at,
-    updated_at: at,
-    finished_at: null,
-    terminal_reason: null,
-    terminal_event_id: null,
-    exit_code: null,
-    policy: null,
-    sandbox_mode: null,
-    stages: [],
-    artifact_publication: null,
-    ...over,
-  };
-}
+import { runFile, T0 } from "../../helpers/statefiles.js";
 
 let dir: string;
 let store: RunStore;

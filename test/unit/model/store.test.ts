@@ -10,6 +10,7 @@ import { RunStore } from "../../../src/store/runs.js";
 import { SessionStore } from "../../../src/store/sessions.js";
 import { readFreshSummary, writeSummary, type RunSummary } from "../../../src/store/summary.js";
 import { tmpDir } from "../../helpers/daemon.js";
+import { runFile } from "../../helpers/statefiles.js";
 
 let dir: string;
 const stores: RunStore[] = [];
@@ -26,28 +27,6 @@ afterEach(() => {
   for (const s of stores.splice(0)) s.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-function runFile(id: string, status: RunFile["status"] = "running"): RunFile {
-  const at = "2026-11-27T10:00:00.000Z";
-  return {
-    id,
-    status,
-    file: "spec.yaml",
-    report: null,
-    error: null,
-    attempt_id: 1,
-    started_at: at,
-    updated_at: at,
-    finished_at: status === "running" ? null : at,
-    terminal_reason: null,
-    terminal_event_id: null,
-    exit_code: null,
-    policy: null,
-    sandbox_mode: null,
-    stages: [],
-    artifact_publication: null,
-  };
-}
 
 function summaryOf(f: RunFile, event_count: number): RunSummary {
   const { id, status, file, error, attempt_id, started_at, updated_at, finished_at, terminal_reason, terminal_event_id, exit_code } = f;
@@ -175,10 +154,10 @@ describe("RunStore.loadAll at start-up", () => {
 
   it("a terminal run with an up-to-date summary is listed from it; a stale one is read from its files", () => {
     const s = openStore();
-    s.saveRun(runFile("t1", "succeeded"));
+    s.saveRun(runFile("t1", { status: "succeeded" }));
     s.appendEvent("t1", eventLine("t1", 0));
     s.closeRun("t1");
-    const summary = summaryOf(runFile("t1", "succeeded"), 1);
+    const summary = summaryOf(runFile("t1", { status: "succeeded" }), 1);
     s.saveSummary(summary);
     const accept = (v: unknown) => v as RunSummary;
     const fresh = openStore().loadAll(undefined, accept);
@@ -195,7 +174,7 @@ describe("RunStore.loadAll at start-up", () => {
   it("reads a Rust-format runs/<id>.json (events inline) as a legacy run, filling what its events lack; retireLegacy keeps it as a backup", () => {
     fs.mkdirSync(path.join(dir, "runs"), { recursive: true });
     const events = [JSON.parse(eventLine("old", 0)) as unknown];
-    fs.writeFileSync(path.join(dir, "runs", "old.json"), JSON.stringify({ ...runFile("old", "succeeded"), events }));
+    fs.writeFileSync(path.join(dir, "runs", "old.json"), JSON.stringify({ ...runFile("old", { status: "succeeded" }), events }));
     const s = openStore();
     const r = s.loadAll();
     expect(r.runs).toHaveLength(1);
@@ -214,8 +193,8 @@ describe("summary.json", () => {
     fs.mkdirSync(d);
     fs.writeFileSync(path.join(d, "run.json"), "{}");
     fs.writeFileSync(path.join(d, "events.jsonl"), "");
-    writeSummary(d, summaryOf(runFile("one", "failed"), 0));
-    expect(readFreshSummary(d)).toEqual(summaryOf(runFile("one", "failed"), 0));
+    writeSummary(d, summaryOf(runFile("one", { status: "failed" }), 0));
+    expect(readFreshSummary(d)).toEqual(summaryOf(runFile("one", { status: "failed" }), 0));
     fs.writeFileSync(path.join(d, "run.json"), '{"changed": true}');
     expect(readFreshSummary(d)).toBeNull();
     fs.writeFileSync(path.join(d, "summary.json"), "{torn");

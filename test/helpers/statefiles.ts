@@ -1,11 +1,14 @@
 // On-disk run state written by hand (the states a crash or an operator can leave) and
-// read back raw, for the crash, fault and bench suites. Shapes follow openapi.yaml's
-// RunEvent and the daemon's run.json (RunState without events and live counters).
+// read back raw, for the model, crash, fault and bench suites: the one run.json builder.
+// Shapes follow openapi.yaml's RunEvent and the daemon's run.json (RunFile: RunState
+// without events and live counters).
 import fs from "node:fs";
 import path from "node:path";
-import { type RunEvent } from "../helpers/runs.js";
+import type { RunFile } from "../../src/run-model.js";
+import { TERMINAL, type RunEvent } from "./runs.js";
 
-const T0 = 1_700_000_000_000;
+/** When the runs these files describe started (their first event's time). */
+export const T0 = Date.parse("2026-11-27T10:00:00.000Z");
 
 /** One event line as the daemon writes it (legacy name in both fields unless given). */
 export function eventLine(runId: string, seq: number, type: string, payload: Record<string, unknown> | null = null, v2 = type): string {
@@ -29,8 +32,12 @@ export function eventId(seq: number): string {
   return `0190c5d2-7c1e-7000-8000-${String(seq).padStart(12, "0")}`;
 }
 
-/** A run.json for a run in `status` with no terminal fields set. */
-export function runFile(id: string, status: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+/**
+ * A run.json of a run started at T0, running unless `over` says otherwise; terminal fields
+ * unset (but for finished_at = T0 in a terminal status) unless `over` sets them.
+ */
+export function runFile(id: string, over: Partial<RunFile> = {}): RunFile {
+  const status = over.status ?? "running";
   return {
     id,
     status,
@@ -40,7 +47,7 @@ export function runFile(id: string, status: string, extra: Record<string, unknow
     attempt_id: 1,
     started_at: new Date(T0).toISOString(),
     updated_at: new Date(T0).toISOString(),
-    finished_at: null,
+    finished_at: TERMINAL.has(status) ? new Date(T0).toISOString() : null,
     terminal_reason: null,
     terminal_event_id: null,
     exit_code: null,
@@ -48,12 +55,12 @@ export function runFile(id: string, status: string, extra: Record<string, unknow
     sandbox_mode: null,
     stages: [],
     artifact_publication: null,
-    ...extra,
+    ...over,
   };
 }
 
-/** Writes runs/<id>/run.json and events.jsonl (lines as given, each newline-terminated). */
-export function writeRun(stateDir: string, id: string, file: Record<string, unknown>, lines: string[]): string {
+/** Writes runs/<id>/run.json (any object: malformed ones on purpose too) and events.jsonl (lines as given, each newline-terminated). */
+export function writeRun(stateDir: string, id: string, file: object, lines: string[]): string {
   const dir = path.join(stateDir, "runs", id);
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, "run.json"), JSON.stringify(file));
@@ -81,16 +88,4 @@ export function readEventsFile(file: string): { events: RunEvent[]; badLines: nu
     }
   });
   return { events, badLines, torn };
-}
-
-/** mulberry32: a seeded PRNG so a failing run can be replayed (print the seed). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
