@@ -21,8 +21,10 @@ import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { fakeAnswer, selfSignedCert, startFakeProvider, type FakeProvider } from "../helpers/fake-provider.js";
 import { ensureTestImage, linkTestImage, testImageSkipReason } from "../helpers/test-image.js";
 import { MAIN_JS, REPO_ROOT, childEnv, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
-import { request } from "../helpers/http.js";
+import { waitForTerminal, type RunState } from "../helpers/runs.js";
+import { sdk } from "../helpers/sdk.js";
 import { waitFor } from "../helpers/wait.js";
+import type { RunSpec } from "@voidbox/client";
 
 const guest = findGuestImage(REPO_ROOT);
 const skipReason = !qemuAvailable()
@@ -37,14 +39,6 @@ if (skipReason) console.warn(`[test/qemu/agents] skipped: ${skipReason}`);
 const KEY = "sk-ant-vbxtest-5c0ffee9d1e2a3b4c5d6";
 const OPENAI_KEY = "sk-openai-vbxtest-77aa88bb99cc";
 const T = 180_000;
-
-interface Run {
-  status: string;
-  error?: string | null;
-  report?: { output: string; success: boolean; input_tokens: number; output_tokens: number; total_cost_usd: number } | null;
-  events: Array<{ event_type: string; payload?: Record<string, unknown>; stage_name?: string }>;
-  artifact_publication?: { status: string; manifest: Array<{ name: string; stage: string }> };
-}
 
 /** Every file under dir, as bytes (the state dir is small: a few runs). */
 function filesUnder(dir: string): Array<{ file: string; bytes: Buffer }> {
@@ -99,21 +93,10 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
     fs.rmSync(tmp, { recursive: true, force: true });
   }, 60_000);
 
-  async function runSpec(spec: object): Promise<{ id: string; run: Run }> {
+  async function runSpec(spec: RunSpec): Promise<{ id: string; run: RunState }> {
     // No retries: each box is one VM (TCG boots are the cost of these tests).
-    const created = await request(url, "/v1/runs", { body: { spec, policy: { max_stage_retries: 0 } } });
-    expect(created.status, created.text).toBe(200);
-    const id = (created.json as { run_id: string }).run_id;
-    let run: Run | undefined;
-    await waitFor(
-      async () => {
-        run = (await request(url, `/v1/runs/${id}`)).json as Run;
-        return ["succeeded", "failed", "cancelled"].includes(run.status);
-      },
-      () => `run ${id} to end (now ${run?.status})`,
-      T - 10_000,
-    );
-    return { id, run: run! };
+    const created = await sdk(url).createRun({ spec, policy: { max_stage_retries: 0 } });
+    return { id: created.run_id, run: await waitForTerminal(url, created.run_id, T - 10_000) };
   }
 
   it(
@@ -130,10 +113,11 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
       const answer = fakeAnswer("anthropic", "summarise the repo");
       expect(run.report).toMatchObject({ success: true, output: `${answer}\n`, input_tokens: 1200, output_tokens: 345, total_cost_usd: 0.00234 });
       expect(fake.requests.at(-1)?.headers["x-api-key"]).toBe(KEY);
-      const art = await request(url, `/v1/runs/${id}/stages/main/artifacts/answer.md`, { conformance: "none" });
-      expect(art.status).toBe(200);
-      expect(art.text).toBe(answer);
-      const result = (await request(url, `/v1/runs/${id}/stages/main/output-file`)).json as Record<string, unknown>;
+      const stage = { run_id: id, stage: "main" };
+      const art = await sdk(url).api.GET("/v1/runs/{run_id}/stages/{stage}/artifacts/{name}", { params: { path: { ...stage, name: "answer.md" } }, parseAs: "text" });
+      expect(art.response.status).toBe(200);
+      expect(art.data).toBe(answer);
+      const result = (await sdk(url).api.GET("/v1/runs/{run_id}/stages/{stage}/output-file", { params: { path: stage } })).data;
       expect(result).toMatchObject({ status: "succeeded", answer, metrics: { input_tokens: 1200, output_tokens: 345 } });
       // The key's bytes: in no file of the state dir (runs, events, artifacts), not in the daemon's output.
       const leaks = filesUnder(stateDir).filter((f) => f.bytes.includes(KEY));
@@ -198,7 +182,7 @@ describe.skipIf(skipReason !== null)("agents in real micro-VMs", () => {
   it(
     "an error reply fails its box with the provider's message; a provider slower than the stage timeout fails by the timeout",
     async () => {
-      const provider = (model: string) => ({ kind: "anthropic", model, base_url: fake.url });
+      const provider = (model: string) => ({ kind: "anthropic" as const, model, base_url: fake.url });
       const { run } = await runSpec({
         api_version: "v1",
         kind: "pipeline",

@@ -20,6 +20,8 @@ export type StageList = Schemas["StageList"];
 export type StructuredOutput = Schemas["StructuredOutput"];
 export type SessionMessage = Schemas["SessionMessage"];
 export type SessionMessageInput = Schemas["SessionMessageInput"];
+/** A run spec, as sent inline in CreateRunRequest.spec (or its YAML/JSON text). */
+export type RunSpec = Schemas["RunSpec"];
 /** `v2` serves each event's PascalCase name as event_type. */
 export type ApiVersion = "v1" | "v2";
 /** Filter of listRuns. */
