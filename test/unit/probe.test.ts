@@ -10,6 +10,7 @@ import path from "node:path";
 import { validateResponse } from "../helpers/openapi.js";
 import { liveVmCount } from "../../src/sandbox/qemu/index.js";
 import { probeGuest } from "../../src/sandbox/guest-probe.js";
+import type { Accelerator } from "../../src/sandbox/types.js";
 import {
   PROBE_CACHE_FILE,
   probeIdentity,
@@ -96,7 +97,7 @@ async function identityOf(qemuBinary: string, image: { kernel: string; initramfs
   return probeIdentity({ qemuBinary, qemuVersion: v.version, ...image, accel: "tcg" });
 }
 
-function cacheEntry(identity: ProbeIdentity, accelerator: "kvm" | "tcg" = "tcg"): CachedProbe {
+function cacheEntry(identity: ProbeIdentity, accelerator: Accelerator = "tcg"): CachedProbe {
   return { key: probeKey(identity), identity, accelerator, boot_ms: 700, probed_at: new Date().toISOString() };
 }
 
