@@ -14,7 +14,6 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
-import { once } from "node:events";
 import path from "node:path";
 import readline from "node:readline";
 import { atLeast, writeFigures } from "./figures.js";

@@ -1,9 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import pino, { type Logger } from "pino";
-import type { Document } from "openapi-backend";
 import { apiDocument, componentSchemas, PROJECT_ROOT } from "./openapi-document.js";
 import { startingHandler, type RequestHandler } from "./http/starting.js";
 import { runHandlers } from "./http/handlers/runs.js";

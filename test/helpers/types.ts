@@ -2,7 +2,6 @@
 import type { components } from "../../generated/api.js";
 
 type S = components["schemas"];
-type ApiError = S["ApiError"];
 export type CancelRunResponse = S["CancelRunResponse"];
 export type CreateRunResponse = S["CreateRunResponse"];
 export type Health = S["Health"];
@@ -11,8 +10,6 @@ export type RunEvent = S["RunEvent"];
 export type RunList = S["RunList"];
 export type RunPage = S["RunPage"];
 export type RunState = S["RunState"];
-type RunStatus = S["RunStatus"];
-type RunSummary = S["RunSummary"];
 export type SessionMessage = S["SessionMessage"];
 export type StageList = S["StageList"];
 export type StructuredOutput = S["StructuredOutput"];

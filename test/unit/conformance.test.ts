@@ -10,7 +10,7 @@ import setup, { summarise, type FileTally } from "../helpers/conformance-global.
 import { flushTally, tally as sharedTally, type Tally } from "../helpers/conformance-tally.js";
 import { ApiClient, errorOf } from "../helpers/http.js";
 import { sdk } from "../helpers/sdk.js";
-import type { Health, RunState } from "../helpers/types.js";
+import type { Health } from "../helpers/types.js";
 
 interface Stub {
   status: number;
