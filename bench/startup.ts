@@ -19,6 +19,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { atMost, percentile, writeFigures } from "./figures.js";
 import { cpuMs } from "./harness.js";
+import { kvmUsable } from "../src/sandbox/probe-cache.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const mainJs = path.join(root, "dist", "src", "main.js");
@@ -98,13 +99,7 @@ async function main(): Promise<void> {
   if (!fs.existsSync(mainJs)) throw new Error("run `npm run build` first");
   const rounds = Number(arg("rounds", "5"));
   const accel = arg("accel", "auto");
-  let kvm = false;
-  try {
-    fs.accessSync("/dev/kvm", fs.constants.R_OK | fs.constants.W_OK);
-    kvm = true;
-  } catch {
-    kvm = false;
-  }
+  const kvm = kvmUsable();
   console.log(`host: ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}, /dev/kvm ${kvm ? "usable" : "not usable"}, --accel ${accel}, node ${process.version}${arg("nice", "") ? `, daemon at nice ${arg("nice", "")}` : ""}`);
   const cold: Sample[] = [];
   const cached: Sample[] = [];

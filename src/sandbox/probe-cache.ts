@@ -45,7 +45,8 @@ export const PROBE_CACHE_FILE = "guest-probe.json";
 /** A state dir moved between a few hosts or images keeps each one's verdict. */
 const MAX_ENTRIES = 8;
 
-function kvmUsable(): boolean {
+/** Whether this process may open /dev/kvm (not whether a guest boots under it: that is the probe's). */
+export function kvmUsable(): boolean {
   try {
     fs.accessSync("/dev/kvm", fs.constants.R_OK | fs.constants.W_OK);
     return true;

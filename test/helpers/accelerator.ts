@@ -4,7 +4,7 @@
  * unusable or the KVM boot fails or times out. (The daemon does not use this: its
  * guest-boot probe, src/sandbox/guest-probe.ts, also proves that TCG boots.)
  */
-import { accessSync, constants as fsc } from "node:fs";
+import { kvmUsable } from "../../src/sandbox/probe-cache.js";
 import { bootProbe } from "../../src/sandbox/qemu/index.js";
 import type { Accelerator, Logger } from "../../src/sandbox/types.js";
 
@@ -15,9 +15,7 @@ export async function probeAccelerator(o: {
   qemuBinary?: string;
   log?: Logger;
 }): Promise<Accelerator> {
-  try {
-    accessSync("/dev/kvm", fsc.R_OK | fsc.W_OK);
-  } catch {
+  if (!kvmUsable()) {
     o.log?.info({}, "accelerator probe: /dev/kvm not usable, using tcg");
     return "tcg";
   }
