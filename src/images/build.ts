@@ -64,9 +64,14 @@ function fileInputs(files: ImageFile[]): { inputs: ImageFileInput[]; contents: B
   return { inputs, contents };
 }
 
+/** Throws ImageBuildError naming `name` unless it is an image name (openapi.yaml's ImageName). */
+export function checkImageName(name: string): void {
+  if (!isImageName(name)) throw new ImageBuildError(`name: ${JSON.stringify(name)} is not an image name (lowercase letters, digits, . _ -; at most 64)`);
+}
+
 /** Checks a request and returns the inputs its key hashes; throws ImageBuildError naming the field. */
 export function imageInputs(r: ImageRequest): ImageInputs {
-  if (!isImageName(r.name)) throw new ImageBuildError(`name: ${JSON.stringify(r.name)} is not an image name (lowercase letters, digits, . _ -; at most 64)`);
+  checkImageName(r.name);
   const bad = r.packages.find((p) => !PACKAGE.test(p));
   if (bad !== undefined) throw new ImageBuildError(`packages: ${JSON.stringify(bad)} is not a Debian package name`);
   const suite = r.suite ?? DEFAULT_SUITE;

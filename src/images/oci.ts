@@ -10,8 +10,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { createHash } from "node:crypto";
 import { ensureDir } from "../store/fsutil.js";
-import { ImageBuildError, packTree, run, type BuildOptions, type BuildResult } from "./build.js";
-import { blobPath, hasBlob, imagesDir, isImageName, readManifest, setName, type OciInputs } from "./store.js";
+import { checkImageName, ImageBuildError, packTree, run, type BuildOptions, type BuildResult } from "./build.js";
+import { blobPath, hasBlob, imagesDir, readManifest, setName, type OciInputs } from "./store.js";
 
 const OCI_FORMAT = 1;
 
@@ -35,7 +35,7 @@ function ociManifestDigest(layout: string, tag: string): string {
 }
 
 export async function importOciImage(req: { name: string; ref: string }, o: BuildOptions): Promise<BuildResult> {
-  if (!isImageName(req.name)) throw new ImageBuildError(`name: ${JSON.stringify(req.name)} is not an image name (lowercase letters, digits, . _ -; at most 64)`);
+  checkImageName(req.name);
   const { layout, tag } = parseOciRef(req.ref);
   const digest = ociManifestDigest(layout, tag);
   const inputs: OciInputs = { format: OCI_FORMAT, oci: { digest, ref: tag } };
