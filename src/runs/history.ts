@@ -147,18 +147,12 @@ export class RunHistory {
     for (const { id } of this.order.slice()) {
       const entry = this.runs.get(id);
       if (!entry || !matches(entry, filter)) continue;
-      let json: string;
       const live = entry instanceof Run ? entry : this.cache.get(id);
-      if (live || v2) json = JSON.stringify((live ?? this.tryReadBack(entry as RunSummary))?.toState(v2) ?? null);
-      else {
-        try {
-          json = stateJson(this.readChecked(entry as RunSummary, false));
-        } catch (e) {
-          if (!(e instanceof ApiError && e.code === "NOT_FOUND")) throw e;
-          continue; // quarantined (or gone) just now: not listed, like a run quarantined at start-up
-        }
-      }
-      if (json === "null") continue;
+      const json =
+        live || v2
+          ? JSON.stringify((live ?? this.tryReadBack(entry as RunSummary))?.toState(v2) ?? null)
+          : (orGone(() => stateJson(this.readChecked(entry as RunSummary, false))) ?? "null");
+      if (json === "null") continue; // quarantined (or gone) just now: not listed, like a run quarantined at start-up
       parts.push(Buffer.from(parts.length > 1 ? "," + json : json));
     }
     parts.push(Buffer.from("]}"));
@@ -192,12 +186,7 @@ export class RunHistory {
   }
 
   private tryReadBack(summary: RunSummary): Run | null {
-    try {
-      return this.readBack(summary, false);
-    } catch (e) {
-      if (e instanceof ApiError && e.code === "NOT_FOUND") return null;
-      throw e;
-    }
+    return orGone(() => this.readBack(summary, false));
   }
 
   /** A terminal run's files, checked (see readBack); `tidy`: also remove temp files a crash left. */
@@ -239,7 +228,17 @@ export class RunHistory {
       bad("run file", schemas.runFile(file));
       events.forEach((e, i) => bad(`event ${i}`, schemas.event(e)));
     }
-    return { ...loaded, file, events };
+    return loaded;
+  }
+}
+
+/** What `read` returns, or null when the run turned out damaged (quarantined) or gone: NOT_FOUND. */
+function orGone<T>(read: () => T): T | null {
+  try {
+    return read();
+  } catch (e) {
+    if (e instanceof ApiError && e.code === "NOT_FOUND") return null;
+    throw e;
   }
 }
 
