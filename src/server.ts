@@ -80,7 +80,6 @@ export async function createDaemon(opts: DaemonOptions): Promise<Daemon> {
 
 async function startDaemon(opts: DaemonOptions, lock: StateLock, log: Logger, now: () => number, ids: IdSource, limits: Limits): Promise<Daemon> {
   const storage = new StorageGuard(opts.stateDir, limits.minFreeBytes, log);
-  // compileStateSchemas copies the schemas it keeps: no copy of the whole document here.
   const schemas = compileStateSchemas(componentSchemas());
   const store = new RunStore(opts.stateDir);
   const quarantined: string[] = [];

@@ -33,7 +33,8 @@ const explain = (errors: ErrorObject[] | null | undefined): string =>
   schemaErrorMessages(errors, { at: (instancePath) => instancePath || "(top level)", max: 1 })[0] ?? "does not match its schema";
 
 export function compileStateSchemas(components: Record<string, unknown>): StateSchemas {
-  const schemas = structuredClone(components);
+  // The shared document's schemas, read only (ajv does not change them): RunFile joins a shallow copy.
+  const schemas = { ...components };
   for (const name of ["RunEvent", "RunState", "SessionMessage", "StageRecord"]) if (!schemas[name]) throw new Error(`openapi.yaml has no ${name} schema`);
   schemas.RunFile = runFileSchema(schemas.RunState as Record<string, unknown>);
   // Compiled on first use: an empty state dir has nothing to check at start-up.
