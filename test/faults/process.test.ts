@@ -15,7 +15,8 @@ import { findGuestImage, qemuAvailable } from "../../src/sandbox/qemu/index.js";
 import { pidAlive } from "../helpers/process.js";
 import { alive, childEnv, killHard, spawnDaemon, waitListening, startDaemonProcess, tmpDir, type DaemonProc } from "../helpers/daemon.js";
 import { sdk } from "../helpers/sdk.js";
-import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { TERMINAL } from "../helpers/runs.js";
+import type { RunState } from "../helpers/types.js";
 import { writeSpec, programWorkflow } from "../helpers/specs.js";
 import { waitFor, withTimeout } from "../helpers/wait.js";
 

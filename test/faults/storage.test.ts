@@ -12,7 +12,8 @@ import { cannotMount, chattrWorks, mountTmpfs, type SmallDisk } from "./tmpfs.js
 import { alive, childEnv, killHard, startDaemonProcess, stopDaemon, tmpDir, type DaemonProc } from "../helpers/daemon.js";
 import { errorOf, isApiError } from "../helpers/http.js";
 import { sdk } from "../helpers/sdk.js";
-import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { TERMINAL } from "../helpers/runs.js";
+import type { RunState } from "../helpers/types.js";
 import { writeSpec, programWorkflow } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
 

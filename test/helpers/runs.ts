@@ -3,16 +3,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { CreateRunRequest } from "@voidbox/client";
-import type { components } from "../../generated/api.js";
 import type { ApiClient } from "./http.js";
 import { sdk } from "./sdk.js";
-import type { PayloadOf } from "./types.js";
+import type { PayloadOf, RunEvent, RunState, RunStatus } from "./types.js";
 import { waitFor } from "./wait.js";
 import { definition } from "./openapi.js";
 
-export type RunState = components["schemas"]["RunState"];
-export type RunEvent = components["schemas"]["RunEvent"];
-export type RunStatus = components["schemas"]["RunStatus"];
 
 /** The statuses a run ends in (openapi.yaml's RunStatus). */
 export const TERMINAL: ReadonlySet<string> = new Set<RunStatus>(["succeeded", "failed", "cancelled"]);

@@ -5,7 +5,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { RunFile } from "../../src/run-model.js";
-import { TERMINAL, type RunEvent } from "./runs.js";
+import { TERMINAL } from "./runs.js";
+import type { RunEvent } from "./types.js";
 
 /** When the runs these files describe started (their first event's time). */
 export const T0 = Date.parse("2026-11-27T10:00:00.000Z");

@@ -10,6 +10,7 @@ export type RunEvent = S["RunEvent"];
 export type RunList = S["RunList"];
 export type RunPage = S["RunPage"];
 export type RunState = S["RunState"];
+export type RunStatus = S["RunStatus"];
 export type SessionMessage = S["SessionMessage"];
 export type StageList = S["StageList"];
 export type StructuredOutput = S["StructuredOutput"];

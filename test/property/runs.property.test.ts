@@ -14,10 +14,9 @@ import {
   waitForTerminal,
   writeFixtures,
   type Fixtures,
-  type RunState,
 } from "../helpers/runs.js";
 import { startInProcess, type Target } from "../helpers/targets.js";
-import type { CancelRunResponse, CreateRunResponse } from "../helpers/types.js";
+import type { CancelRunResponse, CreateRunResponse, RunState } from "../helpers/types.js";
 
 const NUM_RUNS = 100;
 const CREATE_SCHEMA = jsonSchemaFor("CreateRunRequest") as JsonSchema;

@@ -7,7 +7,8 @@ import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { childEnv, killHard, spawnDaemon, startDaemonProcess, tmpDir, type DaemonProc } from "../helpers/daemon.js";
 import { sdk } from "../helpers/sdk.js";
-import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { TERMINAL } from "../helpers/runs.js";
+import type { RunState } from "../helpers/types.js";
 import { writeSpec, programWorkflow } from "../helpers/specs.js";
 import { waitFor, withTimeout } from "../helpers/wait.js";
 

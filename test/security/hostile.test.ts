@@ -23,7 +23,8 @@ import {
 } from "./hostile-inputs.js";
 import { startDaemon, tmpDir } from "../helpers/daemon.js";
 import { isApiError, request, type Reply } from "../helpers/http.js";
-import { TERMINAL, type RunState } from "../helpers/runs.js";
+import { TERMINAL } from "../helpers/runs.js";
+import type { RunState } from "../helpers/types.js";
 import { writeSpec, programWorkflow } from "../helpers/specs.js";
 import { waitFor } from "../helpers/wait.js";
 

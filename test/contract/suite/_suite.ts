@@ -16,12 +16,9 @@ import {
   waitForTerminal,
   writeFixtures,
   type Fixtures,
-  type RunEvent,
-  type RunState,
-  type RunStatus,
 } from "../../helpers/runs.js";
 import { selectedTargets, type Target, type TargetFactory } from "../../helpers/targets.js";
-import type { CreateRunResponse } from "../../helpers/types.js";
+import type { CreateRunResponse, RunEvent, RunState, RunStatus } from "../../helpers/types.js";
 
 export const ACTIVE: readonly RunStatus[] = ["pending", "starting", "running"];
 

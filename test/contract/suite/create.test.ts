@@ -4,7 +4,8 @@
 import { describe, expect, it } from "vitest";
 import { errorOf } from "../../helpers/http.js";
 import { ACTIVE, contractSuite, expectPrismViolation } from "./_suite.js";
-import { types, uniqueRunId, waitForTerminal, type RunState } from "../../helpers/runs.js";
+import { types, uniqueRunId, waitForTerminal } from "../../helpers/runs.js";
+import type { RunState } from "../../helpers/types.js";
 import type { CancelRunResponse, CreateRunResponse } from "../../helpers/types.js";
 
 contractSuite("create", (s) => {

@@ -4,7 +4,8 @@
 import { describe, expect, it } from "vitest";
 import { errorOf } from "../../helpers/http.js";
 import { ACTIVE, contractSuite, expectEnvelope, payload, stageOf } from "./_suite.js";
-import { RFC3339, isTerminal, types, waitForRun, waitForTerminal, type Fixtures, type RunEvent, type RunState } from "../../helpers/runs.js";
+import { RFC3339, isTerminal, types, waitForRun, waitForTerminal, type Fixtures } from "../../helpers/runs.js";
+import type { RunEvent, RunState } from "../../helpers/types.js";
 import type { CancelRunResponse } from "../../helpers/types.js";
 
 contractSuite("lifecycle", (s) => {

@@ -4,7 +4,8 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { conformanceProblems, type ApiResponse, errorOf } from "../../helpers/http.js";
-import { isTerminal, types, v2Name, type RunEvent, type RunState } from "../../helpers/runs.js";
+import { isTerminal, types, v2Name } from "../../helpers/runs.js";
+import type { RunEvent, RunState } from "../../helpers/types.js";
 import { contractSuite } from "./_suite.js";
 import type { SessionMessage, StageList, StructuredOutput } from "../../helpers/types.js";
 

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Run, type RunDeps } from "../../../src/runs/run.js";
 import { RunStore } from "../../../src/store/runs.js";
 import { readFreshSummary } from "../../../src/store/summary.js";
-import type { RunEvent } from "../../helpers/runs.js";
+import type { RunEvent } from "../../helpers/types.js";
 import { tmpDir } from "../../helpers/daemon.js";
 import { runFile, T0 } from "../../helpers/statefiles.js";
 
